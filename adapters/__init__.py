@@ -1,0 +1,1 @@
+"""Framework adapters (LangChain, LlamaIndex): thin wrappers over the core strategies."""

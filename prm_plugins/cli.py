@@ -1,0 +1,283 @@
+"""The ``prm`` command line: ``prm score``, ``prm info``, ``prm export``, ``prm train``, ...
+
+Each verb imports what it needs when it runs, so ``prm --help`` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+__all__ = ["main"]
+
+logger = logging.getLogger("prm_plugins.cli")
+
+#: verb -> module with ``add_parser(subparsers)`` and ``run(args) -> int``; optional verbs
+#: whose module is missing are simply not offered.
+_PLUGGED_VERBS = {
+    "export": "prm_plugins.cli_export",
+    "train": "prm_plugins.cli_train",
+    "label": "prm_plugins.labeling.cli",
+    "eval": "prm_plugins.evaluation.cli",
+}
+
+_CHUNK_ROWS = 256
+
+
+def _out(text: str) -> None:
+    sys.stdout.write(text + "\n")
+
+
+def _err(text: str) -> None:
+    sys.stderr.write(text + "\n")
+
+
+# -- prm score -------------------------------------------------------------------------------
+def _add_score(sub: Any) -> None:
+    p = sub.add_parser(
+        "score",
+        help="score each step of chains with a PRM",
+        description=(
+            "Score chains. Either --input IN.jsonl (rows {\"question\": str, \"steps\": [str]}; "
+            "out: the same rows plus \"step_scores\"), or one chain given by --question with "
+            "--steps or --solution. Without MODEL_DIR the shipped default PRM is used."
+        ),
+    )
+    p.add_argument("model_dir", nargs="?", default=None, help="model directory (default: shipped PRM)")
+    p.add_argument("--input", "-i", help="JSONL file of {question, steps} rows ('-' for stdin)")
+    p.add_argument("--output", "-o", help="JSONL output file (default: stdout)")
+    p.add_argument("--question", "-q", help="the question, for scoring one chain")
+    p.add_argument("--steps", nargs="+", help="the steps of one chain")
+    p.add_argument("--solution", help="a whole solution, split into steps with --split")
+    p.add_argument("--split", default="auto",
+                   help="how --solution is split: auto, newlines, blank_lines, step_markers")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--long-chains", default="error", choices=["error", "window"],
+                   help="over-long chains: raise (default) or score in windows")
+    p.add_argument("--threshold", type=float, default=0.5, help="flag steps below this score")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _iter_rows(fh: IO[str]) -> Iterator[tuple[int, dict[str, Any] | None, str | None, str]]:
+    """(line number, row or None, error or None, raw line) for each non-blank line."""
+    for lineno, raw in enumerate(fh, start=1):
+        if not raw.strip():
+            continue
+        try:
+            row = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            yield lineno, None, f"not valid JSON ({exc.msg} at column {exc.colno})", raw
+            continue
+        if not isinstance(row, dict):
+            yield lineno, None, f"expected a JSON object, got {type(row).__name__}", raw
+            continue
+        q, steps = row.get("question"), row.get("steps")
+        if not isinstance(q, str):
+            yield lineno, row, f"'question' must be a string, got {type(q).__name__}", raw
+        elif not isinstance(steps, list):
+            yield lineno, row, f"'steps' must be a list of strings, got {type(steps).__name__}", raw
+        else:
+            yield lineno, row, None, raw
+
+
+def _score_file(prm: Any, args: argparse.Namespace) -> int:
+    from prm_plugins.errors import PRMError
+
+    src: IO[str]
+    if args.input == "-":
+        src = sys.stdin
+    else:
+        path = Path(args.input)
+        if not path.is_file():
+            _err(f"error: input file {path} not found")
+            return 2
+        src = open(path, encoding="utf-8", errors="strict")  # noqa: SIM115
+    dst: IO[str] = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout  # noqa: SIM115
+    n_ok = n_bad = 0
+    progress = None
+    if args.output and not args.no_progress:
+        try:
+            from tqdm import tqdm
+
+            progress = tqdm(unit="chain", desc="scoring", file=sys.stderr)
+        except ImportError:  # pragma: no cover - tqdm is a base dependency
+            progress = None
+
+    def flush(chunk: list[tuple[int, dict[str, Any] | None, str | None, str]]) -> None:
+        nonlocal n_ok, n_bad
+        good = [(i, r) for i, (_, r, e, _) in enumerate(chunk) if e is None and r is not None]
+        scored: dict[int, list[float] | str] = {}
+        try:
+            res = prm.score_batch([(r["question"], r["steps"]) for _, r in good])
+            scored = {i: s.scores for (i, _), s in zip(good, res, strict=True)}
+        except PRMError:  # isolate the bad rows; the others are still scored
+            for i, r in good:
+                try:
+                    scored[i] = prm.score(r["question"], r["steps"]).scores
+                except PRMError as exc:
+                    scored[i] = str(exc)
+        for i, (lineno, row, error, raw) in enumerate(chunk):
+            result = scored.get(i, error)
+            if isinstance(result, list):
+                out = {**(row or {}), "step_scores": [round(float(x), 6) for x in result]}
+                n_ok += 1
+            else:
+                msg = str(result)
+                _err(f"line {lineno}: {msg}")
+                out = {**(row or {"raw": raw.rstrip("\n")}), "line": lineno, "error": msg}
+                n_bad += 1
+            dst.write(json.dumps(out, ensure_ascii=False) + "\n")
+        if progress is not None:
+            progress.update(len(chunk))
+
+    try:
+        chunk: list[tuple[int, dict[str, Any] | None, str | None, str]] = []
+        try:
+            for item in _iter_rows(src):
+                chunk.append(item)
+                if len(chunk) >= _CHUNK_ROWS:
+                    flush(chunk)
+                    chunk = []
+        except UnicodeDecodeError as exc:
+            flush(chunk)
+            chunk = []
+            _err(f"error: {args.input} is not valid UTF-8 ({exc}); rows before it were scored")
+            n_bad += 1
+        flush(chunk)
+    finally:
+        if progress is not None:
+            progress.close()
+        if src is not sys.stdin:
+            src.close()
+        if dst is not sys.stdout:
+            dst.close()
+    _err(f"scored {n_ok} chain(s), {n_bad} bad row(s)")
+    return 0 if n_bad == 0 else 1
+
+
+def _run_score(args: argparse.Namespace) -> int:
+    from prm_plugins.errors import PRMError
+    from prm_plugins.runtime import load_prm
+    from prm_plugins.steps import split_steps
+
+    single = args.question is not None or args.steps is not None or args.solution is not None
+    if args.input and single:
+        _err("error: give either --input or --question with --steps/--solution, not both")
+        return 2
+    if not args.input and not single:
+        _err("error: nothing to score: give --input IN.jsonl, or --question with --steps "
+             "or --solution")
+        return 2
+    try:
+        prm = load_prm(args.model_dir, device=args.device, long_chains=args.long_chains)
+    except PRMError as exc:
+        _err(f"error: {exc}")
+        return 2
+    if args.input:
+        return _score_file(prm, args)
+    if args.question is None or (args.steps is None) == (args.solution is None):
+        _err("error: one chain needs --question and exactly one of --steps or --solution")
+        return 2
+    try:
+        steps = args.steps if args.steps is not None else split_steps(args.solution, args.split)
+        result = prm.score(args.question, steps)
+        first = result.first_error(args.threshold)
+    except PRMError as exc:
+        _err(f"error: {exc}")
+        return 2
+    if args.json:
+        _out(json.dumps({**result.to_dict(), "min": result.min, "prod": result.prod,
+                         "first_error": first, "provider": prm.provider}, ensure_ascii=False))
+        return 0
+    _out(f"model: {prm.model_dir} ({prm.manifest.format}, {prm.provider})")
+    _out(f"question: {args.question}")
+    for i, (step, s) in enumerate(zip(result.steps, result.scores, strict=True)):
+        flag = "  <-- below threshold" if s < args.threshold else ""
+        _out(f"  step {i + 1}  {s:.3f}  {step}{flag}")
+    verdict = "all steps pass" if first is None else f"first weak step: {first + 1}"
+    _out(f"chain score: min {result.min:.3f}  prod {result.prod:.3f}  ({verdict}, "
+         f"threshold {args.threshold})")
+    return 0
+
+
+# -- prm info --------------------------------------------------------------------------------
+def _add_info(sub: Any) -> None:
+    p = sub.add_parser("info", help="show a model directory's manifest and check its files")
+    p.add_argument("model_dir", nargs="?", default=None, help="model directory (default: shipped PRM)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def _run_info(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from prm_plugins.errors import PRMError
+    from prm_plugins.manifest import Manifest, verify_files
+    from prm_plugins.runtime import default_model_dir
+
+    model_dir = Path(args.model_dir) if args.model_dir else default_model_dir()
+    try:
+        man = Manifest.read(model_dir)
+        verify_files(model_dir, man)
+    except PRMError as exc:
+        _err(f"error: {exc}")
+        return 2
+    if args.json:
+        _out(json.dumps({"model_dir": str(model_dir), "files_verified": True, **asdict(man)}))
+        return 0
+    _out(f"model directory: {model_dir}")
+    _out(f"format: {man.format}  options: {json.dumps(man.format_options)}")
+    _out(f"max_length: {man.max_length}  dtype: {man.dtype}  opset: {man.opset}")
+    for name, digest in man.files.items():
+        _out(f"file: {name}  sha256 {digest[:16]}...  (verified)")
+    if man.parity:
+        _out(f"parity: {json.dumps(man.parity)}")
+    if man.versions:
+        _out("versions: " + ", ".join(f"{k} {v}" for k, v in man.versions.items()))
+    return 0
+
+
+# -- entry point -----------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    """The ``prm`` argument parser with every available verb."""
+    parser = argparse.ArgumentParser(prog="prm", description="Process reward models on ONNX Runtime")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
+    sub = parser.add_subparsers(dest="verb", metavar="VERB")
+    _add_score(sub)
+    _add_info(sub)
+    for verb, module in _PLUGGED_VERBS.items():
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name and module.startswith(exc.name):
+                continue  # verb not part of this build
+            raise
+        mod.add_parser(sub)
+    return parser
+
+
+_RUNNERS = {"score": _run_score, "info": _run_info}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``prm`` command line; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(list(argv) if argv is not None else None)
+    logging.basicConfig(level=logging.WARNING - 10 * min(args.verbose, 2),
+                        format="%(levelname)s %(name)s: %(message)s")
+    if args.verb is None:
+        parser.print_help()
+        return 2
+    if args.verb in _RUNNERS:
+        return _RUNNERS[args.verb](args)
+    return int(importlib.import_module(_PLUGGED_VERBS[args.verb]).run(args))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Evaluation of PRMs: step-level (ProcessBench, PRMBench, stepwise) and best-of-N."""

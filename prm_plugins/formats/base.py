@@ -1,0 +1,167 @@
+"""The format contract: how a PRM family renders (question, steps) into tokens.
+
+A format is the one place that knows a family's convention. Its :meth:`PRMFormat.render`
+is the single, pure token/step mapping shared by export (parity chains), runtime
+(scoring) and training (label positions).
+"""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from prm_plugins.errors import InvalidInputError
+
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer
+
+__all__ = ["PRMFormat", "Rendered", "break_token"]
+
+#: Zero-width-free breaker inserted after the first character of a forbidden string.
+_BREAK = " "
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """A chain rendered for a model.
+
+    Attributes:
+        input_ids: token ids of the whole chain, no padding.
+        step_positions: for each step, the index into ``input_ids`` at which the graph's
+            ``step_probs`` output is read. Exactly one per step, strictly increasing.
+    """
+
+    input_ids: list[int]
+    step_positions: list[int]
+
+    def __post_init__(self) -> None:
+        n = len(self.input_ids)
+        prev = -1
+        for p in self.step_positions:
+            if not prev < p < n:
+                raise AssertionError(
+                    f"bad step positions {self.step_positions} for {n} tokens: a format bug"
+                )
+            prev = p
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+
+def break_token(text: str, token: str) -> str:
+    """Replace every occurrence of ``token`` in ``text`` with a broken look-alike.
+
+    The look-alike has a space after the token's first character, so a tokenizer no
+    longer matches it as a special token or a step tag, while a reader still sees it.
+    """
+    if not token or token not in text:
+        return text
+    return text.replace(token, token[0] + _BREAK + token[1:])
+
+
+class PRMFormat(ABC):
+    """Base class of every PRM family format.
+
+    Subclasses set :attr:`name`, implement :meth:`render`, and may override
+    :meth:`neutralise`. A format is built from the runtime tokenizer (``tokenizers``
+    library) and the ``format_options`` stored in the model's ``prm.json``.
+
+    Args:
+        tokenizer: the model's tokenizer (``tokenizers.Tokenizer``).
+        options: format options as stored in the manifest; unknown keys are an error.
+    """
+
+    name: ClassVar[str] = ""
+    #: option name -> default value; documented by each subclass.
+    default_options: ClassVar[Mapping[str, Any]] = {}
+
+    def __init__(self, tokenizer: Tokenizer, options: Mapping[str, Any] | None = None) -> None:
+        options = dict(options or {})
+        unknown = sorted(set(options) - set(self.default_options))
+        if unknown:
+            raise InvalidInputError(
+                f"format {self.name!r} got unknown option(s) {unknown}; "
+                f"known options are {sorted(self.default_options)}"
+            )
+        self.tokenizer = tokenizer
+        self.options: dict[str, Any] = {**self.default_options, **options}
+        specials = [t.content for t in tokenizer.get_added_tokens_decoder().values() if t.special]
+        # Longest first so that "<|im_end|>" is broken before "<|im".
+        self._special_strings: list[str] = sorted(set(specials), key=len, reverse=True)
+        self._special_ids: frozenset[int] = frozenset(
+            i for i, t in tokenizer.get_added_tokens_decoder().items() if t.special
+        )
+        self.setup()
+
+    def setup(self) -> None:  # noqa: B027 - optional hook
+        """Hook for subclasses: resolve token ids of tags once, check options."""
+
+    # -- text hygiene ---------------------------------------------------------------------
+    def step_tags(self) -> list[str]:
+        """Strings that must never appear inside step or question text."""
+        return []
+
+    def neutralise(self, text: str) -> str:
+        """Make ``text`` safe to place inside a rendered chain.
+
+        Special-token strings and the format's step tags are broken so they cannot
+        create, merge or drop steps. Subclasses extend this for their separators.
+        """
+        for tok in [*self.step_tags(), *self._special_strings]:
+            text = break_token(text, tok)
+        return text
+
+    def encode_text(self, text: str) -> list[int]:
+        """Token ids of plain text, never special tokens (after :meth:`neutralise`)."""
+        ids = self.tokenizer.encode(self.neutralise(text), add_special_tokens=False).ids
+        leaked = [i for i in ids if i in self._special_ids]
+        if leaked:  # pragma: no cover - defensive: neutralise must prevent this
+            raise InvalidInputError(
+                f"text {text[:60]!r} still encodes to special token ids {leaked}; "
+                "report this as a bug with the text"
+            )
+        return ids
+
+    def encode_template(self, text: str) -> list[int]:
+        """Token ids of fixed template text written by the format (special tokens allowed)."""
+        return self.tokenizer.encode(text, add_special_tokens=False).ids
+
+    def token_id(self, token: str) -> int:
+        """The id of a single token, or a clear error naming the option to fix."""
+        tid = self.tokenizer.token_to_id(token)
+        if tid is None:
+            raise InvalidInputError(
+                f"format {self.name!r}: token {token!r} is not in the tokenizer's vocabulary; "
+                "check the format options in prm.json (or pass them to prm export)"
+            )
+        return tid
+
+    # -- the mapping ----------------------------------------------------------------------
+    @abstractmethod
+    def render(self, question: str, steps: Sequence[str]) -> Rendered:
+        """Render a chain into token ids and one score position per step."""
+
+    @classmethod
+    def options_from_hf(cls, hf_tokenizer: Any, **overrides: Any) -> dict[str, Any]:
+        """Format options for a transformers tokenizer, used by ``prm export``.
+
+        Only attributes of ``hf_tokenizer`` are read; no import of transformers here.
+        """
+        unknown = sorted(set(overrides) - set(cls.default_options))
+        if unknown:
+            raise InvalidInputError(
+                f"format {cls.name!r} got unknown option(s) {unknown}; "
+                f"known options are {sorted(cls.default_options)}"
+            )
+        return {**cls.default_options, **overrides}
+
+
+_WS = re.compile(r"\s+")
+
+
+def collapse_whitespace(text: str) -> str:
+    """Collapse runs of whitespace (newlines included) to single spaces."""
+    return _WS.sub(" ", text).strip()

@@ -1,0 +1,362 @@
+"""The ONNX Runtime scorer: :class:`OnnxPRM` and :func:`load_prm`.
+
+Imports only onnxruntime, tokenizers and numpy (inside the functions that need them), so
+``import prm_plugins`` stays light.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import logging
+import os
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from prm_plugins.batching import pad_batch, plan_batches
+from prm_plugins.errors import ChainTooLongError, InvalidInputError, ModelLoadError
+from prm_plugins.formats import PRMFormat, Rendered, get_format
+from prm_plugins.manifest import Manifest, verify_files
+from prm_plugins.steps import validate_steps
+from prm_plugins.types import StepScores
+
+__all__ = ["OnnxPRM", "default_model_dir", "load_prm"]
+
+logger = logging.getLogger(__name__)
+
+Device = Literal["auto", "cpu", "cuda"]
+LongChains = Literal["error", "window"]
+OUTPUT_NAME = "step_probs"
+
+
+def default_model_dir() -> Path:
+    """Directory of the default PRM shipped inside the package."""
+    return Path(__file__).resolve().parent / "models" / "default"
+
+
+def _cuda_driver_present() -> bool:
+    """True when a CUDA driver library can be loaded (so a GPU may be there)."""
+    for name in ("libcuda.so.1", "libcuda.so", "nvcuda.dll"):
+        try:
+            ctypes.CDLL(name)
+            return True
+        except OSError:
+            continue
+    return False
+
+
+@dataclass(frozen=True)
+class _Job:
+    """One forward sequence: a whole chain or one window of it."""
+
+    item: int
+    rendered: Rendered
+    #: indices (into the item's steps) scored by this job, aligned with ``positions``.
+    step_indices: list[int]
+    positions: list[int]
+
+
+class OnnxPRM:
+    """A process reward model run by ONNX Runtime.
+
+    Args:
+        model_dir: a model directory (``model.onnx``, ``tokenizer.json``, ``prm.json``).
+        device: ``"auto"`` (CUDA when a GPU and the CUDA provider are there, else CPU),
+            ``"cpu"``, or ``"cuda"`` (raises when CUDA cannot run).
+        long_chains: ``"error"`` raises :class:`ChainTooLongError` for a chain longer than
+            ``max_length``; ``"window"`` scores it in windows that keep the question and as
+            many preceding steps as fit.
+        token_budget: most padded tokens in one forward batch.
+        max_batch_size: most sequences in one forward batch.
+        intra_op_num_threads: ONNX Runtime threads (default: its own choice).
+        verify: check every file's sha256 against ``prm.json`` (default ``True``).
+
+    Examples:
+        >>> from prm_plugins import load_prm
+        >>> prm = load_prm()  # doctest: +SKIP
+        >>> s = prm.score("Tom has 3 apples and buys 2. How many?", ["3 + 2 = 5", "5"])  # doctest: +SKIP
+        >>> len(s.scores)  # doctest: +SKIP
+        2
+    """
+
+    def __init__(
+        self,
+        model_dir: str | os.PathLike[str],
+        *,
+        device: Device = "auto",
+        long_chains: LongChains = "error",
+        token_budget: int = 8192,
+        max_batch_size: int = 64,
+        intra_op_num_threads: int | None = None,
+        verify: bool = True,
+    ) -> None:
+        if device not in ("auto", "cpu", "cuda"):
+            raise InvalidInputError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
+        if long_chains not in ("error", "window"):
+            raise InvalidInputError(
+                f"long_chains must be 'error' or 'window', got {long_chains!r}"
+            )
+        if not isinstance(token_budget, int) or token_budget < 1:
+            raise InvalidInputError(f"token_budget must be a positive int, got {token_budget!r}")
+        self.model_dir = Path(model_dir)
+        if not self.model_dir.is_dir():
+            raise ModelLoadError(
+                f"model directory {str(self.model_dir)!r} does not exist or is not a directory"
+            )
+        self.manifest = Manifest.read(self.model_dir)
+        if verify:
+            verify_files(self.model_dir, self.manifest)
+        self.long_chains: LongChains = long_chains
+        self.token_budget = token_budget
+        self.max_batch_size = max_batch_size
+        self.max_length = int(self.manifest.max_length)
+        self.tokenizer = self._load_tokenizer()
+        fmt_cls = get_format(self.manifest.format)
+        self.format: PRMFormat = fmt_cls(self.tokenizer, self.manifest.format_options)
+        self._pad_id = self._find_pad_id()
+        self._session, self.provider = self._create_session(device, intra_op_num_threads)
+        self._input_names = {i.name for i in self._session.get_inputs()}
+        missing = {"input_ids", "attention_mask"} - self._input_names
+        outputs = [o.name for o in self._session.get_outputs()]
+        if missing or OUTPUT_NAME not in outputs:
+            raise ModelLoadError(
+                f"{self.model_dir / self.manifest.model_file} does not follow the graph contract "
+                f"(inputs input_ids, attention_mask; output {OUTPUT_NAME}): inputs "
+                f"{sorted(self._input_names)}, outputs {outputs}. Re-export with `prm export`"
+            )
+
+    # -- loading --------------------------------------------------------------------------
+    def _load_tokenizer(self) -> Any:
+        from tokenizers import Tokenizer
+
+        path = self.model_dir / self.manifest.tokenizer_file
+        try:
+            tok = Tokenizer.from_file(str(path))
+        except Exception as exc:
+            raise ModelLoadError(f"cannot read tokenizer {path}: {exc}") from exc
+        tok.no_truncation()  # never truncate silently; length is checked here
+        tok.no_padding()
+        return tok
+
+    def _find_pad_id(self) -> int:
+        pad = self.manifest.extra.get("pad_token_id")
+        if isinstance(pad, int):
+            return pad
+        for name in ("<pad>", "[PAD]", "<|endoftext|>", "<|finetune_right_pad_id|>"):
+            tid = self.tokenizer.token_to_id(name)
+            if tid is not None:
+                return int(tid)
+        return 0  # masked out anyway
+
+    def _create_session(self, device: Device, threads: int | None) -> tuple[Any, str]:
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.log_severity_level = 3
+        if threads is not None:
+            opts.intra_op_num_threads = int(threads)
+        path = str(self.model_dir / self.manifest.model_file)
+        available = ort.get_available_providers()
+        want_cuda = device == "cuda" or (
+            device == "auto" and "CUDAExecutionProvider" in available and _cuda_driver_present()
+        )
+        if want_cuda:
+            if "CUDAExecutionProvider" not in available:
+                raise ModelLoadError(
+                    "device='cuda' was asked for but this onnxruntime has no CUDA provider "
+                    f"(available: {available}). Install onnxruntime-gpu "
+                    '(pip install "prm-plugins[cuda]") or use device="auto" / "cpu"'
+                )
+            try:
+                sess = ort.InferenceSession(
+                    path, opts, providers=["CUDAExecutionProvider", "CPUExecutionProvider"]
+                )
+            except Exception as exc:  # CUDA libraries missing or the device failing
+                if device == "cuda":
+                    raise ModelLoadError(f"CUDA session could not start: {exc}") from exc
+                warnings.warn(f"CUDA session could not start ({exc}); running on CPU",
+                              RuntimeWarning, stacklevel=3)
+            else:
+                if sess.get_providers()[0] == "CUDAExecutionProvider":
+                    return sess, "CUDAExecutionProvider"
+                if device == "cuda":
+                    raise ModelLoadError(
+                        "device='cuda' was asked for but ONNX Runtime fell back to "
+                        f"{sess.get_providers()[0]} (CUDA or cuDNN libraries not found); "
+                        'install them with pip install "prm-plugins[cuda]"'
+                    )
+                warnings.warn("CUDA provider could not start; running on CPU",
+                              RuntimeWarning, stacklevel=3)
+        try:
+            sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+        except Exception as exc:
+            raise ModelLoadError(f"ONNX Runtime cannot load {path}: {exc}") from exc
+        return sess, "CPUExecutionProvider"
+
+    def __repr__(self) -> str:
+        return (f"OnnxPRM(model_dir={str(self.model_dir)!r}, format={self.manifest.format!r}, "
+                f"provider={self.provider!r}, max_length={self.max_length})")
+
+    # -- scoring --------------------------------------------------------------------------
+    def score(self, question: str, steps: Sequence[str]) -> StepScores:
+        """Score each step of one chain.
+
+        Args:
+            question: the problem the chain answers.
+            steps: the chain's steps (see :func:`prm_plugins.split_steps` for raw text).
+
+        Returns:
+            :class:`StepScores` with exactly one probability per step.
+        """
+        return self.score_batch([(question, steps)])[0]
+
+    async def ascore(self, question: str, steps: Sequence[str]) -> StepScores:
+        """Async :meth:`score`, run in a worker thread."""
+        return await asyncio.to_thread(self.score, question, steps)
+
+    async def ascore_batch(self, items: Sequence[tuple[str, Sequence[str]]]) -> list[StepScores]:
+        """Async :meth:`score_batch`, run in a worker thread."""
+        return await asyncio.to_thread(self.score_batch, items)
+
+    def score_batch(self, items: Sequence[tuple[str, Sequence[str]]]) -> list[StepScores]:
+        """Score many chains in token-budget batches.
+
+        Args:
+            items: ``(question, steps)`` pairs.
+
+        Returns:
+            One :class:`StepScores` per item, in input order.
+        """
+        if isinstance(items, (str, bytes)) or not isinstance(items, Sequence):
+            raise InvalidInputError(
+                "score_batch takes a list of (question, steps) pairs, got "
+                f"{type(items).__name__}"
+            )
+        checked = [self._check_item(i, item) for i, item in enumerate(items)]
+        jobs: list[_Job] = []
+        for idx, (question, steps) in enumerate(checked):
+            jobs.extend(self._jobs_for(idx, question, steps))
+        probs = self._run(jobs)
+        results: list[list[float | None]] = [[None] * len(steps) for _, steps in checked]
+        for job, p in zip(jobs, probs, strict=True):
+            for step_idx, pos in zip(job.step_indices, job.positions, strict=True):
+                results[job.item][step_idx] = float(p[pos])
+        out = []
+        for (question, steps), scores in zip(checked, results, strict=True):
+            if any(s is None for s in scores):  # pragma: no cover - would be a bug
+                raise AssertionError("a step was left without a score")
+            out.append(StepScores(steps=list(steps), scores=[float(s) for s in scores],  # type: ignore[arg-type]
+                                  question=question))
+        return out
+
+    @staticmethod
+    def _check_item(index: int, item: object) -> tuple[str, list[str]]:
+        if not isinstance(item, (tuple, list)) or len(item) != 2:
+            raise InvalidInputError(
+                f"item {index} must be a (question, steps) pair, got {type(item).__name__}"
+                f"{'' if not isinstance(item, (tuple, list)) else f' of length {len(item)}'}"
+            )
+        question, steps = item
+        if not isinstance(question, str):
+            raise InvalidInputError(
+                f"item {index}: question must be a str, got {type(question).__name__}"
+            )
+        try:
+            return question, validate_steps(steps)
+        except InvalidInputError as exc:
+            raise InvalidInputError(f"item {index}: {exc}") from None
+
+    def _jobs_for(self, idx: int, question: str, steps: list[str]) -> list[_Job]:
+        rendered = self.format.render(question, steps)
+        if len(rendered) <= self.max_length:
+            return [_Job(idx, rendered, list(range(len(steps))), rendered.step_positions)]
+        if self.long_chains == "error":
+            raise ChainTooLongError(
+                f"item {idx}: the chain renders to {len(rendered)} tokens, over the model's "
+                f"max_length of {self.max_length}. Shorten it, or score it in windows with "
+                "load_prm(..., long_chains='window')",
+                n_tokens=len(rendered), max_length=self.max_length,
+            )
+        return self._windows(idx, question, steps)
+
+    def _windows(self, idx: int, question: str, steps: list[str]) -> list[_Job]:
+        """Windows that keep the question and as many preceding steps as fit."""
+        jobs: list[_Job] = []
+        start, nxt, n = 0, 0, len(steps)
+        while nxt < n:
+            # Drop leading context until step `nxt` fits after the question.
+            while True:
+                r = self.format.render(question, steps[start : nxt + 1])
+                if len(r) <= self.max_length:
+                    break
+                if start == nxt:
+                    raise ChainTooLongError(
+                        f"item {idx}: step {nxt} with the question alone renders to {len(r)} "
+                        f"tokens, over max_length {self.max_length}; no window can score it. "
+                        "Shorten that step or the question",
+                        n_tokens=len(r), max_length=self.max_length,
+                    )
+                start += 1
+            end = nxt + 1
+            while end < n:
+                r2 = self.format.render(question, steps[start : end + 1])
+                if len(r2) > self.max_length:
+                    break
+                r, end = r2, end + 1
+            local = list(range(nxt - start, end - start))
+            jobs.append(_Job(idx, r, [start + i for i in local],
+                             [r.step_positions[i] for i in local]))
+            nxt = end
+        return jobs
+
+    def _run(self, jobs: list[_Job]) -> list[np.ndarray]:
+        out: list[np.ndarray | None] = [None] * len(jobs)
+        lengths = [len(j.rendered) for j in jobs]
+        for batch in plan_batches(lengths, token_budget=self.token_budget,
+                                  max_batch_size=self.max_batch_size,
+                                  max_length=self.max_length):
+            ids, mask = pad_batch([jobs[i].rendered.input_ids for i in batch.indices],
+                                  batch.length, self._pad_id)
+            (probs,) = self._session.run([OUTPUT_NAME], {"input_ids": ids,
+                                                         "attention_mask": mask})
+            for row, i in enumerate(batch.indices):
+                out[i] = np.asarray(probs[row], dtype=np.float32)
+        return out  # type: ignore[return-value]
+
+    def run_graph(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        """Run the raw graph: ``step_probs [B, T]`` for padded ``int64`` inputs."""
+        (probs,) = self._session.run([OUTPUT_NAME], {"input_ids": input_ids,
+                                                     "attention_mask": attention_mask})
+        return np.asarray(probs)
+
+
+def load_prm(
+    path: str | os.PathLike[str] | None = None, *, device: Device = "auto", **kwargs: Any
+) -> OnnxPRM:
+    """Load a PRM model directory, or the shipped default PRM when ``path`` is ``None``.
+
+    Args:
+        path: model directory made by ``prm export``; ``None`` for the default PRM.
+        device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+        **kwargs: passed to :class:`OnnxPRM` (``long_chains``, ``token_budget``, ...).
+
+    Examples:
+        >>> from prm_plugins import load_prm
+        >>> prm = load_prm()  # doctest: +SKIP
+        >>> prm.score("2 + 3 * 4 = ?", ["3 * 4 = 12", "2 + 12 = 14"]).min  # doctest: +SKIP
+        0.97
+    """
+    if path is None:
+        path = default_model_dir()
+        if not (Path(path) / "prm.json").is_file():
+            raise ModelLoadError(
+                f"the default PRM is not in this installation ({path} has no prm.json); "
+                "reinstall prm-plugins or pass a model directory"
+            )
+    return OnnxPRM(path, device=device, **kwargs)
