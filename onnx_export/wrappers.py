@@ -1,4 +1,4 @@
-"""Torch wrappers that turn a family's checkpoint into ``(input_ids, attention_mask) -> step_probs``.
+"""Torch wrappers: a family's checkpoint as ``(input_ids, attention_mask) -> step_probs``.
 
 Each family has a module ``prm_plugins.onnx_export.wrap_<family>`` with a function
 ``build(model_dir: Path, options: dict, dtype: torch.dtype) -> torch.nn.Module`` whose

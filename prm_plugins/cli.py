@@ -49,7 +49,8 @@ def _add_score(sub: Any) -> None:
             "--steps or --solution. Without MODEL_DIR the shipped default PRM is used."
         ),
     )
-    p.add_argument("model_dir", nargs="?", default=None, help="model directory (default: shipped PRM)")
+    p.add_argument("model_dir", nargs="?", default=None,
+                   help="model directory (default: shipped PRM)")
     p.add_argument("--input", "-i", help="JSONL file of {question, steps} rows ('-' for stdin)")
     p.add_argument("--output", "-o", help="JSONL output file (default: stdout)")
     p.add_argument("--question", "-q", help="the question, for scoring one chain")
@@ -65,9 +66,18 @@ def _add_score(sub: Any) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def _iter_rows(fh: IO[str]) -> Iterator[tuple[int, dict[str, Any] | None, str | None, str]]:
-    """(line number, row or None, error or None, raw line) for each non-blank line."""
-    for lineno, raw in enumerate(fh, start=1):
+def _iter_rows(fh: IO[bytes]) -> Iterator[tuple[int, dict[str, Any] | None, str | None, str]]:
+    """(line number, row or None, error or None, raw line) for each non-blank line.
+
+    Lines are decoded one by one, so invalid UTF-8 costs only its own line.
+    """
+    for lineno, raw_bytes in enumerate(fh, start=1):
+        try:
+            raw = raw_bytes.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            yield lineno, None, f"not valid UTF-8 ({exc.reason} at byte {exc.start})", repr(
+                raw_bytes[:200])
+            continue
         if not raw.strip():
             continue
         try:
@@ -90,15 +100,15 @@ def _iter_rows(fh: IO[str]) -> Iterator[tuple[int, dict[str, Any] | None, str | 
 def _score_file(prm: Any, args: argparse.Namespace) -> int:
     from prm_plugins.errors import PRMError
 
-    src: IO[str]
+    src: IO[bytes]
     if args.input == "-":
-        src = sys.stdin
+        src = sys.stdin.buffer
     else:
         path = Path(args.input)
         if not path.is_file():
             _err(f"error: input file {path} not found")
             return 2
-        src = open(path, encoding="utf-8", errors="strict")  # noqa: SIM115
+        src = open(path, "rb")  # noqa: SIM115
     dst: IO[str] = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout  # noqa: SIM115
     n_ok = n_bad = 0
     progress = None
@@ -139,22 +149,16 @@ def _score_file(prm: Any, args: argparse.Namespace) -> int:
 
     try:
         chunk: list[tuple[int, dict[str, Any] | None, str | None, str]] = []
-        try:
-            for item in _iter_rows(src):
-                chunk.append(item)
-                if len(chunk) >= _CHUNK_ROWS:
-                    flush(chunk)
-                    chunk = []
-        except UnicodeDecodeError as exc:
-            flush(chunk)
-            chunk = []
-            _err(f"error: {args.input} is not valid UTF-8 ({exc}); rows before it were scored")
-            n_bad += 1
+        for item in _iter_rows(src):
+            chunk.append(item)
+            if len(chunk) >= _CHUNK_ROWS:
+                flush(chunk)
+                chunk = []
         flush(chunk)
     finally:
         if progress is not None:
             progress.close()
-        if src is not sys.stdin:
+        if src is not sys.stdin.buffer:
             src.close()
         if dst is not sys.stdout:
             dst.close()
@@ -210,7 +214,8 @@ def _run_score(args: argparse.Namespace) -> int:
 # -- prm info --------------------------------------------------------------------------------
 def _add_info(sub: Any) -> None:
     p = sub.add_parser("info", help="show a model directory's manifest and check its files")
-    p.add_argument("model_dir", nargs="?", default=None, help="model directory (default: shipped PRM)")
+    p.add_argument("model_dir", nargs="?", default=None,
+                   help="model directory (default: shipped PRM)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
 
@@ -246,12 +251,14 @@ def _run_info(args: argparse.Namespace) -> int:
 # -- entry point -----------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     """The ``prm`` argument parser with every available verb."""
-    parser = argparse.ArgumentParser(prog="prm", description="Process reward models on ONNX Runtime")
+    parser = argparse.ArgumentParser(
+        prog="prm", description="Process reward models on ONNX Runtime"
+    )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
     _add_score(sub)
     _add_info(sub)
-    for verb, module in _PLUGGED_VERBS.items():
+    for module in _PLUGGED_VERBS.values():
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as exc:

@@ -79,9 +79,9 @@ class OnnxPRM:
     Examples:
         >>> from prm_plugins import load_prm
         >>> prm = load_prm()  # doctest: +SKIP
-        >>> s = prm.score("Tom has 3 apples and buys 2. How many?", ["3 + 2 = 5", "5"])  # doctest: +SKIP
+        >>> s = prm.score("Tom has 3 apples, buys 2. How many?", ["3 + 2 = 5"])  # doctest: +SKIP
         >>> len(s.scores)  # doctest: +SKIP
-        2
+        1
     """
 
     def __init__(
