@@ -1,0 +1,376 @@
+"""Split an LLM answer into reasoning steps, join steps back, and validate step lists.
+
+A process reward model scores each step of a chain, so raw answer text must first be cut
+into steps. :func:`split_steps` does that in one of several modes and never cuts inside a
+Markdown code fence; :func:`join_steps` is its inverse for the simple modes; and
+:func:`validate_steps` is the check every scorer runs on a step list.
+
+Stdlib only: importing this module loads nothing heavy.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from prm_plugins.errors import InvalidInputError
+
+__all__ = ["JOIN_MODES", "SPLIT_MODES", "join_steps", "split_steps", "validate_steps"]
+
+#: Modes accepted by :func:`split_steps`.
+SPLIT_MODES: tuple[str, ...] = ("auto", "blank_lines", "newlines", "step_markers", "regex")
+
+#: Modes accepted by :func:`join_steps`, with the separator each one writes.
+JOIN_MODES: dict[str, str] = {"newlines": "\n", "blank_lines": "\n\n"}
+
+#: Longest ``repr`` of a received value quoted in an error message.
+_PREVIEW_CHARS = 80
+
+# Horizontal whitespace is ``[^\S\n]``: any whitespace but "\n" (so "\r" of CRLF counts).
+
+#: A fence opener line: 3+ backticks or tildes, then an info string. Any indentation is
+#: accepted, because LLMs often indent fences inside list items.
+_FENCE_OPEN = re.compile(r"[^\S\n]*(?P<fence>`{3,}|~{3,})(?P<info>.*)")
+
+#: A fence closer line: only the fence characters, optionally surrounded by whitespace.
+_FENCE_CLOSE = re.compile(r"[^\S\n]*(?P<fence>`{3,}|~{3,})[^\S\n]*")
+
+#: One line break.
+_NEWLINE = re.compile(r"\n")
+
+#: A line break followed by one or more blank (whitespace-only) lines.
+_BLANK_LINES = re.compile(r"\n(?:[^\S\n]*\n)+")
+
+#: A step marker at the start of a line: ``Step 1:``, ``Step 2.``, ``**Step 3:**``,
+#: ``*Step 3*``, ``## Step 4`` (a heading needs no punctuation after the number).
+#: No two whitespace runs are adjacent, so a long run of spaces cannot make it backtrack
+#: quadratically.
+_STEP_MARKER = re.compile(
+    r"""
+    ^[^\S\n]*
+    (?:
+        \#{1,6}[^\S\n]+(?:(?:\*{1,2}|_{1,2})[^\S\n]*)?step[^\S\n]*\d+\b
+      |
+        (?:(?:\*{1,2}|_{1,2})[^\S\n]*)?step[^\S\n]*\d+
+        [^\S\n]*(?:[:.)\-\u2013\u2014\uff1a]|\*{1,2}|_{1,2}|$)
+    )
+    """,
+    re.IGNORECASE | re.MULTILINE | re.VERBOSE,
+)
+
+
+def split_steps(
+    text: str,
+    mode: str = "auto",
+    *,
+    pattern: str | re.Pattern[str] | None = None,
+    keep_empty: bool = False,
+) -> list[str]:
+    """Split an LLM answer into reasoning steps.
+
+    Markdown code fences (```` ``` ```` or ``~~~``, closed or running unclosed to the end of
+    the text) are never split: a fenced block stays whole inside the step it belongs to, in
+    every mode (a fence may be indented, as inside list items; a line such as
+    ```` ```x``` ```` is inline code, not a fence). Each step is stripped of surrounding
+    whitespace; nothing else is changed.
+
+    Args:
+        text: the answer to split.
+        mode: how to find step boundaries.
+
+            * ``"newlines"``: every line is a step.
+            * ``"blank_lines"``: paragraphs separated by one or more blank lines.
+            * ``"step_markers"``: a step starts at each line-start marker such as
+              ``Step 1:``, ``Step 2.``, ``**Step 3:**`` or ``## Step 4`` (case-insensitive);
+              the marker stays in its step, and non-blank text before the first marker is
+              a step of its own.
+            * ``"regex"``: split at each match of ``pattern``; the match is dropped.
+            * ``"auto"``: ``"step_markers"`` if the text has at least two markers, else
+              ``"blank_lines"`` if it has a blank-line break between paragraphs, else
+              ``"newlines"``.
+        pattern: the separator regex for ``mode="regex"`` (a string or compiled pattern).
+            It must not match the empty string. Zero-width patterns that only match at
+            some positions (e.g. ``r"(?=^Answer:)"`` with ``re.M``) are accepted.
+        keep_empty: keep empty steps that fall between two separators (e.g. the blank line
+            in ``"a\\n\\nb"`` with ``mode="newlines"``) as ``""``. Blank text before the
+            first or after the last separator is never a step, and a blank ``text`` gives
+            ``[]``.
+
+    Returns:
+        The steps, in order.
+
+    Raises:
+        InvalidInputError: if ``text`` is not a str, ``mode`` is unknown, ``pattern`` is
+            missing for ``mode="regex"`` or given for another mode, or ``pattern`` is not
+            a valid regex or matches the empty string.
+
+    Examples:
+        >>> split_steps("Step 1: 2 + 2 = 4.\\nStep 2: 4 * 3 = 12.\\nThe answer is 12.")
+        ['Step 1: 2 + 2 = 4.', 'Step 2: 4 * 3 = 12.\\nThe answer is 12.']
+        >>> split_steps("First, add.\\n\\nThen, multiply.")
+        ['First, add.', 'Then, multiply.']
+        >>> split_steps("a = 1\\n```\\nb = 2\\n\\nc = 3\\n```", "blank_lines")
+        ['a = 1\\n```\\nb = 2\\n\\nc = 3\\n```']
+        >>> split_steps("one ;; two ;; three", "regex", pattern=r"\\s*;;\\s*")
+        ['one', 'two', 'three']
+    """
+    if not isinstance(text, str):
+        if isinstance(text, (bytes, bytearray)):
+            hint = "Decode it first, e.g. text.decode('utf-8')."
+        else:
+            hint = "Pass the answer text as a string, e.g. the message's content."
+        raise InvalidInputError(
+            f"split_steps() needs `text` to be a str; received {_describe(text)}. {hint}"
+        )
+    if not isinstance(mode, str) or mode not in SPLIT_MODES:
+        raise InvalidInputError(
+            f"unknown split mode; received mode={_preview(mode)}. "
+            f"Use one of: {', '.join(repr(m) for m in SPLIT_MODES)}."
+        )
+    regex = _compile_pattern(pattern) if mode == "regex" else None
+    if pattern is not None and mode != "regex":
+        raise InvalidInputError(
+            f"`pattern` is only used with mode='regex'; received mode={mode!r} with "
+            f"pattern={_preview(pattern)}. Pass mode='regex', or drop `pattern`."
+        )
+    if not text.strip():
+        return []
+
+    fences = _fence_spans(text)
+    if mode == "auto":
+        if len(_find(text, _STEP_MARKER, fences)) >= 2:
+            mode = "step_markers"
+        else:
+            paragraphs = _split(text, _BLANK_LINES, fences, keep_empty)
+            if sum(1 for p in paragraphs if p) >= 2:
+                return paragraphs
+            mode = "newlines"
+
+    if mode == "step_markers":
+        starts = [s for s, _ in _find(text, _STEP_MARKER, fences) if s > 0]
+        pieces = _cut(text, [(s, s) for s in starts])
+        return [p for p in (piece.strip() for piece in pieces) if p]
+    if mode == "regex":
+        assert regex is not None  # checked above
+        return _split(text, regex, fences, keep_empty)
+    separator = _NEWLINE if mode == "newlines" else _BLANK_LINES
+    return _split(text, separator, fences, keep_empty)
+
+
+def join_steps(steps: Sequence[str], mode: str = "newlines") -> str:
+    """Join steps into one text; the inverse of :func:`split_steps` for simple steps.
+
+    For steps that are stripped, non-empty and free of line breaks (and of code fences),
+    ``split_steps(join_steps(steps, mode), mode) == list(steps)``.
+
+    Args:
+        steps: the steps to join.
+        mode: ``"newlines"`` joins with ``"\\n"``; ``"blank_lines"`` with ``"\\n\\n"``.
+
+    Returns:
+        The joined text (``""`` for no steps).
+
+    Raises:
+        InvalidInputError: if ``steps`` is a bare str or not a sequence, an item is not a
+            str, or ``mode`` is unknown.
+
+    Examples:
+        >>> join_steps(["Add 2 and 3.", "The answer is 5."])
+        'Add 2 and 3.\\nThe answer is 5.'
+        >>> join_steps(["Add 2 and 3.", "The answer is 5."], "blank_lines")
+        'Add 2 and 3.\\n\\nThe answer is 5.'
+    """
+    if not isinstance(mode, str) or mode not in JOIN_MODES:
+        raise InvalidInputError(
+            f"unknown join mode; received mode={_preview(mode)}. "
+            f"Use one of: {', '.join(repr(m) for m in JOIN_MODES)}."
+        )
+    items = _as_str_list(steps, "join_steps()")
+    return JOIN_MODES[mode].join(items)
+
+
+def validate_steps(steps: object) -> list[str]:
+    """Check a step list before scoring and return it as a new list.
+
+    Args:
+        steps: a list or tuple (any non-string sequence) of non-blank strings.
+
+    Returns:
+        The steps as a list, unchanged.
+
+    Raises:
+        InvalidInputError: if ``steps`` is a bare str (use :func:`split_steps`), is not a
+            sequence, is empty, holds a non-str item, or holds an empty or whitespace-only
+            step. The message names the offending index.
+
+    Examples:
+        >>> validate_steps(("Add 2 and 3.", "The answer is 5."))
+        ['Add 2 and 3.', 'The answer is 5.']
+        >>> validate_steps(["Add 2 and 3.", "  "])
+        Traceback (most recent call last):
+        ...
+        prm_plugins.errors.InvalidInputError: steps[1] is empty or whitespace-only \
+(received '  '); drop it, or build the list with split_steps(), which drops empty steps.
+    """
+    items = _as_str_list(steps, "steps")
+    if not items:
+        raise InvalidInputError(
+            f"steps must hold at least one step; received an empty {type(steps).__name__}. "
+            "Pass one string per reasoning step, e.g. split_steps(answer)."
+        )
+    for index, item in enumerate(items):
+        if not item.strip():
+            raise InvalidInputError(
+                f"steps[{index}] is empty or whitespace-only (received {_preview(item)}); "
+                "drop it, or build the list with split_steps(), which drops empty steps."
+            )
+    return items
+
+
+def _as_str_list(steps: object, what: str) -> list[str]:
+    """Return ``steps`` as a list after checking it is a non-str sequence of str."""
+    if isinstance(steps, str):
+        raise InvalidInputError(
+            f"{what} must be a list of step strings; received a bare str "
+            f"{_preview(steps)}. Split the text first: split_steps(text)."
+        )
+    if isinstance(steps, (bytes, bytearray, memoryview)) or not isinstance(steps, Sequence):
+        raise InvalidInputError(
+            f"{what} must be a list or tuple of str; received {_describe(steps)}. "
+            "Pass a list, e.g. list(steps)."
+        )
+    items = list(steps)
+    for index, item in enumerate(items):
+        if not isinstance(item, str):
+            raise InvalidInputError(
+                f"steps[{index}] must be a str; received {_describe(item)}. "
+                "Convert each step to text, e.g. [str(s) for s in steps]."
+            )
+    return items
+
+
+def _compile_pattern(pattern: str | re.Pattern[str] | None) -> re.Pattern[str]:
+    """Compile and check the separator regex of ``mode="regex"``."""
+    if pattern is None:
+        raise InvalidInputError(
+            "mode='regex' needs a separator `pattern`; received pattern=None. "
+            "Pass one, e.g. split_steps(text, 'regex', pattern=r'\\n-{3,}\\n')."
+        )
+    if isinstance(pattern, re.Pattern):
+        compiled = pattern
+    elif isinstance(pattern, str):
+        try:
+            compiled = re.compile(pattern)
+        except re.error as exc:
+            raise InvalidInputError(
+                f"`pattern` is not a valid regular expression ({exc}); received "
+                f"pattern={_preview(pattern)}. Fix the regex, or re.escape() a literal "
+                "separator."
+            ) from exc
+    else:
+        raise InvalidInputError(
+            f"`pattern` must be a str or re.Pattern; received {_describe(pattern)}. "
+            "Pass a regex string, e.g. pattern=r'\\n-{3,}\\n'."
+        )
+    if not isinstance(compiled.pattern, str):
+        raise InvalidInputError(
+            f"`pattern` must be a text (str) regex; received a bytes pattern "
+            f"{_preview(compiled.pattern)}. Compile it from a str instead."
+        )
+    if compiled.search("") is not None:
+        raise InvalidInputError(
+            f"`pattern` matches the empty string, so it would split everywhere; received "
+            f"pattern={_preview(compiled.pattern)}. Make it match at least one character, "
+            "e.g. use '+' instead of '*'."
+        )
+    return compiled
+
+
+def _fence_spans(text: str) -> list[tuple[int, int]]:
+    """Return ``(start, end)`` offsets of each fenced code block, from the start of the
+    opener line to the end of the closer line (or the end of the text if unclosed)."""
+    spans: list[tuple[int, int]] = []
+    fence_char = ""
+    fence_len = 0
+    fence_start = 0
+    start = 0
+    n = len(text)
+    while True:
+        end = text.find("\n", start)
+        if end == -1:
+            end = n
+        line = text[start:end]
+        if not fence_char:
+            m = _FENCE_OPEN.fullmatch(line)
+            # A backtick fence's info string may not contain a backtick (CommonMark), so
+            # an inline ```code``` line is not a fence opener.
+            if m and not (m["fence"][0] == "`" and "`" in m["info"]):
+                fence_char, fence_len, fence_start = m["fence"][0], len(m["fence"]), start
+        else:
+            m = _FENCE_CLOSE.fullmatch(line)
+            if m and m["fence"][0] == fence_char and len(m["fence"]) >= fence_len:
+                spans.append((fence_start, end))
+                fence_char = ""
+        if end == n:
+            break
+        start = end + 1
+    if fence_char:
+        spans.append((fence_start, n))
+    return spans
+
+
+def _find(
+    text: str, regex: re.Pattern[str], fences: list[tuple[int, int]]
+) -> list[tuple[int, int]]:
+    """Return the spans of ``regex`` matches in ``text`` outside the fenced blocks.
+
+    Each stretch between fences is searched on its own, so a match can never reach into a
+    fence.
+    """
+    spans: list[tuple[int, int]] = []
+    pos = 0
+    for fence_start, fence_end in [*fences, (len(text), len(text))]:
+        if pos <= fence_start:
+            spans.extend(m.span() for m in regex.finditer(text, pos, fence_start))
+        pos = fence_end
+    return spans
+
+
+def _cut(text: str, separators: list[tuple[int, int]]) -> list[str]:
+    """Return the pieces of ``text`` between ordered, non-overlapping separator spans."""
+    pieces: list[str] = []
+    prev = 0
+    for start, end in separators:
+        pieces.append(text[prev:start])
+        prev = end
+    pieces.append(text[prev:])
+    return pieces
+
+
+def _split(
+    text: str, regex: re.Pattern[str], fences: list[tuple[int, int]], keep_empty: bool
+) -> list[str]:
+    """Cut ``text`` at ``regex`` matches outside fences; strip and drop empty pieces.
+
+    With ``keep_empty``, empty pieces between two separators are kept as ``""``; blank
+    pieces before the first or after the last non-blank piece are always dropped.
+    """
+    steps = [piece.strip() for piece in _cut(text, _find(text, regex, fences))]
+    if not keep_empty:
+        return [s for s in steps if s]
+    first = next((i for i, s in enumerate(steps) if s), len(steps))
+    last = max((i for i, s in enumerate(steps) if s), default=-1)
+    return steps[first : last + 1]
+
+
+def _preview(value: object) -> str:
+    """``repr(value)`` cut to a readable length for error messages."""
+    text = repr(value)
+    if len(text) > _PREVIEW_CHARS:
+        text = text[: _PREVIEW_CHARS - 3] + "..."
+    return text
+
+
+def _describe(value: object) -> str:
+    """The type and a short ``repr`` of ``value``, for error messages."""
+    return f"{type(value).__name__} {_preview(value)}"
