@@ -94,6 +94,10 @@ class PRMFormat(ABC):
         self._special_ids: frozenset[int] = frozenset(
             i for i, t in tokenizer.get_added_tokens_decoder().items() if t.special
         )
+        # Ordinary text with unknown characters legitimately encodes to the unknown token.
+        unk = getattr(tokenizer.model, "unk_token", None)
+        unk_id = tokenizer.token_to_id(unk) if isinstance(unk, str) else None
+        self._leak_ids: frozenset[int] = self._special_ids - {unk_id}
         self.setup()
 
     def setup(self) -> None:  # noqa: B027 - optional hook
@@ -117,7 +121,7 @@ class PRMFormat(ABC):
     def encode_text(self, text: str) -> list[int]:
         """Token ids of plain text, never special tokens (after :meth:`neutralise`)."""
         ids = self.tokenizer.encode(self.neutralise(text), add_special_tokens=False).ids
-        leaked = [i for i in ids if i in self._special_ids]
+        leaked = [i for i in ids if i in self._leak_ids]
         if leaked:  # pragma: no cover - defensive: neutralise must prevent this
             raise InvalidInputError(
                 f"text {text[:60]!r} still encodes to special token ids {leaked}; "

@@ -1,0 +1,615 @@
+"""Export a local PRM checkpoint to an ONNX model directory, with measured parity.
+
+:func:`export_prm` loads the checkpoint through the family's torch wrapper (local files,
+safetensors only, never remote code), exports a graph that follows the contract
+(``input_ids [B,T] int64``, ``attention_mask [B,T] int64`` -> ``step_probs [B,T] float32``,
+dynamic ``B`` and ``T``), measures parity against the torch wrapper on fresh random chains
+rendered by the format (several batch sizes and lengths, right and left padding), and only
+then writes the model directory: ``model.onnx`` (+ ``model.onnx.data`` past 2 GB),
+``tokenizer.json`` and ``prm.json``.
+
+Everything is built in a hidden staging directory beside ``out_dir`` and moved into place at
+the end, ``prm.json`` last: a failed export (parity included) leaves ``out_dir`` as it was.
+
+Examples:
+    >>> from prm_plugins.onnx_export.export import ExportConfig, export_prm
+    >>> cfg = ExportConfig("ckpt/", "out/", format="token-classification")  # doctest: +SKIP
+    >>> export_prm(cfg)  # doctest: +SKIP
+    PosixPath('out')
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import shutil
+import struct
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from prm_plugins.errors import InvalidInputError, ModelLoadError, ParityError, require
+from prm_plugins.formats import PRMFormat, get_format
+from prm_plugins.manifest import MANIFEST_NAME, Manifest
+
+__all__ = [
+    "DTYPES",
+    "EXTERNAL_DATA_THRESHOLD",
+    "MAX_LENGTH_CAP",
+    "ExportConfig",
+    "export_prm",
+    "resolve_max_length",
+]
+
+logger = logging.getLogger(__name__)
+
+DTYPES: tuple[str, ...] = ("fp32", "fp16")
+QUANTIZATIONS: tuple[str, ...] = ("int8",)
+DEVICES: tuple[str, ...] = ("cpu", "cuda")
+EXPORTERS: tuple[str, ...] = ("dynamo", "legacy")
+#: Default ``max_length`` is the model's context, capped here (PRM chains are rarely longer).
+MAX_LENGTH_CAP = 4096
+#: Graphs whose weights pass this many bytes keep them in ``model.onnx.data``.
+EXTERNAL_DATA_THRESHOLD = int(1.8 * 2**30)
+MODEL_FILE = "model.onnx"
+TOKENIZER_FILE = "tokenizer.json"
+INPUT_NAMES = ("input_ids", "attention_mask")
+OUTPUT_NAME = "step_probs"
+#: Config attributes that hold a checkpoint's context length, most common first.
+_CONTEXT_ATTRS = ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length")
+
+
+@dataclass
+class ExportConfig:
+    """Settings of one export; every field is also a ``prm export`` flag.
+
+    Examples:
+        >>> ExportConfig("ckpt", "out", format="math-shepherd", quantize="int8")  # doctest: +SKIP
+    """
+
+    model_dir: str = field(metadata={
+        "help": "local transformers checkpoint directory (config.json, *.safetensors, "
+                "tokenizer.json); nothing is downloaded", "positional": True})
+    out_dir: str = field(metadata={
+        "help": "model directory to write (must be new or empty, unless --overwrite)",
+        "positional": True})
+    format: str = field(metadata={
+        "help": "PRM format: token-classification, qwen-prm, math-shepherd, rlhflow, skywork, "
+                "or an installed plugin's name", "required": True})
+    dtype: str = field(default="fp32", metadata={
+        "help": "weights and compute of the graph (fp16 needs --device cuda for parity)",
+        "choices": DTYPES})
+    opset: int | None = field(default=None, metadata={
+        "help": "ONNX opset (default: the exporter's own)"})
+    quantize: str | None = field(default=None, metadata={
+        "help": "int8: dynamic int8 quantisation for CPU; the directory then holds only the "
+                "int8 graph", "choices": QUANTIZATIONS})
+    max_length: int | None = field(default=None, metadata={
+        "help": f"longest chain in tokens (default: the model's max_position_embeddings, "
+                f"capped at {MAX_LENGTH_CAP})"})
+    format_options: dict[str, Any] = field(default_factory=dict, metadata={
+        "help": "format option override KEY=VALUE (VALUE parsed as JSON when it can be, "
+                "e.g. bos_token_id=1, separator=[SEP]); repeatable", "flag": "--option",
+        "metavar": "KEY=VALUE"})
+    device: str = field(default="cpu", metadata={
+        "help": "where torch runs the source model and ONNX Runtime runs parity",
+        "choices": DEVICES})
+    exporter: str = field(default="dynamo", metadata={
+        "help": "torch.onnx exporter: dynamo (torch.export, default) or legacy (TorchScript)",
+        "choices": EXPORTERS})
+    tolerance: float | None = field(default=None, metadata={
+        "help": "max |Δp| the final graph may differ from torch at step positions "
+                "(default: 1e-4 fp32, 2e-2 fp16, 5e-2 int8)"})
+    parity_chains: int = field(default=16, metadata={
+        "help": "random chains compared for parity"})
+    parity_batch_sizes: tuple[int, ...] = field(default=(1, 3, 4), metadata={
+        "help": "batch sizes the parity chains are run in (cycled)"})
+    parity_max_tokens: int = field(default=256, metadata={
+        "help": "longest parity chain in tokens (capped at max_length)"})
+    parity_seed: int = field(default=0, metadata={"help": "seed of the parity chains"})
+    per_channel: bool = field(default=False, metadata={
+        "help": "int8: per-channel weight scales (default per-tensor)"})
+    overwrite: bool = field(default=False, metadata={
+        "help": "replace the model files of an existing model directory (other files stay)"})
+
+    def validate(self) -> None:
+        """Check every field, raising :class:`InvalidInputError` with the fix."""
+        def bad(name: str, value: Any, want: str) -> InvalidInputError:
+            return InvalidInputError(f"export {name} must be {want}, got {value!r}")
+
+        if self.dtype not in DTYPES:
+            raise bad("dtype", self.dtype, f"one of {list(DTYPES)}")
+        if self.quantize is not None and self.quantize not in QUANTIZATIONS:
+            raise bad("quantize", self.quantize, f"None or one of {list(QUANTIZATIONS)}")
+        if self.quantize == "int8" and self.dtype != "fp32":
+            raise InvalidInputError(
+                f"--quantize int8 starts from the fp32 graph; got dtype {self.dtype!r}. "
+                "Drop --dtype or --quantize"
+            )
+        if self.device not in DEVICES:
+            raise bad("device", self.device, f"one of {list(DEVICES)}")
+        if self.exporter not in EXPORTERS:
+            raise bad("exporter", self.exporter, f"one of {list(EXPORTERS)}")
+        if self.opset is not None and not (isinstance(self.opset, int) and 14 <= self.opset):
+            raise bad("opset", self.opset, "an int >= 14 or None")
+        if self.max_length is not None and not (
+            isinstance(self.max_length, int) and self.max_length >= 4
+        ):
+            raise bad("max_length", self.max_length, "an int >= 4 or None")
+        if not isinstance(self.format_options, dict):
+            raise bad("format_options", self.format_options, "a dict")
+        if self.tolerance is not None and not (self.tolerance > 0):
+            raise bad("tolerance", self.tolerance, "a positive float or None")
+        if not isinstance(self.parity_chains, int) or self.parity_chains < 1:
+            raise bad("parity_chains", self.parity_chains, "an int >= 1")
+        sizes = tuple(self.parity_batch_sizes)
+        if not sizes or any(not isinstance(b, int) or b < 1 for b in sizes):
+            raise bad("parity_batch_sizes", self.parity_batch_sizes, "positive ints")
+        if not isinstance(self.parity_max_tokens, int) or self.parity_max_tokens < 4:
+            raise bad("parity_max_tokens", self.parity_max_tokens, "an int >= 4")
+        try:
+            json.dumps(self.format_options)
+        except (TypeError, ValueError) as exc:
+            raise InvalidInputError(
+                f"format_options must be JSON-serialisable (they go into prm.json): {exc}"
+            ) from exc
+
+
+def resolve_max_length(requested: int | None, hf_config: Any) -> int:
+    """The ``max_length`` to write: the request, or the model's context capped.
+
+    Args:
+        requested: ``ExportConfig.max_length``.
+        hf_config: the checkpoint's transformers config.
+
+    Raises:
+        InvalidInputError: the request is longer than the model's context.
+    """
+    configs = [hf_config, getattr(hf_config, "text_config", None)]
+    limit = next((int(v) for c in configs if c is not None for a in _CONTEXT_ATTRS
+                  if isinstance(v := getattr(c, a, None), int) and v > 0), None)
+    if requested is not None:
+        if limit is not None and requested > limit:
+            raise InvalidInputError(
+                f"--max-length {requested} is longer than the model's context of {limit} "
+                "tokens (max_position_embeddings); pass at most that"
+            )
+        return int(requested)
+    if limit is None:
+        logger.warning("the model config names no context length; max_length set to %d",
+                       MAX_LENGTH_CAP)
+        return MAX_LENGTH_CAP
+    if limit > MAX_LENGTH_CAP:
+        logger.info("max_length %d (the model takes %d; raise it with --max-length)",
+                    MAX_LENGTH_CAP, limit)
+    return min(limit, MAX_LENGTH_CAP)
+
+
+def export_prm(config: ExportConfig) -> Path:
+    """Export, check parity, optionally quantise, and write the model directory.
+
+    Args:
+        config: what to export and how.
+
+    Returns:
+        ``Path(config.out_dir)``, holding ``model.onnx``, ``tokenizer.json`` and ``prm.json``.
+
+    Raises:
+        InvalidInputError: a bad setting, or an out_dir that would lose files.
+        ModelLoadError: the checkpoint cannot be read.
+        ParityError: the graph differs from the torch model past the tolerance; nothing
+            is written.
+        MissingExtraError: the ``export`` extra is not installed.
+
+    Examples:
+        >>> export_prm(ExportConfig("ckpt", "out", format="token-classification"))  # doctest: +SKIP
+    """
+    config.validate()
+    for module in ("torch", "transformers", "onnx", "onnxscript", "onnxruntime"):
+        require(module, "export")
+    import torch
+
+    from prm_plugins.onnx_export.wrappers import build_step_prob_model, load_hf_tokenizer
+
+    started = time.perf_counter()
+    model_dir = Path(config.model_dir)
+    if not model_dir.is_dir():
+        raise ModelLoadError(f"checkpoint directory {str(model_dir)!r} does not exist")
+    out_dir = Path(config.out_dir)
+    _check_out_dir(out_dir, model_dir, config.overwrite)
+    fmt_cls = get_format(config.format)
+    providers = _providers(config)
+    if config.device == "cuda" and not torch.cuda.is_available():
+        raise InvalidInputError(
+            "--device cuda was asked for but torch sees no CUDA device (torch "
+            f"{torch.__version__}); use --device cpu or a CUDA build of torch"
+        )
+
+    hf_tok = load_hf_tokenizer(model_dir)
+    options = fmt_cls.options_from_hf(hf_tok, **config.format_options)
+    options = json.loads(json.dumps(options))  # JSON-safe, exactly as prm.json will hold
+    hf_config = _load_hf_config(model_dir)
+    max_length = resolve_max_length(config.max_length, hf_config)
+    pad_id = _pad_token_id(hf_tok)
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial",
+                                    dir=out_dir.parent))
+    try:
+        fmt = _save_tokenizer(hf_tok, staging / TOKENIZER_FILE, fmt_cls, options)
+        torch_dtype = torch.float16 if config.dtype == "fp16" else torch.float32
+        logger.info("loading %s as %s (%s) on %s", model_dir, config.format, config.dtype,
+                    config.device)
+        model = build_step_prob_model(config.format, model_dir, options, torch_dtype)
+        model = model.to(config.device)
+        from prm_plugins.onnx_export.parity import (
+            DEFAULT_TOLERANCES,
+            measure_parity,
+            random_chains,
+        )
+
+        chains = random_chains(fmt, config.parity_chains, seed=config.parity_seed,
+                               max_tokens=min(config.parity_max_tokens, max_length))
+        graph_dir = staging / "fp32" if config.quantize else staging
+        graph_dir.mkdir(exist_ok=True)
+        graph = graph_dir / MODEL_FILE
+        external = _param_bytes(model) > EXTERNAL_DATA_THRESHOLD
+        sample = _sample_inputs(fmt, chains, pad_id, max_length, config.device)
+        t0 = time.perf_counter()
+        _export_graph(model, sample, graph, config, max_length, external)
+        logger.info("exported %s in %.1f s", graph.name, time.perf_counter() - t0)
+        opset = _check_graph(graph)
+
+        device_note = f"{config.dtype} on {config.device}"
+        graph_tol = DEFAULT_TOLERANCES[config.dtype]
+        if not config.quantize and config.tolerance is not None:
+            graph_tol = config.tolerance
+        parity_kwargs: dict[str, Any] = {
+            "pad_token_id": pad_id, "batch_sizes": tuple(config.parity_batch_sizes),
+            "max_length": max_length, "device": config.device, "seed": config.parity_seed,
+            "reference": f"torch wrapper ({device_note})",
+        }
+        report = _measure(measure_parity, graph, model, fmt, chains, graph_tol, providers,
+                          config, parity_kwargs)
+        report.check(f"the exported {config.dtype} graph")
+        parity = report.to_dict()
+
+        final_dtype = config.dtype
+        quant_info: dict[str, Any] = {}
+        if config.quantize == "int8":
+            from prm_plugins.onnx_export.quantize import DEFAULT_OP_TYPES, quantize_int8
+
+            t0 = time.perf_counter()
+            quantize_int8(graph, staging / MODEL_FILE, per_channel=config.per_channel,
+                          external_data=external)
+            logger.info("quantised to int8 in %.1f s", time.perf_counter() - t0)
+            shutil.rmtree(graph_dir)
+            graph = staging / MODEL_FILE
+            opset = _check_graph(graph)
+            tol = config.tolerance if config.tolerance is not None else DEFAULT_TOLERANCES["int8"]
+            report = _measure(measure_parity, graph, model, fmt, chains, tol,
+                              ["CPUExecutionProvider"], config, parity_kwargs)
+            report.check("the int8 graph")
+            parity = {**report.to_dict(), "fp32_graph": parity}
+            final_dtype = "int8"
+            quant_info = {"method": "onnxruntime.quantization.quantize_dynamic",
+                          "weight_type": "QInt8", "per_channel": config.per_channel,
+                          "op_types": list(DEFAULT_OP_TYPES)}
+
+        names = sorted(p.name for p in staging.iterdir() if p.is_file())
+        manifest = Manifest(
+            format=config.format,
+            format_options=options,
+            max_length=max_length,
+            dtype=final_dtype,
+            opset=opset,
+            parity=parity,
+            versions=_versions(),
+            source=_source(model_dir, hf_config, model),
+            model_file=MODEL_FILE,
+            tokenizer_file=TOKENIZER_FILE,
+            extra={"pad_token_id": pad_id, "exporter": f"torch.onnx ({config.exporter})",
+                   "export_device": config.device,
+                   **({"quantization": quant_info} if quant_info else {})},
+        )
+        manifest.hash_files(staging, names)
+        manifest.write(staging)
+        manifest.parity["runtime_check"] = _runtime_check(staging, config, chains, report)
+        manifest.write(staging)
+        del model
+        _publish(staging, out_dir, [*names, MANIFEST_NAME])
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    logger.info("wrote %s (%s, parity max |Δp| %.3g) in %.1f s", out_dir, final_dtype,
+                parity["max_abs_diff"], time.perf_counter() - started)
+    return out_dir
+
+
+# -- steps of export_prm ------------------------------------------------------------------
+def _check_out_dir(out_dir: Path, model_dir: Path, overwrite: bool) -> None:
+    """Refuse an out_dir whose files the export would lose."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InvalidInputError(f"out_dir {str(out_dir)!r} exists and is not a directory")
+    if out_dir.exists() and out_dir.resolve() == model_dir.resolve():
+        raise InvalidInputError(
+            f"out_dir {str(out_dir)!r} is the checkpoint directory; write the model directory "
+            "somewhere else (its tokenizer.json would be replaced)"
+        )
+    if not out_dir.is_dir():
+        return
+    present = sorted(p.name for p in out_dir.iterdir())
+    if not present:
+        return
+    if not overwrite:
+        raise InvalidInputError(
+            f"out_dir {str(out_dir)!r} is not empty (holds {present[:6]}"
+            f"{' ...' if len(present) > 6 else ''}); choose a new directory, or pass "
+            "--overwrite to replace the model files of an earlier export"
+        )
+    if MANIFEST_NAME not in present:
+        raise InvalidInputError(
+            f"--overwrite replaces an earlier export, but {str(out_dir)!r} has no "
+            f"{MANIFEST_NAME} (holds {present[:6]}); refusing to write into a directory that "
+            "is not a model directory. Choose a new or empty directory"
+        )
+
+
+def _providers(config: ExportConfig) -> list[str]:
+    if config.device == "cpu":
+        return ["CPUExecutionProvider"]
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        raise InvalidInputError(
+            "--device cuda needs onnxruntime's CUDA provider for parity, and this "
+            f"onnxruntime offers {ort.get_available_providers()}. Install onnxruntime-gpu "
+            '(pip install "prm-plugins[cuda]") or use --device cpu'
+        )
+    return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+
+
+def _load_hf_config(model_dir: Path) -> Any:
+    import transformers
+
+    return transformers.AutoConfig.from_pretrained(str(model_dir), local_files_only=True,
+                                                   trust_remote_code=False)
+
+
+def _pad_token_id(hf_tok: Any) -> int:
+    """The id written at padded positions (masked out; any in-vocabulary id works)."""
+    for attr in ("pad_token_id", "eos_token_id", "unk_token_id"):
+        value = getattr(hf_tok, attr, None)
+        if isinstance(value, int):
+            return value
+    return 0
+
+
+def _save_tokenizer(hf_tok: Any, path: Path, fmt_cls: type[PRMFormat],
+                    options: dict[str, Any]) -> PRMFormat:
+    """Write the fast tokenizer as ``tokenizer.json``; the format as the runtime builds it."""
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_str(hf_tok.backend_tokenizer.to_str())
+    tok.no_truncation()
+    tok.no_padding()
+    tok.save(str(path))
+    runtime_tok = Tokenizer.from_file(str(path))
+    return fmt_cls(runtime_tok, options)
+
+
+def _param_bytes(model: Any) -> int:
+    tensors = [*model.parameters(), *model.buffers()]
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def _sample_inputs(fmt: PRMFormat, chains: list[tuple[str, list[str]]], pad_id: int,
+                   max_length: int, device: str) -> tuple[Any, Any]:
+    """Two real rendered chains, right-padded: the example inputs of the export.
+
+    Batch 2 and at least 3 tokens, so the exporter keeps both axes dynamic.
+    """
+    import torch
+
+    rows = [fmt.render(q, s).input_ids for q, s in (chains * 2)[:2]]
+    length = min(max(3, max(len(r) for r in rows) + 1), max_length)
+    ids = torch.full((2, length), pad_id, dtype=torch.long)
+    mask = torch.zeros((2, length), dtype=torch.long)
+    for i, row in enumerate(rows):
+        row = row[:length]
+        ids[i, : len(row)] = torch.tensor(row)
+        mask[i, : len(row)] = 1
+    return ids.to(device), mask.to(device)
+
+
+def _export_graph(model: Any, sample: tuple[Any, Any], path: Path, config: ExportConfig,
+                  max_length: int, external: bool) -> None:
+    """Run ``torch.onnx.export`` with dynamic batch and sequence axes."""
+    import torch
+
+    with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
+        warnings.simplefilter("ignore", FutureWarning)
+        warnings.filterwarnings("ignore", message=".*axis name.*")
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        if config.exporter == "dynamo":
+            batch = torch.export.Dim("batch", min=1)
+            seq = torch.export.Dim("sequence", min=1, max=max(max_length, 4))
+            axes = {0: batch, 1: seq}
+            try:
+                program = torch.onnx.export(
+                    model, sample, None, input_names=list(INPUT_NAMES),
+                    output_names=[OUTPUT_NAME], opset_version=config.opset, dynamo=True,
+                    dynamic_shapes={"input_ids": axes, "attention_mask": axes},
+                    optimize=True, verbose=False,
+                )
+            except Exception as exc:
+                raise ModelLoadError(
+                    f"torch.onnx dynamo export failed for {type(model).__name__}: "
+                    f"{type(exc).__name__}: {str(exc)[:800]}. Try --exporter legacy"
+                ) from exc
+            program.save(str(path), external_data=external)
+            return
+        tmp = path.parent / "legacy"
+        tmp.mkdir()
+        axes_named = {0: "batch", 1: "sequence"}
+        try:
+            torch.onnx.export(
+                model, sample, str(tmp / MODEL_FILE), input_names=list(INPUT_NAMES),
+                output_names=[OUTPUT_NAME], opset_version=config.opset or 17, dynamo=False,
+                dynamic_axes={n: axes_named for n in (*INPUT_NAMES, OUTPUT_NAME)},
+                do_constant_folding=True,
+            )
+        except Exception as exc:
+            raise ModelLoadError(
+                f"torch.onnx legacy export failed for {type(model).__name__}: "
+                f"{type(exc).__name__}: {str(exc)[:800]}. Try --exporter dynamo"
+            ) from exc
+        import onnx
+
+        proto = onnx.load(str(tmp / MODEL_FILE))
+        onnx.save_model(proto, str(path), save_as_external_data=external,
+                        all_tensors_to_one_file=True, location=path.name + ".data")
+        shutil.rmtree(tmp)
+
+
+def _check_graph(path: Path) -> int:
+    """Check the graph's contract (names, dtypes, rank) and return its opset."""
+    import onnx
+
+    onnx.checker.check_model(str(path))
+    proto = onnx.load(str(path), load_external_data=False)
+    elem = onnx.TensorProto
+    inputs = {i.name: i.type.tensor_type for i in proto.graph.input}
+    outputs = {o.name: o.type.tensor_type for o in proto.graph.output}
+    problems = []
+    for name in INPUT_NAMES:
+        if name not in inputs or inputs[name].elem_type != elem.INT64:
+            problems.append(f"input {name} int64")
+    if list(outputs) != [OUTPUT_NAME] or outputs[OUTPUT_NAME].elem_type != elem.FLOAT:
+        problems.append(f"single output {OUTPUT_NAME} float32 (got {list(outputs)})")
+    elif len(outputs[OUTPUT_NAME].shape.dim) != 2:
+        problems.append(f"{OUTPUT_NAME} of rank 2 (a [B, T] tensor)")
+    if problems:
+        raise ModelLoadError(
+            f"the exported graph breaks the graph contract: needs {', '.join(problems)}. "
+            "The torch wrapper must return step_probs [B, T] float32"
+        )
+    return next(int(o.version) for o in proto.opset_import if o.domain in ("", "ai.onnx"))
+
+
+def _measure(measure: Any, graph: Path, model: Any, fmt: PRMFormat, chains: list[Any],
+             tolerance: float, providers: list[str], config: ExportConfig,
+             kwargs: dict[str, Any]) -> Any:
+    """:func:`measure_parity`, turning ONNX Runtime failures into clear errors."""
+    from prm_plugins.onnx_export.parity import onnx_session
+
+    try:
+        session = onnx_session(graph, providers)
+        return measure(session, model, fmt, chains, tolerance=tolerance, **kwargs)
+    except ParityError:
+        raise
+    except Exception as exc:
+        if config.dtype == "fp16" and config.device == "cpu":
+            raise InvalidInputError(
+                "fp16 export needs --device cuda: the fp16 graph cannot be checked on "
+                f"ONNX Runtime's CPU provider ({type(exc).__name__}: {str(exc)[:300]}). "
+                "Export fp32 (optionally --quantize int8) for CPU, or run on a GPU"
+            ) from exc
+        raise ParityError(
+            f"ONNX Runtime could not run the exported graph for parity: "
+            f"{type(exc).__name__}: {str(exc)[:800]}"
+        ) from exc
+
+
+def _runtime_check(model_dir: Path, config: ExportConfig, chains: list[Any],
+                   report: Any) -> dict[str, Any]:
+    """Score the parity chains through :func:`load_prm`, the user's path, against torch."""
+    from prm_plugins.runtime import OnnxPRM
+
+    device = "cuda" if config.device == "cuda" and config.quantize is None else "cpu"
+    prm = OnnxPRM(model_dir, device=device)  # type: ignore[arg-type]
+    scored = prm.score_batch(chains)
+    diffs = [abs(a - b) for s, ref in zip(scored, report.reference_probs, strict=True)
+             for a, b in zip(s.scores, ref, strict=True)]
+    worst = max(diffs)
+    if not worst <= report.tolerance:
+        raise ParityError(
+            f"load_prm() scores differ from the torch model by max |Δp| = {worst:.3g} on the "
+            f"parity chains (tolerance {report.tolerance:g}) although the raw graph passed; "
+            "the runtime's rendering or padding disagrees with the export. Report this bug"
+        )
+    return {"max_abs_diff": worst, "n_steps": len(diffs), "provider": prm.provider}
+
+
+def _publish(staging: Path, out_dir: Path, names: list[str]) -> None:
+    """Move the staged files into ``out_dir``, ``prm.json`` last.
+
+    An earlier export's manifest is removed first (so no manifest ever vouches for a mix of
+    old and new files), then its files the new export does not write.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    old_manifest = out_dir / MANIFEST_NAME
+    stale: list[str] = []
+    if old_manifest.is_file():
+        try:
+            stale = list(Manifest.read(out_dir).files)
+        except Exception:  # an unreadable old manifest still goes
+            stale = []
+        old_manifest.unlink()
+    for name in stale:
+        target = out_dir / name
+        if name not in names and target.parent == out_dir:
+            target.unlink(missing_ok=True)
+    for name in names:
+        if name != MANIFEST_NAME:
+            os.replace(staging / name, out_dir / name)
+    os.replace(staging / MANIFEST_NAME, out_dir / MANIFEST_NAME)
+
+
+def _versions() -> dict[str, str]:
+    from importlib import metadata
+
+    import onnxruntime
+
+    import prm_plugins
+
+    versions = {"prm-plugins": prm_plugins.__version__, "python": platform.python_version(),
+                "onnxruntime": onnxruntime.__version__}
+    for dist in ("torch", "transformers", "onnx", "onnxscript", "tokenizers"):
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:  # pragma: no cover
+            continue
+    return versions
+
+
+def _source(model_dir: Path, hf_config: Any, model: Any) -> dict[str, Any]:
+    archs = getattr(hf_config, "architectures", None) or []
+    return {
+        "model_dir": str(model_dir.resolve()),
+        "architecture": archs[0] if archs else None,
+        "model_type": getattr(hf_config, "model_type", None),
+        "num_params": _safetensors_params(model_dir),
+        "num_params_exported": int(sum(p.numel() for p in model.parameters())),
+    }
+
+
+def _safetensors_params(model_dir: Path) -> int:
+    """Parameter count of the checkpoint, read from the safetensors headers only."""
+    total = 0
+    for path in sorted(model_dir.glob("*.safetensors")):
+        with open(path, "rb") as fh:
+            (size,) = struct.unpack("<Q", fh.read(8))
+            header = json.loads(fh.read(size))
+        for name, info in header.items():
+            if name == "__metadata__":
+                continue
+            n = 1
+            for dim in info["shape"]:
+                n *= int(dim)
+            total += n
+    return total

@@ -1,0 +1,67 @@
+"""``prm train``: train a token-classification PRM on TRL stepwise JSONL.
+
+Every :class:`~prm_plugins.training.config.TrainConfig` field is a flag
+(``--max-steps``, ``--layers``, ``--device`` ...); torch is imported only when the verb runs.
+
+Examples:
+    prm train --data data/gsm8k_train_stepwise.jsonl --out runs/default --layers 3 \\
+        --max-minutes 40 --eval-data data/gsm8k_test_stepwise_seed1.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from typing import Any
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add the ``train`` verb to the ``prm`` parser's subparsers."""
+    from prm_plugins.training.config import add_config_arguments
+
+    p: argparse.ArgumentParser = subparsers.add_parser(
+        "train",
+        help="train a token-classification PRM on stepwise JSONL",
+        description=(
+            "Train a BERT token-classification PRM on TRL stepwise rows {prompt, completions, "
+            "labels}. Writes a checkpoint directory for `prm export ... --format "
+            "token-classification`."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    add_config_arguments(p)
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``prm train``; returns the exit status."""
+    from prm_plugins.errors import PRMError
+    from prm_plugins.training.config import config_from_args
+    from prm_plugins.training.trainer import train
+
+    logging.getLogger("prm_plugins.training").setLevel(logging.INFO)
+    config = config_from_args(args)
+    try:
+        result = train(config)
+    except PRMError as exc:
+        sys.stderr.write(f"prm train: {exc}\n")
+        return 2
+    summary = {"out": str(result.out_dir), "steps": result.steps,
+               "train_minutes": round(result.seconds / 60, 2),
+               "best_val_auroc": result.best_val_auroc,
+               "test_auroc": None if result.test is None else result.test["auroc"]}
+    if getattr(args, "json", False):
+        sys.stdout.write(json.dumps(summary) + "\n")
+    else:
+        sys.stdout.write(
+            f"wrote {summary['out']}: {summary['steps']} steps in "
+            f"{summary['train_minutes']} min, best validation step AUROC "
+            f"{summary['best_val_auroc']:.4f}"
+            + ("" if summary["test_auroc"] is None else
+               f", test step AUROC {summary['test_auroc']:.4f}") + "\n")
+    return 0

