@@ -1,0 +1,255 @@
+"""Deterministic step checks, and :class:`HybridPRM`, a learned PRM plus those checks.
+
+A calculator catches arithmetic slips in written equations ("48/2 = 26") better than any
+small model; a learned PRM is for what a calculator cannot see (the wrong quantity, the
+wrong operation for the situation, a missing step). :class:`HybridPRM` combines them: a
+step whose written arithmetic is wrong has its score capped, and, following the labelling
+convention (a chain is wrong from its first error on), so do the steps after it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Literal
+
+from prm_plugins.errors import InvalidInputError
+from prm_plugins.types import StepScorer, StepScores
+
+__all__ = ["ArithmeticCheck", "EquationCheck", "HybridPRM", "check_arithmetic"]
+
+_TOKEN = re.compile(
+    r"""
+    (?P<num>(?<![\w.])[$€£]?\d[\d,]*(?:\.\d+)?%?)
+  | (?P<op>[-+*/×÷^])
+  | (?P<x>(?<=\s)[xX](?=\s))
+  | (?P<lp>\()
+  | (?P<rp>\))
+  | (?P<eq>=)
+  | (?P<space>\s+)
+  | (?P<other>.)
+    """,
+    re.VERBOSE,
+)
+_OPS = {"+": "+", "-": "-", "*": "*", "/": "/", "×": "*", "÷": "/", "x": "*", "X": "*"}
+
+
+@dataclass(frozen=True)
+class EquationCheck:
+    """One written equation ``lhs = rhs`` found in a step, and whether it holds."""
+
+    text: str
+    lhs_value: Fraction
+    rhs_value: Fraction
+    holds: bool
+
+
+ArithmeticCheck = Literal["ok", "wrong", "none"]
+
+
+def _number(tok: str) -> tuple[Fraction, int] | None:
+    """Value and decimal places of a number token (``$1,200.50``, ``15%`` -> 0.15)."""
+    t = tok.lstrip("$€£").replace(",", "")
+    pct = t.endswith("%")
+    t = t.rstrip("%")
+    try:
+        value = Fraction(t)
+    except (ValueError, ZeroDivisionError):
+        return None
+    places = len(t.split(".")[1]) if "." in t else 0
+    return (value / 100 if pct else value), places + (2 if pct else 0)
+
+
+class _Parser:
+    """Recursive-descent evaluation of + - * / ( ) over Fractions; no ``eval``."""
+
+    def __init__(self, items: list[tuple[str, object]]) -> None:
+        self.items = items
+        self.i = 0
+
+    def parse(self) -> Fraction | None:
+        try:
+            value = self._sum()
+        except (ZeroDivisionError, IndexError, TypeError):
+            return None
+        return value if self.i == len(self.items) else None
+
+    def _peek(self) -> tuple[str, object] | None:
+        return self.items[self.i] if self.i < len(self.items) else None
+
+    def _sum(self) -> Fraction:
+        value = self._product()
+        while (p := self._peek()) is not None and p[0] == "op" and p[1] in ("+", "-"):
+            self.i += 1
+            rhs = self._product()
+            value = value + rhs if p[1] == "+" else value - rhs
+        return value
+
+    def _product(self) -> Fraction:
+        value = self._atom()
+        while (p := self._peek()) is not None and p[0] == "op" and p[1] in ("*", "/"):
+            self.i += 1
+            rhs = self._atom()
+            value = value * rhs if p[1] == "*" else value / rhs
+        return value
+
+    def _atom(self) -> Fraction:
+        kind, val = self.items[self.i]
+        self.i += 1
+        if kind == "num":
+            return val  # type: ignore[return-value]
+        if kind == "op" and val == "-":
+            return -self._atom()
+        if kind == "lp":
+            inner = self._sum()
+            if self._peek() != ("rp", ")"):
+                raise TypeError("unbalanced")
+            self.i += 1
+            return inner
+        raise TypeError(f"unexpected {kind}")
+
+
+def _tokens(text: str) -> list[tuple[str, object, str]]:
+    out: list[tuple[str, object, str]] = []
+    for m in _TOKEN.finditer(text):
+        kind = m.lastgroup or "other"
+        raw = m.group()
+        if kind == "space":
+            continue
+        if kind == "num":
+            parsed = _number(raw)
+            if parsed is None:
+                out.append(("other", raw, raw))
+            else:
+                out.append(("num", parsed, raw))
+        elif kind in ("op", "x"):
+            out.append(("op", _OPS.get(raw, raw), raw))
+        else:
+            out.append((kind, raw, raw))
+    return out
+
+
+def _expression_left(toks: list[tuple[str, object, str]], eq: int) -> tuple[int, int]:
+    """Span [start, eq) of the longest arithmetic run ending just before ``toks[eq]``."""
+    start = eq
+    while start > 0 and toks[start - 1][0] in ("num", "op", "lp", "rp"):
+        start -= 1
+    # trim a leading binary operator or unmatched ")"; a leading "-" is a unary minus
+    while start < eq and (toks[start][0] == "rp" or (toks[start][0] == "op"
+                                                      and toks[start][1] != "-")):
+        start += 1
+    return start, eq
+
+
+def check_arithmetic(step: str) -> tuple[ArithmeticCheck, list[EquationCheck]]:
+    """Check every written equation ``expression = number`` in a step.
+
+    Only equations whose left side has an operator are checked ("x = 5" is not). A
+    right side written with d decimals is compared after rounding the left side to d
+    decimals (so "10/3 = 3.33" holds), an integer written for a fractional result may
+    round either way, and "=" chains are checked pairwise.
+
+    Returns:
+        ``("wrong", ...)`` if any equation fails, ``("ok", ...)`` if at least one was
+        checked and all hold, ``("none", [])`` if nothing could be checked.
+
+    Examples:
+        >>> check_arithmetic("Natalia sold 48/2 = 24 clips in May.")[0]
+        'ok'
+        >>> check_arithmetic("She earns 12 * 5 = $65 a week.")[0]
+        'wrong'
+        >>> check_arithmetic("She walks to school.")[0]
+        'none'
+    """
+    if not isinstance(step, str):
+        raise InvalidInputError(f"step must be a str, got {type(step).__name__}")
+    toks = _tokens(step)
+    checks: list[EquationCheck] = []
+    for eq, tok in enumerate(toks):
+        if tok[0] != "eq" or eq + 1 >= len(toks):
+            continue
+        start, end = _expression_left(toks, eq)
+        lhs_items = [(k, v[0] if k == "num" else v) for k, v, _ in toks[start:end]]  # type: ignore[index]
+        if not any(k == "op" for k, _ in lhs_items):
+            continue
+        # right side: an optional minus and one number
+        j = eq + 1
+        neg = False
+        if toks[j][0] == "op" and toks[j][1] == "-" and j + 1 < len(toks):
+            neg, j = True, j + 1
+        if toks[j][0] != "num":
+            continue
+        # a right side that continues with an operator is an expression, not a result
+        if j + 1 < len(toks) and toks[j + 1][0] == "op" and toks[j + 1][2] not in ("x", "X"):
+            continue
+        lhs = _Parser(lhs_items).parse()
+        if lhs is None:
+            continue
+        num: tuple[Fraction, int] = toks[j][1]  # type: ignore[assignment]
+        rhs_value, places = num
+        rhs = -rhs_value if neg else rhs_value
+        tol = Fraction(1, 2 * 10**places) if places else Fraction(0)
+        # An integer written for a fractional result may be rounded either way
+        # ("7/2 = 3 full boxes", "10/3 = 4 buses").
+        holds = abs(lhs - rhs) <= tol + Fraction(1, 10**9) or (
+            places == 0 and lhs.denominator != 1 and abs(lhs - rhs) < 1
+        )
+        text = " ".join(t[2] for t in toks[start : j + 1])
+        checks.append(EquationCheck(text=text, lhs_value=lhs, rhs_value=rhs, holds=holds))
+    if not checks:
+        return "none", []
+    return ("ok" if all(c.holds for c in checks) else "wrong"), checks
+
+
+class HybridPRM:
+    """A learned PRM plus a calculator check of the arithmetic written in each step.
+
+    Args:
+        prm: any scorer (``OnnxPRM``, a remote scorer, ...).
+        cap: highest score a step with wrong written arithmetic keeps.
+        propagate: also cap every later step (a chain is wrong from its first error on).
+
+    Examples:
+        >>> from prm_plugins import load_prm  # doctest: +SKIP
+        >>> prm = HybridPRM(load_prm())  # doctest: +SKIP
+        >>> prm.score("12 pens at $5 each?", ["12 * 5 = $65"]).scores[0] <= 0.05  # doctest: +SKIP
+        True
+    """
+
+    def __init__(self, prm: StepScorer, *, cap: float = 0.05, propagate: bool = True) -> None:
+        if not 0.0 <= cap <= 1.0:
+            raise InvalidInputError(f"cap must be in [0, 1], got {cap!r}")
+        self.prm = prm
+        self.cap = float(cap)
+        self.propagate = propagate
+
+    def __getattr__(self, name: str) -> object:  # provider, format, manifest, ...
+        if name == "prm":
+            raise AttributeError(name)
+        return getattr(self.prm, name)
+
+    def _combine(self, scored: StepScores) -> StepScores:
+        checks = [check_arithmetic(s)[0] for s in scored.steps]
+        scores = list(scored.scores)
+        wrong_seen = False
+        for i, verdict in enumerate(checks):
+            wrong_seen = wrong_seen or verdict == "wrong"
+            if verdict == "wrong" or (self.propagate and wrong_seen):
+                scores[i] = min(scores[i], self.cap)
+        meta = {**scored.meta, "arithmetic": checks, "model_scores": list(scored.scores)}
+        return StepScores(steps=scored.steps, scores=scores, question=scored.question, meta=meta)
+
+    def score(self, question: str, steps: Sequence[str]) -> StepScores:
+        """Model scores, capped where the written arithmetic is wrong."""
+        return self._combine(self.prm.score(question, steps))
+
+    def score_batch(self, items: Sequence[tuple[str, Sequence[str]]]) -> list[StepScores]:
+        """:meth:`score` for many chains, in one batched model call."""
+        return [self._combine(s) for s in self.prm.score_batch(items)]
+
+    async def ascore(self, question: str, steps: Sequence[str]) -> StepScores:
+        """Async :meth:`score`."""
+        return await asyncio.to_thread(self.score, question, steps)
