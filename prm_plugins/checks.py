@@ -23,19 +23,21 @@ __all__ = ["ArithmeticCheck", "EquationCheck", "HybridPRM", "check_arithmetic"]
 
 _TOKEN = re.compile(
     r"""
-    (?P<num>(?<![\w.])[$€£]?\d[\d,]*(?:\.\d+)?%?)
-  | (?P<op>[-+*/×÷^])
-  | (?P<x>(?<=\s)[xX](?=\s))
+    (?P<num>(?<![\w.])[$€£]?(?:\d[\d,]*(?:\.\d+)?|\.\d+)%?)
+  | (?P<op>[-+*/×÷–−])
   | (?P<lp>\()
   | (?P<rp>\))
   | (?P<eq>=)
+  | (?P<word>[^\W\d_]+)
   | (?P<space>\s+)
   | (?P<other>.)
     """,
     re.VERBOSE,
 )
-_OPS = {"+": "+", "-": "-", "*": "*", "/": "/", "×": "*", "÷": "/", "x": "*", "X": "*"}
-
+_OPS = {"+": "+", "-": "-", "–": "-", "−": "-", "*": "*", "/": "/", "×": "*", "÷": "/",
+        "x": "*", "X": "*"}
+#: Most unit words allowed between a number and an operator ("12 slices * 1/3").
+_MAX_UNIT_WORDS = 3
 
 @dataclass(frozen=True)
 class EquationCheck:
@@ -113,7 +115,8 @@ class _Parser:
 
 
 def _tokens(text: str) -> list[tuple[str, object, str]]:
-    out: list[tuple[str, object, str]] = []
+    """Tokens of a step, with unit words between a number and an operator removed."""
+    raw_toks: list[tuple[str, object, str]] = []
     for m in _TOKEN.finditer(text):
         kind = m.lastgroup or "other"
         raw = m.group()
@@ -121,15 +124,44 @@ def _tokens(text: str) -> list[tuple[str, object, str]]:
             continue
         if kind == "num":
             parsed = _number(raw)
-            if parsed is None:
-                out.append(("other", raw, raw))
-            else:
-                out.append(("num", parsed, raw))
-        elif kind in ("op", "x"):
-            out.append(("op", _OPS.get(raw, raw), raw))
+            raw_toks.append(("num", parsed, raw) if parsed else ("other", raw, raw))
+        elif kind == "op":
+            raw_toks.append(("op", _OPS[raw], raw))
         else:
-            out.append((kind, raw, raw))
-    return out
+            raw_toks.append((kind, raw, raw))
+    toks: list[tuple[str, object, str]] = []
+    i = 0
+    while i < len(raw_toks):
+        tok = raw_toks[i]
+        toks.append(tok)
+        i += 1
+        if tok[0] not in ("num", "rp"):
+            continue
+        # "2000x 10" or "3 x 4": an x between two numbers is a multiplication
+        if (i + 1 < len(raw_toks) and raw_toks[i][0] == "word" and raw_toks[i][1] in ("x", "X")
+                and raw_toks[i + 1][0] == "num"):
+            toks.append(("op", "*", raw_toks[i][2]))
+            i += 1
+            continue
+        # unit words ("12 slices *", "2 GB/minute =") up to an operator, "=" or ")"
+        j, words = i, 0
+        while j < len(raw_toks) and words <= _MAX_UNIT_WORDS:
+            if raw_toks[j][0] == "word" and raw_toks[j][1] not in ("x", "X"):
+                j, words = j + 1, words + 1
+            elif (raw_toks[j][0] == "op" and raw_toks[j][1] == "/"
+                  and j + 1 < len(raw_toks) and raw_toks[j + 1][0] == "word"):
+                j += 1
+            else:
+                break
+        if (j > i and words <= _MAX_UNIT_WORDS and j < len(raw_toks)
+                and raw_toks[j][0] in ("op", "eq", "rp")):
+            i = j
+        elif (j > i and words <= _MAX_UNIT_WORDS and j < len(raw_toks) - 1
+              and raw_toks[j][0] == "word" and raw_toks[j][1] in ("x", "X")
+              and raw_toks[j + 1][0] == "num"):
+            toks.append(("op", "*", raw_toks[j][2]))
+            i = j + 1
+    return toks
 
 
 def _expression_left(toks: list[tuple[str, object, str]], eq: int) -> tuple[int, int]:
@@ -183,7 +215,7 @@ def check_arithmetic(step: str) -> tuple[ArithmeticCheck, list[EquationCheck]]:
         if toks[j][0] != "num":
             continue
         # a right side that continues with an operator is an expression, not a result
-        if j + 1 < len(toks) and toks[j + 1][0] == "op" and toks[j + 1][2] not in ("x", "X"):
+        if j + 1 < len(toks) and toks[j + 1][0] == "op":
             continue
         lhs = _Parser(lhs_items).parse()
         if lhs is None:
@@ -194,8 +226,12 @@ def check_arithmetic(step: str) -> tuple[ArithmeticCheck, list[EquationCheck]]:
         tol = Fraction(1, 2 * 10**places) if places else Fraction(0)
         # An integer written for a fractional result may be rounded either way
         # ("7/2 = 3 full boxes", "10/3 = 4 buses").
-        holds = abs(lhs - rhs) <= tol + Fraction(1, 10**9) or (
-            places == 0 and lhs.denominator != 1 and abs(lhs - rhs) < 1
+        holds = any(
+            abs(lhs - r) <= tol + Fraction(1, 10**9)
+            or (p == 0 and lhs.denominator != 1 and abs(lhs - r) < 1)
+            # "18 / 450 x 100 = 4%": a percentage written for a value already times 100
+            for r, tol, p in ((rhs, tol, places), (rhs * 100, tol * 100, places - 2))
+            if r == rhs or str(toks[j][2]).endswith("%")
         )
         text = " ".join(t[2] for t in toks[start : j + 1])
         checks.append(EquationCheck(text=text, lhs_value=lhs, rhs_value=rhs, holds=holds))
