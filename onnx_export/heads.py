@@ -35,8 +35,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-torch = require("torch", "export")
-nn = torch.nn
+torch: Any = require("torch", "export")
+nn: Any = torch.nn
 
 
 def read_safetensors(model_dir: str | Path, names: Sequence[str], *, what: str) -> dict[str, Any]:
@@ -108,7 +108,8 @@ def load_trunk(
     Raises:
         ModelLoadError: trunk weights are missing from the checkpoint.
     """
-    hf_logging = require("transformers", "export").utils.logging
+    transformers: Any = require("transformers", "export")
+    hf_logging = transformers.utils.logging
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
     try:

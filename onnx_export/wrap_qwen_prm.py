@@ -17,8 +17,8 @@ from prm_plugins.errors import require
 
 __all__ = ["QwenPRMStepProbs", "build"]
 
-torch = require("torch", "export")
-nn = torch.nn
+torch: Any = require("torch", "export")
+nn: Any = torch.nn
 
 
 class QwenPRMStepProbs(nn.Module):

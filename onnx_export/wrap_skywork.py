@@ -16,8 +16,8 @@ from prm_plugins.errors import require
 
 __all__ = ["SkyworkStepProbs", "build"]
 
-torch = require("torch", "export")
-nn = torch.nn
+torch: Any = require("torch", "export")
+nn: Any = torch.nn
 
 
 class SkyworkStepProbs(nn.Module):

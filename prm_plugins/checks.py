@@ -262,10 +262,15 @@ class HybridPRM:
         self.cap = float(cap)
         self.propagate = propagate
 
-    def __getattr__(self, name: str) -> object:  # provider, format, manifest, ...
-        if name == "prm":
-            raise AttributeError(name)
-        return getattr(self.prm, name)
+    #: Attributes read through from the wrapped scorer; scoring methods are never passed
+    #: through, so every score goes through the arithmetic cap.
+    _PASSTHROUGH = frozenset({"provider", "format", "manifest", "model_dir", "max_length",
+                              "tokenizer", "long_chains", "run_graph"})
+
+    def __getattr__(self, name: str) -> object:
+        if name in HybridPRM._PASSTHROUGH:
+            return getattr(self.prm, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def _combine(self, scored: StepScores) -> StepScores:
         checks = [check_arithmetic(s)[0] for s in scored.steps]
@@ -289,3 +294,7 @@ class HybridPRM:
     async def ascore(self, question: str, steps: Sequence[str]) -> StepScores:
         """Async :meth:`score`."""
         return await asyncio.to_thread(self.score, question, steps)
+
+    async def ascore_batch(self, items: Sequence[tuple[str, Sequence[str]]]) -> list[StepScores]:
+        """Async :meth:`score_batch`."""
+        return await asyncio.to_thread(self.score_batch, items)

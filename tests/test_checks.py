@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from graph_models import make_model_dir
 
@@ -67,5 +69,9 @@ def test_hybrid_caps_wrong_step_and_later_steps(tmp_path) -> None:  # type: igno
     batch = hybrid.score_batch([("w5", steps), ("w5", ["3 + 4 = 7"])])
     assert batch[0].scores == s.scores and batch[1].meta["arithmetic"] == ["ok"]
     assert hybrid.provider == "CPUExecutionProvider"  # attributes pass through
+    abatch = asyncio.run(hybrid.ascore_batch([("w5", steps)]))
+    assert abatch[0].scores == s.scores  # the async path is capped too
+    with pytest.raises(AttributeError):
+        hybrid.no_such_attribute  # noqa: B018
     with pytest.raises(InvalidInputError, match="cap must be in"):
         HybridPRM(prm, cap=2.0)

@@ -128,12 +128,11 @@ def test_render_equals_chat_template_token_for_token(
 
 def test_render_with_non_special_step_tag(tmp_path: Path) -> None:
     """``<extra_0>`` as a plain (non-special) added token renders the same way."""
-    from transformers import AutoTokenizer
-
     from tests.tiny_chat_models import train_qwen2_tokenizer
 
     hf = train_qwen2_tokenizer(tmp_path / "tok", step_tag_special=False)
-    hf = AutoTokenizer.from_pretrained(tmp_path / "tok", local_files_only=True)
+    assert not hf.backend_tokenizer.get_added_tokens_decoder()[hf.convert_tokens_to_ids(
+        "<extra_0>")].special
     fmt = QwenPRMFormat(runtime_tokenizer(hf))
     for question, steps in PLAIN_CHAINS:
         assert fmt.render(question, steps).input_ids == reference_ids(hf, question, steps)
@@ -205,7 +204,7 @@ def test_torch_wrapper_equals_model_card(
         assert len(ours) == len(ref) == len(steps)
         assert max(abs(a - b) for a, b in zip(ours, ref, strict=True)) < 1e-5
     spread = [float(probs[0, p]) for p in rendered[0].step_positions]
-    assert max(spread) - min(spread) > 1e-3  # the tiny head does not give a constant
+    assert max(spread) - min(spread) > 0.01  # scores depend on the context
 
 
 def test_missing_head_is_a_clear_error(model_dir: Path, tmp_path: Path) -> None:

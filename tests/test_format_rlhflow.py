@@ -190,7 +190,7 @@ def test_torch_wrapper_equals_evaluation_loop(
         assert len(ours) == len(ref) == len(steps)
         assert max(abs(a - b) for a, b in zip(ours, ref, strict=True)) < 1e-5
     spread = [float(probs[0, p]) for p in rendered[0].step_positions]
-    assert max(spread) - min(spread) > 1e-3
+    assert max(spread) - min(spread) > 0.01  # scores depend on the context
 
 
 def test_wrapper_needs_token_ids(model_dir: Path) -> None:

@@ -120,7 +120,7 @@ def test_render_equals_prepare_input_token_for_token(
 
 
 # -- (c) injection -------------------------------------------------------------------------
-INJECTIONS = ["a\nb\nc", "\n", "x <|endoftext|> y", "1 + 1 = 2\r\n", "<|im_end|>\n\n"]
+INJECTIONS = ["a\nb\nc", "\nx\n", "x <|endoftext|> y", "1 + 1 = 2\r\n", "<|im_end|>\n\n"]
 
 
 def test_injected_newlines_and_specials_keep_one_score_per_step(fmt: SkyworkFormat) -> None:
@@ -165,7 +165,7 @@ def test_torch_wrapper_equals_published_inference(
         assert len(ours) == len(ref) == len(steps)
         assert max(abs(a - b) for a, b in zip(ours, ref, strict=True)) < 1e-5
     spread = [float(probs[0, p]) for p in rendered[0].step_positions]
-    assert max(spread) - min(spread) > 1e-3
+    assert max(spread) - min(spread) > 0.01  # scores depend on the context
 
 
 def test_missing_value_head_is_a_clear_error(model_dir: Path, tmp_path: Path) -> None:

@@ -172,6 +172,10 @@ LLAMA31_CHAT_TEMPLATE = (
     "{%- endif %}\n"
 )
 
+#: Weight init std of the tiny trunks: larger than transformers' 0.02 so that the context,
+#: not only the current token, moves the last hidden state (and so the step scores).
+INIT_RANGE = 0.4
+
 QWEN2_SPECIALS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
 LLAMA3_SPECIALS = (
     "<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>",
@@ -325,7 +329,8 @@ def _qwen2_config(tok: Any, hidden_size: int, num_layers: int, **extra: Any) -> 
         vocab_size=len(tok), hidden_size=hidden_size, intermediate_size=hidden_size * 2,
         num_hidden_layers=num_layers, num_attention_heads=4, num_key_value_heads=2,
         max_position_embeddings=512, tie_word_embeddings=False, eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, **extra,
+        pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
+        initializer_range=INIT_RANGE, **extra,
     )
 
 
@@ -364,7 +369,8 @@ def make_tiny_qwen_prm(
     tensors["score.2.bias"] = _spread(torch.empty(2), gen, 0.1)
     _save_safetensors(path, tensors, config, {
         "architectures": ["Qwen2ForProcessRewardModel"],
-        "auto_map": {"AutoModel": "modeling_qwen2_rm.Qwen2ForProcessRewardModel"},
+        "auto_map": {"AutoConfig": "configuration_qwen2_rm.Qwen2RMConfig",
+                     "AutoModel": "modeling_qwen2_rm.Qwen2ForProcessRewardModel"},
     })
     return path
 
@@ -426,6 +432,7 @@ def make_tiny_rlhflow_prm(
         num_hidden_layers=num_layers, num_attention_heads=4, num_key_value_heads=2,
         max_position_embeddings=512, tie_word_embeddings=False, rope_theta=500000.0,
         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+        initializer_range=INIT_RANGE,
     )
     torch.manual_seed(seed)
     lm = LlamaForCausalLM(config).eval()

@@ -1,0 +1,490 @@
+"""How strategies call generators and scorers: retries, concurrency, sync and async drivers.
+
+Every strategy is written once, as a *plan*: a Python generator function that yields
+requests (:class:`GenerateCalls`, :class:`ScoreChains`) and receives their results. Two
+drivers run a plan: :class:`SyncRunner` (threads for concurrent generator calls) and
+:class:`AsyncRunner` (asyncio tasks; a sync-only generator or scorer runs in worker threads
+of a per-call pool). So the sync and async forms of a strategy cannot drift apart, and the
+retry policy, the concurrency limit and the clean-up on cancellation live in one place.
+
+Generator calls are retried with tenacity on transient errors only
+(:class:`TransientGeneratorError`, :class:`TimeoutError`, :class:`ConnectionError`, or what
+:attr:`RetryPolicy.retry_on` says), with exponential backoff capped at
+:attr:`RetryPolicy.max_wait`. Scorer calls are not retried: a local ONNX scorer does not
+fail transiently, and a remote one should retry inside itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import functools
+import logging
+from collections.abc import Awaitable, Callable, Generator, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import tenacity
+
+from prm_plugins.errors import InvalidInputError, PRMError
+from prm_plugins.types import StepScorer
+
+__all__ = [
+    "TRANSIENT_ERRORS",
+    "AllCandidatesFailedError",
+    "AsyncRunner",
+    "CallOutcome",
+    "EmptyGenerationsError",
+    "GenerateCalls",
+    "Plan",
+    "RetryPolicy",
+    "ScoreChains",
+    "SyncRunner",
+    "TransientGeneratorError",
+]
+
+logger = logging.getLogger(__name__)
+
+R = TypeVar("R")
+T = TypeVar("T")
+
+
+class TransientGeneratorError(PRMError, RuntimeError):
+    """A generator failure worth retrying (rate limit, overloaded server, dropped stream).
+
+    Raise it (or :class:`TimeoutError` / :class:`ConnectionError`, which count as transient
+    too) from a generator method; strategies retry the call under their
+    :class:`RetryPolicy`. Any other exception fails the call at once.
+    """
+
+
+class AllCandidatesFailedError(PRMError, RuntimeError):
+    """Every generator call of a strategy failed, so there is nothing to choose from.
+
+    Attributes:
+        causes: the exceptions behind the failures, one per failed candidate or call.
+        candidates: the failed candidates (best-of-N), when there are any.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        causes: Sequence[BaseException] = (),
+        candidates: Sequence[Any] = (),
+    ) -> None:
+        super().__init__(message)
+        self.causes = list(causes)
+        self.candidates = list(candidates)
+
+
+class EmptyGenerationsError(InvalidInputError, AllCandidatesFailedError):
+    """Every generator call returned empty text (no steps to score).
+
+    It is both an :class:`~prm_plugins.errors.InvalidInputError` (the generator gives
+    unusable input) and an :class:`AllCandidatesFailedError`.
+    """
+
+
+#: Exceptions retried by default.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    TransientGeneratorError,
+    TimeoutError,
+    ConnectionError,
+)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """When and how generator calls are retried (tenacity under the hood).
+
+    The wait before retry ``k`` (1-based) is ``min(initial_wait * exp_base ** (k - 1),
+    max_wait)`` plus a uniform random jitter in ``[0, jitter]``.
+
+    Attributes:
+        max_attempts: attempts per call, the first one included (``1`` = no retry).
+        initial_wait: seconds before the first retry.
+        max_wait: cap on one wait, in seconds (jitter excluded).
+        exp_base: growth factor of the wait.
+        jitter: most random seconds added to each wait.
+        retry_on: exception types that are retried; anything else fails the call at once.
+
+    Examples:
+        >>> RetryPolicy().max_attempts
+        3
+        >>> fast = RetryPolicy.no_wait(max_attempts=5)  # for tests: retries without sleeping
+        >>> fast.initial_wait, fast.jitter
+        (0.0, 0.0)
+    """
+
+    max_attempts: int = 3
+    initial_wait: float = 0.5
+    max_wait: float = 8.0
+    exp_base: float = 2.0
+    jitter: float = 0.25
+    retry_on: tuple[type[BaseException], ...] = TRANSIENT_ERRORS
+
+    def __post_init__(self) -> None:
+        if isinstance(self.max_attempts, bool) or not isinstance(self.max_attempts, int) or (
+            self.max_attempts < 1
+        ):
+            raise InvalidInputError(
+                f"RetryPolicy.max_attempts must be an int >= 1, got {self.max_attempts!r}"
+            )
+        for name in ("initial_wait", "max_wait", "jitter"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or value < 0:
+                raise InvalidInputError(
+                    f"RetryPolicy.{name} must be a number of seconds >= 0, got {value!r}"
+                )
+        if not isinstance(self.exp_base, (int, float)) or self.exp_base < 1:
+            raise InvalidInputError(f"RetryPolicy.exp_base must be >= 1, got {self.exp_base!r}")
+        if not isinstance(self.retry_on, tuple) or not all(
+            isinstance(t, type) and issubclass(t, BaseException) for t in self.retry_on
+        ):
+            raise InvalidInputError(
+                f"RetryPolicy.retry_on must be a tuple of exception types, got {self.retry_on!r}"
+            )
+
+    @classmethod
+    def no_wait(cls, max_attempts: int = 3) -> RetryPolicy:
+        """Retries without sleeping (tests, or generators that back off themselves)."""
+        return cls(max_attempts=max_attempts, initial_wait=0.0, max_wait=0.0, jitter=0.0)
+
+    def backoff(self, retry_number: int) -> float:
+        """Seconds waited before retry ``retry_number`` (1-based), jitter excluded.
+
+        Examples:
+            >>> [RetryPolicy(initial_wait=0.5, max_wait=3).backoff(k) for k in (1, 2, 3, 4)]
+            [0.5, 1.0, 2.0, 3]
+        """
+        return min(self.initial_wait * self.exp_base ** (retry_number - 1), self.max_wait)
+
+    def _wait(self) -> tenacity.wait.wait_base:
+        base = tenacity.wait_exponential(
+            multiplier=self.initial_wait, exp_base=self.exp_base, min=0, max=self.max_wait
+        )
+        return base + tenacity.wait_random(0, self.jitter) if self.jitter else base
+
+    def _tenacity_kwargs(self, what: str) -> dict[str, Any]:
+        def log_retry(state: tenacity.RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome else None
+            wait = state.next_action.sleep if state.next_action else 0.0
+            logger.warning(
+                "%s failed on attempt %d of %d (%s: %s); retrying in %.2f s",
+                what, state.attempt_number, self.max_attempts, type(exc).__name__, exc, wait,
+            )
+
+        return {
+            "stop": tenacity.stop_after_attempt(self.max_attempts),
+            "wait": self._wait(),
+            "retry": tenacity.retry_if_exception_type(self.retry_on),
+            "reraise": True,
+            "before_sleep": log_retry,
+        }
+
+    def call(self, fn: Callable[..., T], *args: Any, what: str = "generator call") -> CallOutcome:
+        """Run ``fn(*args)`` under this policy; never raises an :class:`Exception`."""
+        attempts = 0
+
+        def attempt() -> T:
+            nonlocal attempts
+            attempts += 1
+            return fn(*args)
+
+        try:
+            value = tenacity.Retrying(**self._tenacity_kwargs(what))(attempt)
+        except Exception as exc:  # reported on the candidate, not fatal
+            return CallOutcome(error=exc, attempts=attempts)
+        return CallOutcome(value=value, attempts=attempts)
+
+    async def acall(
+        self, fn: Callable[..., Awaitable[T]], *args: Any, what: str = "generator call"
+    ) -> CallOutcome:
+        """Await ``fn(*args)`` under this policy; never raises an :class:`Exception`.
+
+        Waits between attempts are ``asyncio.sleep`` calls, so cancelling the task stops
+        the retries at once.
+        """
+        attempts = 0
+
+        async def attempt() -> T:
+            nonlocal attempts
+            attempts += 1
+            return await fn(*args)
+
+        try:
+            value: Any = await tenacity.AsyncRetrying(**self._tenacity_kwargs(what))(attempt)
+        except Exception as exc:
+            return CallOutcome(error=exc, attempts=attempts)
+        return CallOutcome(value=value, attempts=attempts)
+
+
+@dataclass(frozen=True)
+class CallOutcome:
+    """Result of one generator call after retries: its value or its last error."""
+
+    value: Any = None
+    error: Exception | None = None
+    attempts: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+# -- plans -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GenerateCalls:
+    """Request: call ``generator.<method>(*args)`` once per entry of ``calls``.
+
+    The runner answers with one :class:`CallOutcome` per call, in order.
+    """
+
+    method: str
+    calls: list[tuple[Any, ...]]
+
+
+@dataclass(frozen=True)
+class ScoreChains:
+    """Request: score these ``(question, steps)`` chains in one ``score_batch`` call.
+
+    The runner answers with one :class:`StepScores` or exception per chain, in order. When
+    the batch raises a :class:`~prm_plugins.errors.PRMError` (e.g. one chain is too long),
+    the chains are scored one by one so that only the offending ones fail.
+    """
+
+    items: list[tuple[str, list[str]]]
+
+
+Request = GenerateCalls | ScoreChains
+Plan = Generator[Request, Any, R]
+
+#: Generator methods and their async twins.
+_ASYNC_NAME = {
+    "sample": "asample",
+    "propose_next_steps": "apropose_next_steps",
+    "revise": "arevise",
+}
+
+
+def check_generator(generator: object, methods: Sequence[str], *, use_async: bool) -> None:
+    """Raise :class:`InvalidInputError` unless ``generator`` has what a strategy calls.
+
+    Args:
+        generator: the generator object.
+        methods: sync method names the strategy calls (``"sample"``, ...).
+        use_async: the async form accepts the async twin (``asample``) or the sync method.
+    """
+    for name in methods:
+        async_name = _ASYNC_NAME[name]
+        has_sync = callable(getattr(generator, name, None))
+        has_async = callable(getattr(generator, async_name, None))
+        if use_async and not (has_sync or has_async):
+            raise InvalidInputError(
+                f"this strategy needs the generator to have {name}() or {async_name}(); "
+                f"received {type(generator).__name__}, which has neither. Implement the "
+                "prm_plugins.generators.Generator or AsyncGenerator protocol."
+            )
+        if not use_async and not has_sync:
+            hint = (
+                f" It has {async_name}(): call the strategy's async form (arun / the a-prefixed "
+                "function) instead."
+                if has_async
+                else " Implement the prm_plugins.generators.Generator protocol."
+            )
+            raise InvalidInputError(
+                f"this strategy needs the generator to have {name}(); received "
+                f"{type(generator).__name__}, which has no such method.{hint}"
+            )
+
+
+def check_scorer(prm: object) -> None:
+    """Raise :class:`InvalidInputError` unless ``prm`` has ``score_batch``."""
+    if not callable(getattr(prm, "score_batch", None)):
+        raise InvalidInputError(
+            f"prm must implement the StepScorer protocol (score, score_batch, ascore); "
+            f"received {type(prm).__name__}. Load one with prm_plugins.load_prm()."
+        )
+
+
+def check_max_concurrency(max_concurrency: object) -> int:
+    if isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int) or (
+        max_concurrency < 1
+    ):
+        raise InvalidInputError(f"max_concurrency must be an int >= 1, got {max_concurrency!r}")
+    return max_concurrency
+
+
+def _score_sync(prm: StepScorer, items: list[tuple[str, list[str]]]) -> list[Any]:
+    if not items:
+        return []
+    try:
+        out = list(prm.score_batch(items))
+    except PRMError as exc:
+        if len(items) == 1:
+            return [exc]
+        logger.warning("batched scoring failed (%s); scoring the %d chains one by one",
+                       exc, len(items))
+        results: list[Any] = []
+        for item in items:
+            try:
+                results.append(prm.score_batch([item])[0])
+            except PRMError as one:
+                results.append(one)
+        return results
+    if len(out) != len(items):
+        raise PRMError(
+            f"the scorer's score_batch returned {len(out)} results for {len(items)} chains; "
+            "a StepScorer must return one StepScores per chain"
+        )
+    return out
+
+
+class SyncRunner:
+    """Runs a plan with blocking calls; concurrent generator calls use a thread pool.
+
+    Args:
+        generator: the generator the plan calls.
+        prm: the scorer, or ``None`` for plans that never score.
+        retry: the retry policy for generator calls.
+        max_concurrency: most generator calls in flight at once.
+    """
+
+    def __init__(
+        self, generator: Any, prm: StepScorer | None, *, retry: RetryPolicy, max_concurrency: int
+    ) -> None:
+        self.generator = generator
+        self.prm = prm
+        self.retry = retry
+        self.max_concurrency = max_concurrency
+
+    def run(self, plan: Plan[R]) -> R:
+        pool: concurrent.futures.ThreadPoolExecutor | None = None
+        try:
+            request = next(plan)
+            while True:
+                if isinstance(request, GenerateCalls):
+                    if pool is None and self.max_concurrency > 1 and len(request.calls) > 1:
+                        pool = concurrent.futures.ThreadPoolExecutor(
+                            self.max_concurrency, thread_name_prefix="prm-strategy"
+                        )
+                    response: Any = self._generate(request, pool)
+                else:
+                    assert self.prm is not None, "this plan was run without a scorer"
+                    response = _score_sync(self.prm, request.items)
+                request = plan.send(response)
+        except StopIteration as stop:
+            return stop.value
+        finally:
+            plan.close()
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
+
+    def _generate(
+        self, request: GenerateCalls, pool: concurrent.futures.ThreadPoolExecutor | None
+    ) -> list[CallOutcome]:
+        fn = getattr(self.generator, request.method)
+        what = f"generator.{request.method}()"
+        if pool is None:
+            return [self.retry.call(fn, *args, what=what) for args in request.calls]
+        futures = [pool.submit(self.retry.call, fn, *args, what=what) for args in request.calls]
+        return [f.result() for f in futures]
+
+
+class AsyncRunner:
+    """Runs a plan on the event loop.
+
+    Async generator methods (``asample``...) are awaited as tasks, at most
+    ``max_concurrency`` at once; sync-only methods, and the scorer's ``score_batch`` (the
+    scorer protocol has no async batch method), run in a thread pool owned by this run.
+    When the awaiting task is cancelled, the child tasks are cancelled and awaited and the
+    pool is shut down (queued work dropped) before the cancellation propagates; a blocking
+    call already running in a worker thread cannot be interrupted, and its thread exits as
+    soon as that call returns.
+    """
+
+    def __init__(
+        self, generator: Any, prm: StepScorer | None, *, retry: RetryPolicy, max_concurrency: int
+    ) -> None:
+        self.generator = generator
+        self.prm = prm
+        self.retry = retry
+        self.max_concurrency = max_concurrency
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+
+    async def run(self, plan: Plan[R]) -> R:
+        try:
+            request = next(plan)
+            while True:
+                if isinstance(request, GenerateCalls):
+                    response: Any = await self._generate(request)
+                else:
+                    response = await self._score(request.items)
+                request = plan.send(response)
+        except StopIteration as stop:
+            return stop.value
+        finally:
+            plan.close()
+            if self._pool is not None:
+                self._pool.shutdown(wait=False, cancel_futures=True)
+                self._pool = None
+
+    def _in_thread(self, fn: Callable[..., T], *args: Any) -> Awaitable[T]:
+        if self._pool is None:
+            self._pool = concurrent.futures.ThreadPoolExecutor(
+                self.max_concurrency, thread_name_prefix="prm-strategy"
+            )
+        loop = asyncio.get_running_loop()
+        return loop.run_in_executor(self._pool, functools.partial(fn, *args))
+
+    async def _generate(self, request: GenerateCalls) -> list[CallOutcome]:
+        async_fn = getattr(self.generator, _ASYNC_NAME[request.method], None)
+        what = f"generator.{request.method}()"
+        if callable(async_fn):
+            call: Callable[..., Awaitable[Any]] = async_fn
+        else:
+            sync_fn = getattr(self.generator, request.method)
+
+            def call(*args: Any) -> Awaitable[Any]:
+                return self._in_thread(sync_fn, *args)
+
+        semaphore = asyncio.Semaphore(self.max_concurrency)
+
+        async def one(args: tuple[Any, ...]) -> CallOutcome:
+            async with semaphore:
+                return await self.retry.acall(call, *args, what=what)
+
+        tasks = [asyncio.ensure_future(one(args)) for args in request.calls]
+        try:
+            return list(await asyncio.gather(*tasks))
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+
+    async def _score(self, items: list[tuple[str, list[str]]]) -> list[Any]:
+        assert self.prm is not None, "this plan was run without a scorer"
+        if not items:
+            return []
+        return await self._in_thread(_score_sync, self.prm, items)
+
+
+def describe_error(exc: BaseException) -> str:
+    """``"TypeName: message"`` for an exception, as shown on failed candidates."""
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def summarize_failures(errors: Sequence[str], limit: int = 5) -> str:
+    """``"3x TimeoutError: ...; 1x empty generation"``: distinct errors with counts."""
+    counts: dict[str, int] = {}
+    for e in errors:
+        counts[e] = counts.get(e, 0) + 1
+    parts = [f"{n}x {e}" for e, n in list(counts.items())[:limit]]
+    if len(counts) > limit:
+        parts.append(f"... and {len(counts) - limit} more distinct errors")
+    return "; ".join(parts)

@@ -1,0 +1,670 @@
+"""Best-of-N with a PRM, PRM-weighted voting, and the majority-vote baseline.
+
+Each candidate is one ``generator.sample(question, 1)`` call. Calls run concurrently (at
+most ``max_concurrency`` at once: threads for the sync form, asyncio tasks for the async
+form), transient failures are retried (:class:`~prm_plugins.strategies.RetryPolicy`), and a
+candidate whose call fails or whose text has no steps is reported as failed, not fatal.
+All candidates of a run are scored in one ``prm.score_batch`` call; with a ``threshold``,
+candidates are drawn in rounds of ``max_concurrency`` and sampling stops after the first
+round in which one reaches it (one ``score_batch`` call per round).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+from prm_plugins.errors import InvalidInputError
+from prm_plugins.evaluation.answers import (
+    extract_answer,
+    extract_answer_is,
+    extract_boxed,
+    extract_gsm8k,
+    extract_last_number,
+    normalize_answer,
+)
+from prm_plugins.strategies._retry import (
+    AllCandidatesFailedError,
+    AsyncRunner,
+    CallOutcome,
+    EmptyGenerationsError,
+    GenerateCalls,
+    Plan,
+    RetryPolicy,
+    ScoreChains,
+    SyncRunner,
+    check_generator,
+    check_max_concurrency,
+    check_scorer,
+    describe_error,
+    summarize_failures,
+)
+from prm_plugins.strategies.verify import (
+    Aggregate,
+    Splitter,
+    check_aggregate,
+    check_question,
+    check_split,
+    check_threshold,
+    to_steps,
+)
+from prm_plugins.types import StepScorer, StepScores
+
+__all__ = [
+    "BestOfN",
+    "BestOfNResult",
+    "Candidate",
+    "VoteResult",
+    "abest_of_n",
+    "amajority_vote",
+    "aweighted_best_of_n",
+    "best_of_n",
+    "extract_a_colon",
+    "extract_answer_is",
+    "extract_boxed",
+    "extract_final_answer",
+    "extract_gsm8k",
+    "majority_vote",
+    "weighted_best_of_n",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Why a candidate failed: its generator call, empty text, or scoring.
+FailedAt = Literal["generation", "empty", "scoring"]
+
+_A_COLON_RE = re.compile(r"^[^\S\n]*A[^\S\n]*:[^\S\n]*(?P<rest>\S[^\n]*)$", re.MULTILINE)
+_LEADING_NUMBER_RE = re.compile(r"^\$?\s*(?P<num>[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?)")
+
+
+def extract_a_colon(text: str) -> str | None:
+    """The answer on the last ``A: ...`` line (few-shot "Q: ... A: ..." style).
+
+    A leading number is returned alone (``"A: 18 apples."`` gives ``"18"``); otherwise the
+    line without a trailing period.
+
+    Examples:
+        >>> extract_a_colon("Q: 2 + 3?\\nA: 5 apples.")
+        '5'
+        >>> extract_a_colon("no answer line") is None
+        True
+    """
+    matches = list(_A_COLON_RE.finditer(text))
+    if not matches:
+        return None
+    rest = matches[-1].group("rest").strip().strip("*_ ")
+    num = _LEADING_NUMBER_RE.match(rest)
+    if num:
+        return rest[: num.end()].strip()
+    return rest.rstrip(".").strip() or None
+
+
+def extract_final_answer(text: str, *, fallback_last_number: bool = True) -> str | None:
+    """The final answer a solution states, for voting.
+
+    Tried in order: ``\\boxed{...}``, GSM8K ``#### N``, "The answer is ..." / "Final answer:",
+    an ``A: ...`` line, then (when ``fallback_last_number``) the last number in the text.
+    Reuses :mod:`prm_plugins.evaluation.answers`.
+
+    Examples:
+        >>> extract_final_answer("3 + 4 = 7\\n#### 7")
+        '7'
+        >>> extract_final_answer("So x = \\\\boxed{12}.")
+        '12'
+        >>> extract_final_answer("A: 9")
+        '9'
+    """
+    found = extract_answer(text, fallback_last_number=False)
+    if found:
+        return found
+    found = extract_a_colon(text)
+    if found:
+        return found
+    return extract_last_number(text) if fallback_last_number else None
+
+
+@dataclass
+class Candidate:
+    """One sampled solution.
+
+    Attributes:
+        index: position in sampling order (0-based).
+        text: the generated text (``None`` when the generator call failed).
+        steps: ``text`` cut into steps.
+        step_scores: the PRM's per-step scores (``None`` if not scored).
+        score: the chain score under the run's aggregate (``None`` if not scored).
+        error: why the candidate failed (``None`` when it did not).
+        failed_at: ``"generation"``, ``"empty"`` or ``"scoring"`` for a failed candidate.
+        attempts: generator attempts made for it (retries included).
+        answer: the extracted final answer (voting strategies only).
+        exception: the exception behind ``error``, if any.
+    """
+
+    index: int
+    text: str | None
+    steps: list[str] = field(default_factory=list)
+    step_scores: StepScores | None = None
+    score: float | None = None
+    error: str | None = None
+    failed_at: FailedAt | None = None
+    attempts: int = 0
+    answer: str | None = None
+    exception: BaseException | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def ok(self) -> bool:
+        """Whether the candidate was generated (and scored, where scoring was asked for)."""
+        return self.error is None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return {
+            "index": self.index,
+            "text": self.text,
+            "steps": list(self.steps),
+            "step_scores": None if self.step_scores is None else list(self.step_scores.scores),
+            "score": self.score,
+            "error": self.error,
+            "failed_at": self.failed_at,
+            "attempts": self.attempts,
+            "answer": self.answer,
+        }
+
+
+@dataclass
+class BestOfNResult:
+    """What :func:`best_of_n` chose and why.
+
+    Attributes:
+        best: the chosen candidate (highest chain score; the earliest on ties).
+        score: its chain score.
+        candidates: every candidate sampled, failed ones included, in sampling order.
+        generator_calls: generator calls made (one per candidate; retries not counted).
+        attempts: generator attempts, retries included.
+        stopped_early: sampling stopped before ``n`` because a candidate reached the
+            threshold.
+    """
+
+    best: Candidate
+    score: float
+    candidates: list[Candidate]
+    generator_calls: int
+    attempts: int
+    stopped_early: bool = False
+
+    @property
+    def text(self) -> str:
+        """The chosen solution's text."""
+        return self.best.text or ""
+
+    @property
+    def failed(self) -> list[Candidate]:
+        """The candidates that failed."""
+        return [c for c in self.candidates if not c.ok]
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return {
+            "best": self.best.index,
+            "text": self.text,
+            "score": self.score,
+            "candidates": [c.to_dict() for c in self.candidates],
+            "generator_calls": self.generator_calls,
+            "attempts": self.attempts,
+            "stopped_early": self.stopped_early,
+        }
+
+
+@dataclass
+class VoteResult:
+    """What a vote (:func:`weighted_best_of_n`, :func:`majority_vote`) chose.
+
+    Attributes:
+        answer: the winning final answer as the representative candidate wrote it, or
+            ``None`` when no candidate stated one.
+        answer_key: its normalised form (:func:`prm_plugins.evaluation.answers.normalize_answer`),
+            the key votes are grouped by.
+        best: the representative candidate: for ``weighted``, the highest-scored one giving
+            the winning answer; for ``majority``, the first one.
+        weights: total weight per answer key (summed chain scores, or counts for majority).
+        counts: candidates per answer key.
+        candidates: every candidate, with ``answer`` filled in.
+        generator_calls: generator calls made (retries not counted).
+        attempts: generator attempts, retries included.
+        method: ``"weighted"`` or ``"majority"``.
+    """
+
+    answer: str | None
+    answer_key: str | None
+    best: Candidate
+    weights: dict[str, float]
+    counts: dict[str, int]
+    candidates: list[Candidate]
+    generator_calls: int
+    attempts: int
+    method: Literal["weighted", "majority"]
+
+    @property
+    def text(self) -> str:
+        """The representative candidate's text."""
+        return self.best.text or ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return {
+            "answer": self.answer,
+            "answer_key": self.answer_key,
+            "best": self.best.index,
+            "text": self.text,
+            "weights": dict(self.weights),
+            "counts": dict(self.counts),
+            "candidates": [c.to_dict() for c in self.candidates],
+            "generator_calls": self.generator_calls,
+            "attempts": self.attempts,
+            "method": self.method,
+        }
+
+
+class BestOfN:
+    """Sample ``n`` solutions and keep the one the PRM scores highest.
+
+    State lives in each call, so one instance can serve many questions concurrently.
+
+    Args:
+        generator: has ``sample(prompt, n)`` (sync form) or ``asample`` (async form);
+            see :mod:`prm_plugins.generators`.
+        prm: a :class:`~prm_plugins.StepScorer`; ``None`` samples without scoring (what
+            :func:`majority_vote` does; the first usable candidate is then ``best``).
+        n: candidates to sample (>= 1).
+        aggregate: chain score: ``"min"``, ``"prod"``, ``"mean"``, ``"last"``,
+            ``"geomean"`` or a callable over the step scores.
+        threshold: stop sampling once a candidate's chain score reaches it (in [0, 1]);
+            candidates are then drawn in rounds of ``max_concurrency``.
+        max_concurrency: most generator calls in flight at once.
+        split: how candidate text is cut into steps: a
+            :func:`~prm_plugins.split_steps` mode or a callable.
+        retry: retry policy for generator calls (default :class:`RetryPolicy()`).
+
+    Raises:
+        InvalidInputError: for a bad option (the message shows the value received).
+
+    Examples:
+        >>> from prm_plugins import load_prm  # doctest: +SKIP
+        >>> bon = BestOfN(my_generator, load_prm(), n=8, threshold=0.9)  # doctest: +SKIP
+        >>> result = bon.run("Tom has 3 apples and buys 2 more. How many?")  # doctest: +SKIP
+        >>> result.text, round(result.score, 2), result.generator_calls  # doctest: +SKIP
+        ('3 + 2 = 5\\nThe answer is 5.', 0.93, 4)
+    """
+
+    def __init__(
+        self,
+        generator: Any,
+        prm: StepScorer | None,
+        n: int = 4,
+        *,
+        aggregate: Aggregate = "min",
+        threshold: float | None = None,
+        max_concurrency: int = 4,
+        split: Splitter = "auto",
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise InvalidInputError(f"n must be an int >= 1 (candidates to sample), got {n!r}")
+        if prm is not None:
+            check_scorer(prm)
+        elif threshold is not None:
+            raise InvalidInputError("threshold needs a prm to score candidates; got prm=None")
+        self.generator = generator
+        self.prm = prm
+        self.n = n
+        self.aggregate = check_aggregate(aggregate)
+        self.threshold = check_threshold(threshold, optional=True)
+        self.max_concurrency = check_max_concurrency(max_concurrency)
+        self.split = check_split(split)
+        if retry is not None and not isinstance(retry, RetryPolicy):
+            raise InvalidInputError(f"retry must be a RetryPolicy or None, got {retry!r}")
+        self.retry = retry or RetryPolicy()
+
+    def run(self, question: str) -> BestOfNResult:
+        """Sample, score and choose, blocking; see the class docs."""
+        check_question(question)
+        check_generator(self.generator, ["sample"], use_async=False)
+        runner = SyncRunner(self.generator, self.prm, retry=self.retry,
+                            max_concurrency=self.max_concurrency)
+        return runner.run(self._plan(question))
+
+    __call__ = run
+
+    async def arun(self, question: str) -> BestOfNResult:
+        """Async :meth:`run`: ``asample`` tasks, or ``sample`` in worker threads."""
+        check_question(question)
+        check_generator(self.generator, ["sample"], use_async=True)
+        runner = AsyncRunner(self.generator, self.prm, retry=self.retry,
+                             max_concurrency=self.max_concurrency)
+        return await runner.run(self._plan(question))
+
+    # -- the plan (shared by run and arun) ------------------------------------------------
+    def _plan(self, question: str) -> Plan[BestOfNResult]:
+        candidates: list[Candidate] = []
+        round_size = self.n if self.threshold is None else self.max_concurrency
+        stopped_early = False
+        start = 0
+        while start < self.n:
+            size = min(round_size, self.n - start)
+            outcomes = yield GenerateCalls("sample", [(question, 1)] * size)
+            new = [self._candidate(start + i, o) for i, o in enumerate(outcomes)]
+            if self.prm is not None:
+                yield from self._score(question, new)
+            candidates.extend(new)
+            start += size
+            if self.threshold is not None and any(
+                c.ok and c.score is not None and c.score >= self.threshold for c in new
+            ):
+                stopped_early = start < self.n
+                if stopped_early:
+                    logger.info("best_of_n: a candidate reached threshold %.3f after %d of %d; "
+                                "sampling stopped", self.threshold, start, self.n)
+                break
+        ok = [c for c in candidates if c.ok]
+        if not ok:
+            raise _all_failed(candidates)
+        if len(ok) < len(candidates):
+            logger.warning("best_of_n: %d of %d candidates failed: %s",
+                           len(candidates) - len(ok), len(candidates),
+                           summarize_failures([c.error or "" for c in candidates if not c.ok]))
+        if self.prm is None:
+            best = ok[0]
+        else:
+            best = max(ok, key=lambda c: (c.score, -c.index))
+        logger.info("best_of_n: chose candidate %d of %d (score %s)", best.index,
+                    len(candidates), "n/a" if best.score is None else f"{best.score:.3f}")
+        return BestOfNResult(
+            best=best,
+            score=float("nan") if best.score is None else best.score,
+            candidates=candidates,
+            generator_calls=len(candidates),
+            attempts=sum(c.attempts for c in candidates),
+            stopped_early=stopped_early,
+        )
+
+    def _candidate(self, index: int, outcome: CallOutcome) -> Candidate:
+        if outcome.error is not None:
+            return Candidate(index, None, error=describe_error(outcome.error),
+                             failed_at="generation", attempts=outcome.attempts,
+                             exception=outcome.error)
+        value = outcome.value
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+            exc: Exception = InvalidInputError(
+                f"generator.sample() must return a list of str; received "
+                f"{type(value).__name__} {str(value)[:80]!r}"
+            )
+            return Candidate(index, None, error=describe_error(exc), failed_at="generation",
+                             attempts=outcome.attempts, exception=exc)
+        if len(value) > 1:
+            logger.debug("generator.sample(prompt, 1) returned %d texts; keeping the first",
+                         len(value))
+        text = value[0] if value else ""
+        try:
+            steps = to_steps(text, self.split)
+        except Exception as split_exc:  # a user-supplied split callable failed
+            return Candidate(index, text, error=f"split failed: {describe_error(split_exc)}",
+                             failed_at="empty", attempts=outcome.attempts, exception=split_exc)
+        if not steps:
+            return Candidate(index, text, error="empty generation (no steps)", failed_at="empty",
+                             attempts=outcome.attempts)
+        return Candidate(index, text, steps=steps, attempts=outcome.attempts)
+
+    def _score(self, question: str, candidates: list[Candidate]) -> Plan[None]:
+        scorable = [c for c in candidates if c.ok]
+        if not scorable:
+            return
+        results = yield ScoreChains([(question, c.steps) for c in scorable])
+        for c, r in zip(scorable, results, strict=True):
+            if isinstance(r, StepScores):
+                c.step_scores = r
+                c.score = r.aggregate(self.aggregate)  # type: ignore[arg-type]
+            else:
+                c.error, c.failed_at, c.exception = f"scoring: {describe_error(r)}", "scoring", r
+
+
+def _all_failed(candidates: list[Candidate]) -> AllCandidatesFailedError:
+    errors = [c.error or "" for c in candidates]
+    causes = [c.exception for c in candidates if c.exception is not None]
+    if all(c.failed_at == "empty" for c in candidates):
+        err: AllCandidatesFailedError = EmptyGenerationsError(
+            f"all {len(candidates)} generator calls returned empty text (no steps to score): "
+            f"{summarize_failures(errors)}. Check the generator's prompt, stop sequences and "
+            "max tokens.",
+            causes=causes, candidates=candidates,
+        )
+    else:
+        err = AllCandidatesFailedError(
+            f"all {len(candidates)} candidates failed: {summarize_failures(errors)}. "
+            "Transient errors were retried per the RetryPolicy; see .causes.",
+            causes=causes, candidates=candidates,
+        )
+    if causes:
+        err.__cause__ = causes[-1]
+    return err
+
+
+def best_of_n(
+    question: str,
+    generator: Any,
+    prm: StepScorer,
+    n: int = 4,
+    *,
+    aggregate: Aggregate = "min",
+    threshold: float | None = None,
+    max_concurrency: int = 4,
+    split: Splitter = "auto",
+    retry: RetryPolicy | None = None,
+) -> BestOfNResult:
+    """Sample ``n`` solutions and return the one with the highest PRM chain score.
+
+    See :class:`BestOfN` for the options.
+
+    Returns:
+        A :class:`BestOfNResult`.
+
+    Raises:
+        InvalidInputError: for a bad option.
+        EmptyGenerationsError: when every call returned empty text.
+        AllCandidatesFailedError: when every candidate failed (after retries).
+
+    Examples:
+        >>> from prm_plugins import load_prm  # doctest: +SKIP
+        >>> r = best_of_n("What is 17 * 3?", my_generator, load_prm(), n=8)  # doctest: +SKIP
+        >>> r.text, [c.score for c in r.candidates]  # doctest: +SKIP
+    """
+    return BestOfN(generator, prm, n, aggregate=aggregate, threshold=threshold,
+                   max_concurrency=max_concurrency, split=split, retry=retry).run(question)
+
+
+async def abest_of_n(
+    question: str,
+    generator: Any,
+    prm: StepScorer,
+    n: int = 4,
+    *,
+    aggregate: Aggregate = "min",
+    threshold: float | None = None,
+    max_concurrency: int = 4,
+    split: Splitter = "auto",
+    retry: RetryPolicy | None = None,
+) -> BestOfNResult:
+    """Async :func:`best_of_n`.
+
+    Examples:
+        >>> r = await abest_of_n(question, my_async_generator, prm, n=8)  # doctest: +SKIP
+    """
+    return await BestOfN(generator, prm, n, aggregate=aggregate, threshold=threshold,
+                         max_concurrency=max_concurrency, split=split,
+                         retry=retry).arun(question)
+
+
+# -- votes ---------------------------------------------------------------------------------
+
+Extractor = Callable[[str], "str | None"]
+
+
+def _vote(
+    result: BestOfNResult, extractor: Extractor, method: Literal["weighted", "majority"]
+) -> VoteResult:
+    candidates = []
+    weights: dict[str, float] = {}
+    counts: dict[str, int] = {}
+    first_seen: dict[str, int] = {}
+    representative: dict[str, Candidate] = {}
+    for c in result.candidates:
+        if not c.ok or c.text is None:
+            candidates.append(c)
+            continue
+        raw = extractor(c.text)
+        c = replace(c, answer=raw)
+        candidates.append(c)
+        key = normalize_answer(raw)
+        if key is None:
+            continue
+        weight = 1.0 if method == "majority" else float(c.score or 0.0)
+        weights[key] = weights.get(key, 0.0) + weight
+        counts[key] = counts.get(key, 0) + 1
+        first_seen.setdefault(key, c.index)
+        rep = representative.get(key)
+        if rep is None or (method == "weighted" and (c.score or 0.0) > (rep.score or 0.0)):
+            representative[key] = c
+    ok = [c for c in candidates if c.ok]
+    if not weights:
+        logger.warning("%s vote: no candidate states a final answer; falling back to %s",
+                       method, "the best-scored candidate" if method == "weighted" else
+                       "the first candidate")
+        best = (max(ok, key=lambda c: (c.score or 0.0, -c.index)) if method == "weighted"
+                else ok[0])
+        answer_key = None
+    else:
+        answer_key = max(weights, key=lambda k: (
+            weights[k], representative[k].score or 0.0, -first_seen[k]))
+        best = representative[answer_key]
+    return VoteResult(
+        answer=best.answer if answer_key is not None else None,
+        answer_key=answer_key,
+        best=best,
+        weights=weights,
+        counts=counts,
+        candidates=candidates,
+        generator_calls=result.generator_calls,
+        attempts=result.attempts,
+        method=method,
+    )
+
+
+def weighted_best_of_n(
+    question: str,
+    generator: Any,
+    prm: StepScorer,
+    n: int = 4,
+    *,
+    aggregate: Aggregate = "min",
+    extractor: Extractor = extract_final_answer,
+    max_concurrency: int = 4,
+    split: Splitter = "auto",
+    retry: RetryPolicy | None = None,
+) -> VoteResult:
+    """PRM-weighted voting: the final answer with the largest sum of chain scores wins.
+
+    Candidates are grouped by their normalised extracted answer; ties go to the answer whose
+    best candidate scores higher, then to the one seen first.
+
+    Args:
+        question: the problem.
+        generator: see :class:`BestOfN`.
+        prm: a :class:`~prm_plugins.StepScorer`.
+        n: candidates to sample.
+        aggregate: chain score used as each candidate's vote weight.
+        extractor: ``text -> answer | None``; default :func:`extract_final_answer`
+            (``\\boxed{}``, ``####``, "The answer is", ``A:``, last number).
+        max_concurrency: most generator calls in flight at once.
+        split: how candidate text is cut into steps.
+        retry: retry policy for generator calls.
+
+    Returns:
+        A :class:`VoteResult` with ``method="weighted"``.
+
+    Examples:
+        >>> r = weighted_best_of_n("What is 6 * 7?", my_generator, prm, n=16)  # doctest: +SKIP
+        >>> r.answer, r.weights  # doctest: +SKIP
+        ('42', {'42': 11.2, '36': 1.9})
+    """
+    result = BestOfN(generator, prm, n, aggregate=aggregate, max_concurrency=max_concurrency,
+                     split=split, retry=retry).run(question)
+    return _vote(result, extractor, "weighted")
+
+
+async def aweighted_best_of_n(
+    question: str,
+    generator: Any,
+    prm: StepScorer,
+    n: int = 4,
+    *,
+    aggregate: Aggregate = "min",
+    extractor: Extractor = extract_final_answer,
+    max_concurrency: int = 4,
+    split: Splitter = "auto",
+    retry: RetryPolicy | None = None,
+) -> VoteResult:
+    """Async :func:`weighted_best_of_n`.
+
+    Examples:
+        >>> r = await aweighted_best_of_n(question, my_generator, prm, n=16)  # doctest: +SKIP
+    """
+    result = await BestOfN(generator, prm, n, aggregate=aggregate,
+                           max_concurrency=max_concurrency, split=split,
+                           retry=retry).arun(question)
+    return _vote(result, extractor, "weighted")
+
+
+def majority_vote(
+    question: str,
+    generator: Any,
+    n: int = 4,
+    *,
+    extractor: Extractor = extract_final_answer,
+    max_concurrency: int = 4,
+    split: Splitter = "auto",
+    retry: RetryPolicy | None = None,
+) -> VoteResult:
+    """Baseline without a PRM (self-consistency): the most frequent final answer wins.
+
+    Ties go to the answer seen first. Candidates are not scored.
+
+    Examples:
+        >>> r = majority_vote("What is 6 * 7?", my_generator, n=16)  # doctest: +SKIP
+        >>> r.answer, r.counts  # doctest: +SKIP
+        ('42', {'42': 11, '36': 5})
+    """
+    result = BestOfN(generator, None, n, max_concurrency=max_concurrency, split=split,
+                     retry=retry).run(question)
+    return _vote(result, extractor, "majority")
+
+
+async def amajority_vote(
+    question: str,
+    generator: Any,
+    n: int = 4,
+    *,
+    extractor: Extractor = extract_final_answer,
+    max_concurrency: int = 4,
+    split: Splitter = "auto",
+    retry: RetryPolicy | None = None,
+) -> VoteResult:
+    """Async :func:`majority_vote`.
+
+    Examples:
+        >>> r = await amajority_vote(question, my_generator, n=16)  # doctest: +SKIP
+    """
+    result = await BestOfN(generator, None, n, max_concurrency=max_concurrency, split=split,
+                           retry=retry).arun(question)
+    return _vote(result, extractor, "majority")

@@ -1,0 +1,428 @@
+"""Self-critique: generate, verify with the PRM, and redo from the flagged step.
+
+Each round keeps the verified prefix (the steps before the flagged one) and asks the
+generator for a new continuation, passing feedback that names the flagged step (1-based),
+quotes it and gives its score. The generator does this with its ``revise(question,
+prefix, feedback)`` method when it has one (:class:`prm_plugins.generators.Reviser`);
+otherwise the prompt of :func:`build_revision_prompt` goes to ``sample``. Either way the
+text returned is read as the steps that follow the prefix.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from prm_plugins.errors import InvalidInputError
+from prm_plugins.strategies._retry import (
+    AllCandidatesFailedError,
+    AsyncRunner,
+    CallOutcome,
+    EmptyGenerationsError,
+    GenerateCalls,
+    Plan,
+    RetryPolicy,
+    ScoreChains,
+    SyncRunner,
+    check_generator,
+    check_scorer,
+    describe_error,
+)
+from prm_plugins.strategies.verify import (
+    Aggregate,
+    Splitter,
+    Verdict,
+    as_steps,
+    check_aggregate,
+    check_question,
+    check_split,
+    check_threshold,
+    make_verdict,
+    step_feedback,
+    to_steps,
+)
+from prm_plugins.types import StepScorer, StepScores
+
+__all__ = [
+    "CritiqueResult",
+    "CritiqueRound",
+    "SelfCritique",
+    "aself_critique",
+    "build_revision_prompt",
+    "self_critique",
+]
+
+logger = logging.getLogger(__name__)
+
+RedoFrom = Literal["first_failing", "weakest"]
+
+
+def build_revision_prompt(question: str, prefix: Sequence[str], feedback: str) -> str:
+    """The prompt sent to ``generator.sample`` when the generator has no ``revise``.
+
+    Args:
+        question: the problem.
+        prefix: the steps kept (before the flagged one).
+        feedback: the verifier's feedback (:attr:`Verdict.feedback`).
+
+    Returns:
+        A prompt asking for the steps that follow ``prefix``, one per line.
+
+    Examples:
+        >>> print(build_revision_prompt("What is 2 + 3 * 4?", ["3 * 4 = 12"], "Step 2 ..."))
+        What is 2 + 3 * 4?
+        <BLANKLINE>
+        A reviewer checked a previous attempt step by step. Step 2 ...
+        <BLANKLINE>
+        Steps so far (keep them as they are):
+        Step 1: 3 * 4 = 12
+        <BLANKLINE>
+        Write the rest of the solution, starting with step 2: one step per line, without \
+repeating the steps above, and end with the final answer.
+    """
+    parts = [question.strip(), "", f"A reviewer checked a previous attempt step by step. "
+             f"{feedback.strip()}", ""]
+    if prefix:
+        parts.append("Steps so far (keep them as they are):")
+        parts.extend(f"Step {i + 1}: {s}" for i, s in enumerate(prefix))
+        parts.append("")
+    parts.append(
+        f"Write the rest of the solution, starting with step {len(prefix) + 1}: one step per "
+        "line, without repeating the steps above, and end with the final answer."
+    )
+    return "\n".join(parts)
+
+
+@dataclass
+class CritiqueRound:
+    """One round of :class:`SelfCritique`.
+
+    Attributes:
+        round: 0 for the first solution, then 1, 2, ... for revisions.
+        steps: the whole chain after this round (kept prefix + new steps); for a failed
+            round, the chain it tried to revise.
+        verdict: the PRM's verdict on ``steps`` (``None`` for a failed round).
+        kept_steps: how many steps of the previous chain were kept (0 in round 0).
+        feedback: the feedback the generator was given (``None`` in round 0).
+        generated: the text the generator returned this round.
+        error: why the round failed (generator error, empty text, scoring error).
+        attempts: generator attempts this round, retries included.
+    """
+
+    round: int
+    steps: list[str]
+    verdict: Verdict | None
+    kept_steps: int = 0
+    feedback: str | None = None
+    generated: str | None = None
+    error: str | None = None
+    attempts: int = 0
+
+    @property
+    def solution(self) -> str:
+        """The chain as text, one step per line."""
+        return "\n".join(self.steps)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return {
+            "round": self.round,
+            "steps": list(self.steps),
+            "verdict": None if self.verdict is None else self.verdict.to_dict(),
+            "kept_steps": self.kept_steps,
+            "feedback": self.feedback,
+            "generated": self.generated,
+            "error": self.error,
+            "attempts": self.attempts,
+        }
+
+
+@dataclass
+class CritiqueResult:
+    """What :class:`SelfCritique` ended with.
+
+    Attributes:
+        steps: the chosen chain (the best-scored round by default, see ``return_best``).
+        verdict: its verdict.
+        history: every round, failed ones included, in order.
+        generator_calls: generator calls made (retries not counted).
+        attempts: generator attempts, retries included.
+    """
+
+    steps: list[str]
+    verdict: Verdict
+    history: list[CritiqueRound] = field(default_factory=list)
+    generator_calls: int = 0
+    attempts: int = 0
+
+    @property
+    def solution(self) -> str:
+        """The chosen chain as text, one step per line."""
+        return "\n".join(self.steps)
+
+    @property
+    def passed(self) -> bool:
+        """Whether the chosen chain passed the verifier."""
+        return self.verdict.passed
+
+    @property
+    def revisions(self) -> int:
+        """Revision rounds attempted (round 0 not counted)."""
+        return len(self.history) - 1
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return {
+            "solution": self.solution,
+            "steps": list(self.steps),
+            "passed": self.passed,
+            "verdict": self.verdict.to_dict(),
+            "history": [r.to_dict() for r in self.history],
+            "generator_calls": self.generator_calls,
+            "attempts": self.attempts,
+        }
+
+
+class SelfCritique:
+    """Generate a solution, verify it, and revise it from the flagged step until it passes.
+
+    Rounds continue while the verdict fails (with ``aggregate="min"``: while the weakest
+    step is under ``threshold``) and revision rounds remain.
+
+    Args:
+        generator: has ``sample`` (or ``asample``) and, optionally, ``revise`` (or
+            ``arevise``); see :class:`prm_plugins.generators.Reviser`.
+        prm: a :class:`~prm_plugins.StepScorer`.
+        threshold: pass mark in [0, 1].
+        max_rounds: most revision rounds after the first solution (>= 0).
+        aggregate: chain score for the pass/fail decision.
+        split: how generated text is cut into steps.
+        redo_from: ``"first_failing"`` (default) redoes from the first step under the
+            threshold, so every kept step passed; ``"weakest"`` redoes from the
+            lowest-scored step, keeping any failing steps before it.
+        return_best: return the best-scored round (ties go to the later round);
+            ``False`` returns the last successful round.
+        retry: retry policy for generator calls.
+
+    Examples:
+        >>> from prm_plugins import load_prm  # doctest: +SKIP
+        >>> critic = SelfCritique(my_generator, load_prm(), max_rounds=2)  # doctest: +SKIP
+        >>> r = critic.run("A pen costs $3. How much do 4 pens cost?")  # doctest: +SKIP
+        >>> r.passed, r.solution, [h.verdict.score for h in r.history]  # doctest: +SKIP
+        (True, '4 * 3 = 12\\nThe answer is 12.', [0.21, 0.88])
+    """
+
+    def __init__(
+        self,
+        generator: Any,
+        prm: StepScorer,
+        *,
+        threshold: float = 0.5,
+        max_rounds: int = 2,
+        aggregate: Aggregate = "min",
+        split: Splitter = "auto",
+        redo_from: RedoFrom = "first_failing",
+        return_best: bool = True,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        check_scorer(prm)
+        if isinstance(max_rounds, bool) or not isinstance(max_rounds, int) or max_rounds < 0:
+            raise InvalidInputError(f"max_rounds must be an int >= 0, got {max_rounds!r}")
+        if redo_from not in ("first_failing", "weakest"):
+            raise InvalidInputError(
+                f"redo_from must be 'first_failing' or 'weakest', got {redo_from!r}"
+            )
+        if retry is not None and not isinstance(retry, RetryPolicy):
+            raise InvalidInputError(f"retry must be a RetryPolicy or None, got {retry!r}")
+        self.generator = generator
+        self.prm = prm
+        threshold_f = check_threshold(threshold)
+        assert threshold_f is not None
+        self.threshold = threshold_f
+        self.max_rounds = max_rounds
+        self.aggregate = check_aggregate(aggregate)
+        self.split = check_split(split)
+        self.redo_from: RedoFrom = redo_from
+        self.return_best = return_best
+        self.retry = retry or RetryPolicy()
+
+    def run(
+        self, question: str, solution: str | Sequence[str] | None = None
+    ) -> CritiqueResult:
+        """Critique and revise, blocking.
+
+        Args:
+            question: the problem.
+            solution: a solution to start from (text or steps) instead of generating one.
+        """
+        check_question(question)
+        first = None if solution is None else as_steps(solution, self.split)
+        use_revise = callable(getattr(self.generator, "revise", None))
+        needed = (["sample"] if first is None or not use_revise else []) + (
+            ["revise"] if use_revise else [])
+        check_generator(self.generator, needed, use_async=False)
+        runner = SyncRunner(self.generator, self.prm, retry=self.retry, max_concurrency=1)
+        return runner.run(self._plan(question, first, use_revise))
+
+    __call__ = run
+
+    async def arun(
+        self, question: str, solution: str | Sequence[str] | None = None
+    ) -> CritiqueResult:
+        """Async :meth:`run`."""
+        check_question(question)
+        first = None if solution is None else as_steps(solution, self.split)
+        use_revise = callable(getattr(self.generator, "revise", None)) or callable(
+            getattr(self.generator, "arevise", None))
+        needed = (["sample"] if first is None or not use_revise else []) + (
+            ["revise"] if use_revise else [])
+        check_generator(self.generator, needed, use_async=True)
+        runner = AsyncRunner(self.generator, self.prm, retry=self.retry, max_concurrency=1)
+        return await runner.run(self._plan(question, first, use_revise))
+
+    # -- the plan (shared by run and arun) ------------------------------------------------
+    def _plan(
+        self, question: str, first: list[str] | None, use_revise: bool
+    ) -> Plan[CritiqueResult]:
+        calls = attempts = 0
+        generated: str | None = None
+        if first is None:
+            (outcome,) = yield GenerateCalls("sample", [(question, 1)])
+            calls, attempts = 1, outcome.attempts
+            generated, steps, error, exc = self._read(outcome, "sample")
+            if error is not None:
+                cls = EmptyGenerationsError if exc is None else AllCandidatesFailedError
+                err = cls(f"the first solution could not be generated: {error}",
+                          causes=[] if exc is None else [exc])
+                raise err from exc
+        else:
+            steps = first
+        (scored,) = yield ScoreChains([(question, steps)])
+        if not isinstance(scored, StepScores):
+            raise scored
+        current = CritiqueRound(0, steps, make_verdict(scored, self.threshold, self.aggregate),
+                                generated=generated, attempts=attempts)
+        history = [current]
+        chosen = current
+        for r in range(1, self.max_rounds + 1):
+            verdict = current.verdict
+            assert verdict is not None
+            if verdict.passed:
+                break
+            k = verdict.flagged_step if self.redo_from == "first_failing" else (
+                verdict.weakest_step)
+            assert k is not None
+            prefix = current.steps[:k]
+            feedback = verdict.feedback if k == verdict.flagged_step else step_feedback(
+                verdict.step_scores, k, self.threshold, score=verdict.score,
+                aggregate=self.aggregate)
+            logger.info("self_critique round %d: redoing from step %d (score %.3f)", r, k + 1,
+                        verdict.step_scores.scores[k])
+            if use_revise:
+                (outcome,) = yield GenerateCalls("revise", [(question, prefix, feedback)])
+            else:
+                prompt = build_revision_prompt(question, prefix, feedback)
+                (outcome,) = yield GenerateCalls("sample", [(prompt, 1)])
+            calls += 1
+            attempts += outcome.attempts
+            text, new_steps, error, _ = self._read(outcome, "revise" if use_revise else "sample")
+            round_ = CritiqueRound(r, current.steps, None, kept_steps=k, feedback=feedback,
+                                   generated=text, error=error, attempts=outcome.attempts)
+            history.append(round_)
+            if error is not None:
+                logger.warning("self_critique round %d failed: %s", r, error)
+                continue
+            chain = [*prefix, *new_steps]
+            (scored,) = yield ScoreChains([(question, chain)])
+            if not isinstance(scored, StepScores):
+                round_.error = f"scoring: {describe_error(scored)}"
+                logger.warning("self_critique round %d failed: %s", r, round_.error)
+                continue
+            round_.steps = chain
+            round_.verdict = make_verdict(scored, self.threshold, self.aggregate)
+            current = round_
+            assert chosen.verdict is not None
+            if not self.return_best or round_.verdict.score >= chosen.verdict.score:
+                chosen = round_
+        assert chosen.verdict is not None
+        return CritiqueResult(steps=chosen.steps, verdict=chosen.verdict, history=history,
+                              generator_calls=calls, attempts=attempts)
+
+    def _read(
+        self, outcome: CallOutcome, method: str
+    ) -> tuple[str | None, list[str], str | None, Exception | None]:
+        """(text, steps, error, exception) of a generator call's outcome."""
+        if outcome.error is not None:
+            return None, [], describe_error(outcome.error), outcome.error
+        value = outcome.value
+        if method == "sample":
+            if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+                exc = InvalidInputError(f"generator.sample() must return a list of str; "
+                                        f"received {type(value).__name__}")
+                return None, [], describe_error(exc), exc
+            value = value[0] if value else ""
+        elif not isinstance(value, str):
+            exc = InvalidInputError(f"generator.revise() must return a str; received "
+                                    f"{type(value).__name__}")
+            return None, [], describe_error(exc), exc
+        try:
+            steps = to_steps(value, self.split)
+        except Exception as split_exc:
+            return value, [], f"split failed: {describe_error(split_exc)}", split_exc
+        if not steps:
+            return value, [], "empty generation (no steps)", None
+        return value, steps, None, None
+
+
+def self_critique(
+    question: str,
+    generator: Any,
+    prm: StepScorer,
+    *,
+    solution: str | Sequence[str] | None = None,
+    threshold: float = 0.5,
+    max_rounds: int = 2,
+    aggregate: Aggregate = "min",
+    split: Splitter = "auto",
+    redo_from: RedoFrom = "first_failing",
+    return_best: bool = True,
+    retry: RetryPolicy | None = None,
+) -> CritiqueResult:
+    """Generate (or take ``solution``), verify, and revise from the flagged step.
+
+    See :class:`SelfCritique` for the options.
+
+    Examples:
+        >>> r = self_critique("What is 2 + 3 * 4?", my_generator, prm)  # doctest: +SKIP
+        >>> r.passed, r.revisions  # doctest: +SKIP
+        (True, 1)
+    """
+    return SelfCritique(generator, prm, threshold=threshold, max_rounds=max_rounds,
+                        aggregate=aggregate, split=split, redo_from=redo_from,
+                        return_best=return_best, retry=retry).run(question, solution)
+
+
+async def aself_critique(
+    question: str,
+    generator: Any,
+    prm: StepScorer,
+    *,
+    solution: str | Sequence[str] | None = None,
+    threshold: float = 0.5,
+    max_rounds: int = 2,
+    aggregate: Aggregate = "min",
+    split: Splitter = "auto",
+    redo_from: RedoFrom = "first_failing",
+    return_best: bool = True,
+    retry: RetryPolicy | None = None,
+) -> CritiqueResult:
+    """Async :func:`self_critique`.
+
+    Examples:
+        >>> r = await aself_critique(question, my_generator, prm)  # doctest: +SKIP
+    """
+    return await SelfCritique(generator, prm, threshold=threshold, max_rounds=max_rounds,
+                              aggregate=aggregate, split=split, redo_from=redo_from,
+                              return_best=return_best, retry=retry).arun(question, solution)

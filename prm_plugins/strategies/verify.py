@@ -1,0 +1,281 @@
+"""Verify one solution with a PRM: pass/fail, the failing step, and feedback text."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from prm_plugins.errors import InvalidInputError
+from prm_plugins.steps import SPLIT_MODES, split_steps, validate_steps
+from prm_plugins.types import AGGREGATIONS, StepScorer, StepScores
+
+__all__ = [
+    "Aggregate", "Splitter", "Verdict", "averify", "make_verdict", "step_feedback", "verify",
+]
+
+logger = logging.getLogger(__name__)
+
+#: A chain-score aggregation: a name from :data:`prm_plugins.types.AGGREGATIONS` or a callable.
+Aggregate = str | Callable[[Sequence[float]], float]
+#: How answer text is cut into steps: a :func:`prm_plugins.split_steps` mode or a callable.
+Splitter = str | Callable[[str], list[str]]
+
+#: Most characters of a step quoted in feedback.
+FEEDBACK_STEP_CHARS = 160
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A PRM's judgement of one solution.
+
+    Attributes:
+        passed: whether the chain score reaches ``threshold``.
+        score: the chain score (``aggregate`` of the step scores).
+        threshold: the pass mark used.
+        step_scores: the per-step scores.
+        first_failing_step: 0-based index of the first step scored below ``threshold``,
+            or ``None``.
+        weakest_step: 0-based index of the lowest-scored step.
+        feedback: a sentence for a human or an LLM; it names the step to fix by its
+            1-based number, quotes it (truncated) and gives its score.
+    """
+
+    passed: bool
+    score: float
+    threshold: float
+    step_scores: StepScores
+    first_failing_step: int | None
+    weakest_step: int
+    feedback: str
+
+    @property
+    def steps(self) -> list[str]:
+        """The steps that were scored."""
+        return self.step_scores.steps
+
+    @property
+    def flagged_step(self) -> int | None:
+        """0-based index of the step to fix: the first failing step, else (when the chain
+        fails only on its aggregate) the weakest step; ``None`` when the chain passed."""
+        if self.passed:
+            return None
+        return self.first_failing_step if self.first_failing_step is not None else (
+            self.weakest_step
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return {
+            "passed": self.passed,
+            "score": float(self.score),
+            "threshold": float(self.threshold),
+            "first_failing_step": self.first_failing_step,
+            "weakest_step": self.weakest_step,
+            "flagged_step": self.flagged_step,
+            "feedback": self.feedback,
+            **self.step_scores.to_dict(),
+        }
+
+
+def check_aggregate(aggregate: object) -> Aggregate:
+    """Return ``aggregate`` or raise :class:`InvalidInputError` for an unknown one."""
+    if callable(aggregate) or aggregate in AGGREGATIONS:
+        return aggregate
+    raise InvalidInputError(
+        f"unknown aggregate {aggregate!r}; use one of {', '.join(AGGREGATIONS)} or a callable "
+        "that maps a list of step scores to a float"
+    )
+
+
+def check_split(split: object) -> Splitter:
+    """Return ``split`` or raise :class:`InvalidInputError` for an unknown mode."""
+    if callable(split) or (isinstance(split, str) and split in SPLIT_MODES and split != "regex"):
+        return split
+    raise InvalidInputError(
+        f"unknown split {split!r}; use one of "
+        f"{', '.join(repr(m) for m in SPLIT_MODES if m != 'regex')} or a callable "
+        "text -> list of steps (e.g. functools.partial(split_steps, mode='regex', pattern=...))"
+    )
+
+
+def check_threshold(threshold: object, *, optional: bool = False) -> float | None:
+    """Return ``threshold`` as a float (``None`` allowed when ``optional``)."""
+    if threshold is None and optional:
+        return None
+    if (
+        isinstance(threshold, bool)
+        or not isinstance(threshold, (int, float))
+        or not 0.0 <= float(threshold) <= 1.0
+    ):
+        raise InvalidInputError(f"threshold must be a number in [0, 1], got {threshold!r}")
+    return float(threshold)
+
+
+def check_question(question: object) -> str:
+    """Return ``question`` or raise :class:`InvalidInputError` unless it is a non-blank str."""
+    if not isinstance(question, str) or not question.strip():
+        raise InvalidInputError(
+            f"question must be a non-empty str; received {type(question).__name__} "
+            f"{str(question)[:80]!r}"
+        )
+    return question
+
+
+def to_steps(text: str, split: Splitter) -> list[str]:
+    """Cut ``text`` into non-blank steps with ``split``."""
+    steps = split(text) if callable(split) else split_steps(text, split)
+    return [s.strip() for s in steps if isinstance(s, str) and s.strip()]
+
+
+def as_steps(solution_or_steps: str | Sequence[str], split: Splitter) -> list[str]:
+    """Steps of a solution given as text (split) or as a list of steps (validated)."""
+    if isinstance(solution_or_steps, str):
+        steps = to_steps(solution_or_steps, split)
+        if not steps:
+            raise InvalidInputError(
+                f"the solution has no steps to verify; received {solution_or_steps[:80]!r}. "
+                "Pass the answer text, or a list of step strings."
+            )
+        return steps
+    return validate_steps(solution_or_steps)
+
+
+def _quote(text: str, limit: int = FEEDBACK_STEP_CHARS) -> str:
+    flat = " ".join(text.split())
+    if len(flat) > limit:
+        flat = flat[: limit - 3].rstrip() + "..."
+    return f'"{flat}"'
+
+
+def make_verdict(step_scores: StepScores, threshold: float, aggregate: Aggregate) -> Verdict:
+    """Build a :class:`Verdict` from scores (pure; shared by verify and the strategies)."""
+    score = float(step_scores.aggregate(aggregate))  # type: ignore[arg-type]
+    passed = score >= threshold
+    first = step_scores.first_error(threshold)
+    weakest = step_scores.weakest_step
+    n = len(step_scores)
+    if passed:
+        feedback = (
+            f"All {n} step{'s' if n != 1 else ''} look right: chain score {score:.2f} "
+            f"({_name(aggregate)}) reaches the threshold {threshold:.2f}; the weakest is step "
+            f"{weakest + 1} with {step_scores.scores[weakest]:.2f}."
+        )
+    else:
+        k = first if first is not None else weakest
+        feedback = step_feedback(step_scores, k, threshold, score=score, aggregate=aggregate)
+    return Verdict(
+        passed=passed,
+        score=score,
+        threshold=float(threshold),
+        step_scores=step_scores,
+        first_failing_step=first,
+        weakest_step=weakest,
+        feedback=feedback,
+    )
+
+
+def step_feedback(
+    step_scores: StepScores,
+    k: int,
+    threshold: float,
+    *,
+    score: float | None = None,
+    aggregate: Aggregate = "min",
+) -> str:
+    """Feedback naming step ``k`` (0-based; written 1-based), quoting it and its score.
+
+    Examples:
+        >>> s = StepScores(["3 * 4 = 12", "2 + 12 = 15"], [0.93, 0.04])
+        >>> step_feedback(s, 1, 0.5)
+        'Step 2 of 2 looks wrong: "2 + 12 = 15" scores 0.04, below the threshold 0.50. \
+Keep step 1 and redo the solution from step 2.'
+    """
+    n = len(step_scores)
+    step_score = step_scores.scores[k]
+    if step_score < threshold or score is None:
+        reason = f"scores {step_score:.2f}, below the threshold {threshold:.2f}"
+        if step_score >= threshold:
+            reason = f"scores {step_score:.2f}, the lowest of the chain"
+    else:
+        reason = (
+            f"is the weakest step ({step_score:.2f}) and the chain score {score:.2f} "
+            f"({_name(aggregate)}) is below the threshold {threshold:.2f}"
+        )
+    quoted = _quote(step_scores.steps[k])
+    if k == 0:
+        return f"Step 1 of {n} looks wrong: {quoted} {reason}. Redo the solution from the start."
+    keep = "step 1" if k == 1 else f"steps 1-{k}"
+    return (
+        f"Step {k + 1} of {n} looks wrong: {quoted} {reason}. "
+        f"Keep {keep} and redo the solution from step {k + 1}."
+    )
+
+
+def _name(aggregate: Aggregate) -> str:
+    return aggregate if isinstance(aggregate, str) else getattr(aggregate, "__name__", "custom")
+
+
+def verify(
+    question: str,
+    solution_or_steps: str | Sequence[str],
+    prm: StepScorer,
+    threshold: float = 0.5,
+    aggregate: Aggregate = "min",
+    split: Splitter = "auto",
+) -> Verdict:
+    """Score a solution step by step and say whether, and where, it goes wrong.
+
+    Args:
+        question: the problem.
+        solution_or_steps: the answer text (cut with ``split``) or a list of steps.
+        prm: any :class:`~prm_plugins.StepScorer`.
+        threshold: pass mark in [0, 1] for the chain score and for single steps.
+        aggregate: chain score: ``"min"`` (default: passes only when every step does),
+            ``"prod"``, ``"mean"``, ``"last"``, ``"geomean"`` or a callable.
+        split: a :func:`~prm_plugins.split_steps` mode or a callable ``text -> steps``.
+
+    Returns:
+        A :class:`Verdict`.
+
+    Raises:
+        InvalidInputError: for a threshold outside [0, 1], an unknown aggregate or split,
+            or a solution without steps.
+
+    Examples:
+        >>> from prm_plugins import load_prm  # doctest: +SKIP
+        >>> v = verify("2 + 3 * 4 = ?", "3 * 4 = 12\\n2 + 12 = 15", load_prm())  # doctest: +SKIP
+        >>> v.passed, v.first_failing_step  # doctest: +SKIP
+        (False, 1)
+        >>> v.feedback  # doctest: +SKIP
+        'Step 2 of 2 looks wrong: "2 + 12 = 15" scores 0.03, below the threshold 0.50. ...'
+    """
+    threshold_f, agg, steps = _prepare(solution_or_steps, threshold, aggregate, split)
+    return make_verdict(prm.score(question, steps), threshold_f, agg)
+
+
+async def averify(
+    question: str,
+    solution_or_steps: str | Sequence[str],
+    prm: StepScorer,
+    threshold: float = 0.5,
+    aggregate: Aggregate = "min",
+    split: Splitter = "auto",
+) -> Verdict:
+    """Async :func:`verify` (awaits ``prm.ascore``).
+
+    Examples:
+        >>> v = await averify(question, answer, prm)  # doctest: +SKIP
+    """
+    threshold_f, agg, steps = _prepare(solution_or_steps, threshold, aggregate, split)
+    return make_verdict(await prm.ascore(question, steps), threshold_f, agg)
+
+
+def _prepare(
+    solution_or_steps: str | Sequence[str], threshold: float, aggregate: Aggregate,
+    split: Splitter,
+) -> tuple[float, Aggregate, list[str]]:
+    threshold_f = check_threshold(threshold)
+    assert threshold_f is not None
+    return threshold_f, check_aggregate(aggregate), as_steps(solution_or_steps, check_split(split))
