@@ -82,7 +82,8 @@ class ExportConfig:
         "help": "PRM format: token-classification, qwen-prm, math-shepherd, rlhflow, skywork, "
                 "or an installed plugin's name", "required": True})
     dtype: str = field(default="fp32", metadata={
-        "help": "weights and compute of the graph (fp16 needs --device cuda for parity)",
+        "help": "weights and compute of the graph (fp16 is meant for --device cuda; on CPU it "
+                "works only where ONNX Runtime has CPU fp16 kernels)",
         "choices": DTYPES})
     opset: int | None = field(default=None, metadata={
         "help": "ONNX opset (default: the exporter's own)"})
@@ -104,7 +105,9 @@ class ExportConfig:
         "choices": EXPORTERS})
     tolerance: float | None = field(default=None, metadata={
         "help": "max |Δp| the final graph may differ from torch at step positions "
-                "(default: 1e-4 fp32, 2e-2 fp16, 5e-2 int8)"})
+                "(default: 1e-4 fp32, 2e-2 fp16, 0.1 int8)"})
+    mean_tolerance: float | None = field(default=None, metadata={
+        "help": "mean |Δp| bound of the final graph (default: none for fp32/fp16, 0.02 int8)"})
     parity_chains: int = field(default=16, metadata={
         "help": "random chains compared for parity"})
     parity_batch_sizes: tuple[int, ...] = field(default=(1, 3, 4), metadata={
@@ -112,8 +115,8 @@ class ExportConfig:
     parity_max_tokens: int = field(default=256, metadata={
         "help": "longest parity chain in tokens (capped at max_length)"})
     parity_seed: int = field(default=0, metadata={"help": "seed of the parity chains"})
-    per_channel: bool = field(default=False, metadata={
-        "help": "int8: per-channel weight scales (default per-tensor)"})
+    per_channel: bool = field(default=True, metadata={
+        "help": "int8: per-channel weight scales (default; --no-per-channel for per-tensor)"})
     overwrite: bool = field(default=False, metadata={
         "help": "replace the model files of an existing model directory (other files stay)"})
 
@@ -143,8 +146,10 @@ class ExportConfig:
             raise bad("max_length", self.max_length, "an int >= 4 or None")
         if not isinstance(self.format_options, dict):
             raise bad("format_options", self.format_options, "a dict")
-        if self.tolerance is not None and not (self.tolerance > 0):
-            raise bad("tolerance", self.tolerance, "a positive float or None")
+        for name in ("tolerance", "mean_tolerance"):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, (int, float)) and value > 0):
+                raise bad(name, value, "a positive float or None")
         if not isinstance(self.parity_chains, int) or self.parity_chains < 1:
             raise bad("parity_chains", self.parity_chains, "an int >= 1")
         sizes = tuple(self.parity_batch_sizes)
@@ -213,7 +218,6 @@ def export_prm(config: ExportConfig) -> Path:
     for module in ("torch", "transformers", "onnx", "onnxscript", "onnxruntime"):
         require(module, "export")
     import torch
-
     from prm_plugins.onnx_export.wrappers import build_step_prob_model, load_hf_tokenizer
 
     started = time.perf_counter()
@@ -248,6 +252,7 @@ def export_prm(config: ExportConfig) -> Path:
         model = build_step_prob_model(config.format, model_dir, options, torch_dtype)
         model = model.to(config.device)
         from prm_plugins.onnx_export.parity import (
+            DEFAULT_MEAN_TOLERANCES,
             DEFAULT_TOLERANCES,
             measure_parity,
             random_chains,
@@ -266,9 +271,9 @@ def export_prm(config: ExportConfig) -> Path:
         opset = _check_graph(graph)
 
         device_note = f"{config.dtype} on {config.device}"
-        graph_tol = DEFAULT_TOLERANCES[config.dtype]
-        if not config.quantize and config.tolerance is not None:
-            graph_tol = config.tolerance
+        graph_tol = DEFAULT_TOLERANCES[config.dtype], DEFAULT_MEAN_TOLERANCES[config.dtype]
+        if not config.quantize:
+            graph_tol = _tolerances(config, *graph_tol)
         parity_kwargs: dict[str, Any] = {
             "pad_token_id": pad_id, "batch_sizes": tuple(config.parity_batch_sizes),
             "max_length": max_length, "device": config.device, "seed": config.parity_seed,
@@ -291,15 +296,17 @@ def export_prm(config: ExportConfig) -> Path:
             shutil.rmtree(graph_dir)
             graph = staging / MODEL_FILE
             opset = _check_graph(graph)
-            tol = config.tolerance if config.tolerance is not None else DEFAULT_TOLERANCES["int8"]
+            tol = _tolerances(config, DEFAULT_TOLERANCES["int8"], DEFAULT_MEAN_TOLERANCES["int8"])
             report = _measure(measure_parity, graph, model, fmt, chains, tol,
                               ["CPUExecutionProvider"], config, parity_kwargs)
-            report.check("the int8 graph")
+            report.check("the int8 graph", hint=(
+                "Dynamic int8 loses this much on this model. Try --no-per-channel, accept the "
+                "measured difference with --tolerance/--mean-tolerance, or ship fp32"))
             parity = {**report.to_dict(), "fp32_graph": parity}
             final_dtype = "int8"
             quant_info = {"method": "onnxruntime.quantization.quantize_dynamic",
                           "weight_type": "QInt8", "per_channel": config.per_channel,
-                          "op_types": list(DEFAULT_OP_TYPES)}
+                          "op_types": list(DEFAULT_OP_TYPES), "matmul_const_b_only": True}
 
         names = sorted(p.name for p in staging.iterdir() if p.is_file())
         manifest = Manifest(
@@ -429,6 +436,19 @@ def _sample_inputs(fmt: PRMFormat, chains: list[tuple[str, list[str]]], pad_id: 
 def _export_graph(model: Any, sample: tuple[Any, Any], path: Path, config: ExportConfig,
                   max_length: int, external: bool) -> None:
     """Run ``torch.onnx.export`` with dynamic batch and sequence axes."""
+
+    # torch logs one warning per torchvision op it cannot register; not our concern.
+    registration = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = registration.level
+    registration.setLevel(logging.ERROR)
+    try:
+        _run_exporter(model, sample, path, config, max_length, external)
+    finally:
+        registration.setLevel(level)
+
+
+def _run_exporter(model: Any, sample: tuple[Any, Any], path: Path, config: ExportConfig,
+                  max_length: int, external: bool) -> None:
     import torch
 
     with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
@@ -451,8 +471,14 @@ def _export_graph(model: Any, sample: tuple[Any, Any], path: Path, config: Expor
                     f"torch.onnx dynamo export failed for {type(model).__name__}: "
                     f"{type(exc).__name__}: {str(exc)[:800]}. Try --exporter legacy"
                 ) from exc
+            if program is None:  # pragma: no cover - dynamo=True always returns one
+                raise ModelLoadError("torch.onnx.export returned no program")
             program.save(str(path), external_data=external)
             return
+        # The legacy exporter's deprecation notice, and its advanced-indexing note (indices
+        # here come from arange/cumsum, never negative; parity checks the result anyway).
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\.onnx")
         tmp = path.parent / "legacy"
         tmp.mkdir()
         axes_named = {0: "batch", 1: "sequence"}
@@ -501,15 +527,23 @@ def _check_graph(path: Path) -> int:
     return next(int(o.version) for o in proto.opset_import if o.domain in ("", "ai.onnx"))
 
 
+def _tolerances(config: ExportConfig, default_max: float, default_mean: float | None
+                ) -> tuple[float, float | None]:
+    """The final graph's (max, mean) |Δp| bounds: the config's, else the defaults."""
+    return (config.tolerance if config.tolerance is not None else default_max,
+            config.mean_tolerance if config.mean_tolerance is not None else default_mean)
+
+
 def _measure(measure: Any, graph: Path, model: Any, fmt: PRMFormat, chains: list[Any],
-             tolerance: float, providers: list[str], config: ExportConfig,
-             kwargs: dict[str, Any]) -> Any:
+             tolerance: tuple[float, float | None], providers: list[str],
+             config: ExportConfig, kwargs: dict[str, Any]) -> Any:
     """:func:`measure_parity`, turning ONNX Runtime failures into clear errors."""
     from prm_plugins.onnx_export.parity import onnx_session
 
     try:
         session = onnx_session(graph, providers)
-        return measure(session, model, fmt, chains, tolerance=tolerance, **kwargs)
+        return measure(session, model, fmt, chains, tolerance=tolerance[0],
+                       mean_tolerance=tolerance[1], **kwargs)
     except ParityError:
         raise
     except Exception as exc:
@@ -535,14 +569,21 @@ def _runtime_check(model_dir: Path, config: ExportConfig, chains: list[Any],
     scored = prm.score_batch(chains)
     diffs = [abs(a - b) for s, ref in zip(scored, report.reference_probs, strict=True)
              for a, b in zip(s.scores, ref, strict=True)]
-    worst = max(diffs)
-    if not worst <= report.tolerance:
+    worst, mean = max(diffs), sum(diffs) / len(diffs)
+    mean_tol = report.mean_tolerance
+    if not (worst <= report.tolerance and (mean_tol is None or mean <= mean_tol)):
         raise ParityError(
-            f"load_prm() scores differ from the torch model by max |Δp| = {worst:.3g} on the "
-            f"parity chains (tolerance {report.tolerance:g}) although the raw graph passed; "
-            "the runtime's rendering or padding disagrees with the export. Report this bug"
+            f"load_prm() scores of the parity chains differ from the torch model by max "
+            f"|Δp| = {worst:.3g}, mean {mean:.3g} (tolerance {report.tolerance:g}"
+            f"{'' if mean_tol is None else f', mean {mean_tol:g}'}), batched and padded as the "
+            "runtime does. "
+            + ("int8 activation scales depend on what is in each batch; raise --tolerance "
+               "if you accept this, or export fp32" if config.quantize else
+               "The raw graph passed, so the runtime's rendering or padding disagrees with "
+               "the export: report this bug")
         )
-    return {"max_abs_diff": worst, "n_steps": len(diffs), "provider": prm.provider}
+    return {"max_abs_diff": worst, "mean_abs_diff": mean, "n_steps": len(diffs),
+            "provider": prm.provider}
 
 
 def _publish(staging: Path, out_dir: Path, names: list[str]) -> None:

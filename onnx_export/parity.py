@@ -29,6 +29,7 @@ from prm_plugins.errors import InvalidInputError, ParityError
 from prm_plugins.formats import PRMFormat, Rendered
 
 __all__ = [
+    "DEFAULT_MEAN_TOLERANCES",
     "DEFAULT_TOLERANCES",
     "ParityReport",
     "measure_parity",
@@ -39,8 +40,12 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Default max |Δp| at step positions, per dtype of the exported graph.
-DEFAULT_TOLERANCES: dict[str, float] = {"fp32": 1e-4, "fp16": 2e-2, "int8": 5e-2}
+#: Default max |Δp| at step positions, per dtype of the exported graph. int8 is looser:
+#: dynamic quantisation scales activations per batch, so a probability moves with what else
+#: is in the batch; on a trained MiniLM-sized PRM max |Δp| was 0.04-0.06, mean 0.011.
+DEFAULT_TOLERANCES: dict[str, float] = {"fp32": 1e-4, "fp16": 2e-2, "int8": 1e-1}
+#: Default mean |Δp| bound, per dtype (``None``: only the max is bounded).
+DEFAULT_MEAN_TOLERANCES: dict[str, float | None] = {"fp32": None, "fp16": None, "int8": 2e-2}
 
 #: Words mixed into the vocabulary-made chains, so chains look like worked solutions.
 _BASE_WORDS: tuple[str, ...] = (
@@ -58,6 +63,7 @@ class ParityReport:
         max_abs_diff: max |Δp| over every step position, both paddings.
         mean_abs_diff: mean |Δp| over the same positions.
         tolerance: the max |Δp| allowed.
+        mean_tolerance: the mean |Δp| allowed, or ``None`` for no bound on the mean.
         n_chains: chains compared.
         n_steps: step positions compared per padding side.
         shapes: ``[batch, tokens]`` of every batch run.
@@ -76,6 +82,7 @@ class ParityReport:
     n_steps: int
     shapes: list[list[int]]
     padding_sides: list[str]
+    mean_tolerance: float | None = None
     by_padding: dict[str, dict[str, float]] = field(default_factory=dict)
     left_right_max_abs_diff: float = 0.0
     reference: str = ""
@@ -86,8 +93,10 @@ class ParityReport:
 
     @property
     def passed(self) -> bool:
-        """True when every figure is finite and within the tolerance."""
-        return math.isfinite(self.max_abs_diff) and self.max_abs_diff <= self.tolerance
+        """True when every figure is finite and within the tolerances."""
+        if not (math.isfinite(self.max_abs_diff) and self.max_abs_diff <= self.tolerance):
+            return False
+        return self.mean_tolerance is None or self.mean_abs_diff <= self.mean_tolerance
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready figures, with ``passed`` added."""
@@ -96,11 +105,12 @@ class ParityReport:
         data["passed"] = self.passed
         return data
 
-    def check(self, what: str) -> None:
+    def check(self, what: str, hint: str | None = None) -> None:
         """Raise :class:`ParityError` unless :attr:`passed`.
 
         Args:
             what: the graph checked, named in the message (e.g. ``"fp32 graph"``).
+            hint: how to fix it, replacing the generic advice.
         """
         if self.passed:
             return
@@ -109,11 +119,12 @@ class ParityReport:
             f"step positions (mean {self.mean_abs_diff:.3g}; right padding "
             f"{self.by_padding.get('right', {}).get('max_abs_diff', float('nan')):.3g}, left "
             f"{self.by_padding.get('left', {}).get('max_abs_diff', float('nan')):.3g}) over "
-            f"{self.n_chains} chains, tolerance {self.tolerance:g}. "
-            "Causes: an op the exporter translates differently, NaN from fully masked padding "
-            "rows, or a precision the CPU provider handles poorly (fp16 needs device cuda). "
-            "Try --exporter legacy, another --opset, or fp32; raise --tolerance only if you "
-            "accept the measured difference"
+            f"{self.n_chains} chains, tolerance {self.tolerance:g}"
+            f"{'' if self.mean_tolerance is None else f' (mean {self.mean_tolerance:g})'}. "
+            + (hint or "Causes: an op the exporter translates differently, NaN from fully "
+               "masked padding rows, or a precision the CPU provider handles poorly (fp16 "
+               "needs device cuda). Try --exporter legacy, another --opset, or fp32; raise "
+               "--tolerance only if you accept the measured difference")
         )
 
 
@@ -241,6 +252,7 @@ def measure_parity(
     *,
     tolerance: float,
     pad_token_id: int,
+    mean_tolerance: float | None = None,
     batch_sizes: Sequence[int] = (1, 3, 4),
     extra_padding: int = 3,
     max_length: int | None = None,
@@ -263,6 +275,7 @@ def measure_parity(
         fmt: the model's format, used to render ``chains``.
         chains: ``(question, steps)`` pairs, e.g. from :func:`random_chains`.
         tolerance: max |Δp| allowed.
+        mean_tolerance: mean |Δp| allowed (``None``: no bound).
         pad_token_id: id written at padded positions.
         batch_sizes: batch sizes to cycle through.
         extra_padding: pad tokens added past each batch's longest row.
@@ -316,6 +329,7 @@ def measure_parity(
         max_abs_diff=float(every.max()),
         mean_abs_diff=float(every.mean()),
         tolerance=float(tolerance),
+        mean_tolerance=None if mean_tolerance is None else float(mean_tolerance),
         n_chains=len(rendered),
         n_steps=int(by_side["right"].size),
         shapes=shapes,

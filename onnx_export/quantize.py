@@ -26,9 +26,10 @@ __all__ = ["DEFAULT_OP_TYPES", "quantize_int8"]
 
 logger = logging.getLogger(__name__)
 
-#: Op types quantised by default: the matrix products, where the time and the weights are.
-#: Embedding lookups (``Gather``) stay fp32: quantising them saves disk, not time, and costs
-#: accuracy on every token.
+#: Op types quantised by default: the matrix products with weights, where the time and the
+#: weights are (``MatMulConstBOnly``: attention's activation x activation products stay
+#: fp32). Embedding lookups (``Gather``) stay fp32: quantising them saves disk, not time,
+#: and costs accuracy on every token.
 DEFAULT_OP_TYPES: tuple[str, ...] = ("MatMul", "Gemm")
 
 
@@ -36,7 +37,7 @@ def quantize_int8(
     src: str | Path,
     dst: str | Path,
     *,
-    per_channel: bool = False,
+    per_channel: bool = True,
     op_types: Sequence[str] = DEFAULT_OP_TYPES,
     preprocess: bool = True,
     external_data: bool = False,
@@ -46,9 +47,9 @@ def quantize_int8(
     Args:
         src: fp32 ``.onnx`` file (its ``.data`` file beside it when it has one).
         dst: output ``.onnx`` file; its directory must exist.
-        per_channel: per-output-channel weight scales. Off by default: on the models
-            measured here (BERT-like and Llama-like) per-tensor scales gave the smaller
-            max |Δp|; try it when parity fails.
+        per_channel: per-output-channel weight scales (default). On a trained 6-layer
+            MiniLM-sized token-classification PRM they cut max |Δp| from 0.10 (per-tensor)
+            to 0.04 and mean |Δp| from 0.040 to 0.011.
         op_types: op types to quantise.
         preprocess: run ONNX Runtime's pre-processing first (shape inference and graph
             optimisation), as its quantisation guide recommends.
@@ -89,6 +90,7 @@ def quantize_int8(
         quantize_dynamic(
             str(model_input), str(dst), per_channel=per_channel, weight_type=QuantType.QInt8,
             op_types_to_quantize=list(op_types), use_external_data_format=external_data,
+            extra_options={"MatMulConstBOnly": True},
         )
     finally:
         root.setLevel(level)

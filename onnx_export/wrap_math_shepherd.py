@@ -12,16 +12,22 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from prm_plugins.errors import InvalidInputError, require
 from prm_plugins.onnx_export.wrap_token_classification import load_pretrained
 from prm_plugins.onnx_export.wrappers import position_ids_from_mask
+
+from prm_plugins.errors import InvalidInputError, MissingExtraError
 
 __all__ = ["TwoTokenStepProbs", "build", "two_token_head"]
 
 logger = logging.getLogger(__name__)
 
-torch = require("torch", "export")
-nn = torch.nn
+try:
+    import torch
+    from torch import nn
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise MissingExtraError(
+        'torch is not installed; prm export needs it: pip install "prm-plugins[export]"'
+    ) from exc
 
 
 def two_token_head(lm: Any, token_ids: list[int]) -> Any:

@@ -14,15 +14,21 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from prm_plugins.errors import InvalidInputError, ModelLoadError, require
 from prm_plugins.onnx_export.wrappers import position_ids_from_mask
+
+from prm_plugins.errors import InvalidInputError, MissingExtraError, ModelLoadError, require
 
 __all__ = ["TokenClassificationStepProbs", "build", "load_pretrained"]
 
 logger = logging.getLogger(__name__)
 
-torch = require("torch", "export")
-nn = torch.nn
+try:
+    import torch
+    from torch import nn
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise MissingExtraError(
+        'torch is not installed; prm export needs it: pip install "prm-plugins[export]"'
+    ) from exc
 
 
 def load_pretrained(auto_class_name: str, model_dir: str | Path, dtype: Any, **kwargs: Any) -> Any:

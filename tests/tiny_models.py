@@ -7,7 +7,7 @@ is downloaded. Test modules import the builders; ``conftest.py`` wraps them in
 session-scoped fixtures.
 
 Examples:
-    >>> path = make_tiny_causal_lm(tmp_path / "lm", extra_special_tokens=["<extra_0>"])  # doctest: +SKIP
+    >>> make_tiny_causal_lm(tmp_path / "lm", extra_special_tokens=["<x>"])  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -136,8 +136,16 @@ def train_wordpiece_tokenizer(
     Returns:
         A ``transformers`` fast tokenizer with ``[CLS] $A [SEP]`` post-processing.
     """
-    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
-    from tokenizers import processors, trainers
+    from tokenizers import (
+        Regex,
+        Tokenizer,
+        decoders,
+        models,
+        normalizers,
+        pre_tokenizers,
+        processors,
+        trainers,
+    )
     from transformers import PreTrainedTokenizerFast
 
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -207,7 +215,7 @@ def make_tiny_token_classifier(
         attention_probs_dropout_prob=0.0,
     )
     model = BertForTokenClassification(config).eval()
-    _spread_weights(model, seed)
+    _spread_weights(model, seed, scale=0.1)
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
@@ -270,22 +278,27 @@ def make_tiny_causal_lm(
         "max_position_embeddings": max_position_embeddings, "tie_word_embeddings": False,
         "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
         "pad_token_id": tokenizer.pad_token_id,
+        # Wide init: the layers' outputs then rival the token embeddings, so the
+        # probability at a tag token depends on its context, not only on the tag itself.
+        "initializer_range": 0.3,
     }
     fields.update(config_overrides or {})
     config = getattr(transformers, config_cls_name)(**fields)
     torch.manual_seed(seed)
     model = getattr(transformers, model_cls_name)(config).eval()
-    _spread_weights(model, seed)
+    _spread_weights(model, seed, scale=0.2)
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
 
 
-def _spread_weights(model: Any, seed: int) -> None:
-    """Scale the classifier/LM-head weights up so probabilities spread away from 0.5.
+def _spread_weights(model: Any, seed: int, scale: float) -> None:
+    """Redraw the classifier/LM-head weights with std ``scale`` so probabilities spread.
 
     Random init gives near-constant outputs; bigger heads make parity and reference checks
     meaningful (a wrong position or a wrong token shows up as a different probability).
+    Too big saturates them at 0 or 1, which hides errors again: the scales used here give
+    probabilities spread over roughly 0.4-0.9 (BERT) and 0.05-0.99 (causal LM).
     """
     import torch
 
@@ -293,4 +306,4 @@ def _spread_weights(model: Any, seed: int) -> None:
     with torch.no_grad():
         for name, param in model.named_parameters():
             if name.startswith(("classifier", "lm_head", "score")) and param.dim() == 2:
-                param.copy_(torch.randn(param.shape, generator=gen) * 0.5)
+                param.copy_(torch.randn(param.shape, generator=gen) * scale)

@@ -1,0 +1,213 @@
+"""``prm export``: a local checkpoint to an ONNX model directory, with measured parity.
+
+The flags are derived from :class:`prm_plugins.onnx_export.export.ExportConfig`, so the
+command line and the Python API cannot drift apart. Heavy packages (torch, transformers,
+onnx) are imported only when the verb runs.
+
+Examples:
+    $ prm export ckpt/ out/ --format math-shepherd
+    $ prm export ckpt/ out-int8/ --format token-classification --quantize int8 \\
+          --option separator=[SEP] --option bos_token_id=101
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import types
+import typing
+from dataclasses import MISSING, fields
+from pathlib import Path
+from typing import Any
+
+__all__ = ["add_parser", "parse_option", "run"]
+
+_EPILOG = (
+    "VALUE of --option is read as JSON when it parses (1, null, true, \"1\"), else as a "
+    "string with JSON escapes (\\n, \\u043a) decoded: --option separator=\\n, "
+    "--option 'step_tag= ки', --option bos_token_id=1. Exit status: 0 written, 1 parity "
+    "failed (nothing written), 2 bad arguments or checkpoint."
+)
+
+
+def _write(text: str, stream: Any = None) -> None:
+    (stream or sys.stdout).write(text + "\n")
+
+
+def _unwrap_optional(kind: Any) -> Any:
+    """``int | None`` -> ``int``; other types unchanged."""
+    if isinstance(kind, types.UnionType) or typing.get_origin(kind) is typing.Union:
+        args = [a for a in typing.get_args(kind) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return kind
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add the ``export`` verb to the ``prm`` sub-command parsers.
+
+    Args:
+        subparsers: the object ``ArgumentParser.add_subparsers()`` returned.
+
+    Returns:
+        The ``export`` parser.
+    """
+    from prm_plugins.onnx_export.export import ExportConfig
+
+    parser = subparsers.add_parser(
+        "export",
+        help="export a checkpoint to an ONNX model directory, with measured parity",
+        description=(
+            "Export a local transformers checkpoint (safetensors, never remote code) to a PRM "
+            "model directory (model.onnx, tokenizer.json, prm.json). The graph is checked "
+            "against the torch model on random chains before anything is written."
+        ),
+        epilog=_EPILOG,
+    )
+    hints = typing.get_type_hints(ExportConfig)
+    for f in fields(ExportConfig):
+        meta = dict(f.metadata)
+        help_text = meta.get("help", "")
+        if meta.get("positional"):
+            parser.add_argument(f.name, metavar=f.name.upper(), help=help_text)
+            continue
+        flag = meta.get("flag", "--" + f.name.replace("_", "-"))
+        kind = _unwrap_optional(hints[f.name])
+        origin = typing.get_origin(kind)
+        default = None if f.default is MISSING else f.default
+        if kind is bool:
+            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction,
+                                default=default, help=help_text)
+        elif kind is dict or origin is dict:
+            parser.add_argument(flag, dest=f.name, action="append", default=[],
+                                metavar=meta.get("metavar", "KEY=VALUE"), help=help_text)
+        elif origin is tuple:
+            parser.add_argument(flag, dest=f.name, nargs="+", type=typing.get_args(kind)[0],
+                                default=default, metavar="N", help=f"{help_text} "
+                                f"(default: {' '.join(map(str, default or ()))})")
+        else:
+            shown = "" if default is None or meta.get("required") else f" (default: {default})"
+            parser.add_argument(flag, dest=f.name, type=kind, default=default,
+                                choices=meta.get("choices"), required=bool(meta.get("required")),
+                                help=help_text + shown)
+    parser.add_argument("--json", action="store_true",
+                        help="print the result as one JSON object")
+    return parser
+
+
+def parse_option(text: str) -> tuple[str, Any]:
+    """``"KEY=VALUE"`` -> ``(KEY, value)``, the value read as JSON when it parses.
+
+    Raises:
+        InvalidInputError: no ``=`` or an empty key.
+
+    Examples:
+        >>> parse_option("bos_token_id=1")
+        ('bos_token_id', 1)
+        >>> parse_option("separator=[SEP]")
+        ('separator', '[SEP]')
+    """
+    from prm_plugins.errors import InvalidInputError
+
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise InvalidInputError(
+            f"--option takes KEY=VALUE, got {text!r}; e.g. --option bos_token_id=1"
+        )
+    for candidate in (raw, '"' + raw.replace('"', '\\"') + '"'):
+        try:
+            return key, json.loads(candidate)
+        except ValueError:
+            continue
+    return key, raw
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``prm export`` for parsed ``args``; returns the exit status.
+
+    Returns:
+        0 when the model directory was written, 1 when parity failed (nothing written),
+        2 for bad arguments or an unreadable checkpoint.
+    """
+    from prm_plugins.errors import ParityError, PRMError
+    from prm_plugins.onnx_export.export import ExportConfig
+
+    try:
+        options = dict(parse_option(o) for o in (args.format_options or []))
+        config = ExportConfig(**{
+            f.name: (options if f.name == "format_options" else getattr(args, f.name))
+            for f in fields(ExportConfig)
+        })
+        if config.parity_batch_sizes is not None:
+            config.parity_batch_sizes = tuple(config.parity_batch_sizes)
+    except PRMError as exc:
+        _write(f"error: {exc}", sys.stderr)
+        return 2
+    log = logging.getLogger("prm_plugins.onnx_export")
+    saved = log.level, log.propagate
+    handler = _progress_handler(log, quiet=bool(args.json))
+    try:
+        from prm_plugins.onnx_export.export import export_prm
+
+        out_dir = export_prm(config)
+    except ParityError as exc:
+        _write(f"error: {exc}", sys.stderr)
+        return 1
+    except PRMError as exc:
+        _write(f"error: {exc}", sys.stderr)
+        return 2
+    finally:
+        if handler is not None:
+            log.removeHandler(handler)
+            log.setLevel(saved[0])
+            log.propagate = saved[1]
+    _summary(Path(out_dir), as_json=bool(args.json))
+    return 0
+
+
+def _progress_handler(log: logging.Logger, quiet: bool) -> logging.Handler | None:
+    """Show the export's stage lines on stderr unless logging already shows them."""
+    if quiet or log.isEnabledFor(logging.INFO):
+        return None
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("prm export: %(message)s"))
+    handler.setLevel(logging.INFO)
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    return handler
+
+
+def _summary(out_dir: Path, *, as_json: bool) -> None:
+    from prm_plugins.manifest import Manifest
+
+    man = Manifest.read(out_dir)
+    par = man.parity
+    if as_json:
+        _write(json.dumps({
+            "out_dir": str(out_dir), "format": man.format, "dtype": man.dtype,
+            "opset": man.opset, "max_length": man.max_length, "parity": par,
+            "files": man.files,
+        }, ensure_ascii=False))
+        return
+    _write(f"wrote {out_dir} ({man.format}, {man.dtype}, opset {man.opset}, "
+           f"max_length {man.max_length})")
+    mean_tol = par.get("mean_tolerance")
+    _write(f"parity vs torch: max |Δp| {par['max_abs_diff']:.3g}, mean "
+           f"{par['mean_abs_diff']:.3g} (tolerance {par['tolerance']:g}"
+           f"{'' if mean_tol is None else f', mean {mean_tol:g}'}) over {par['n_chains']} "
+           f"chains, {par['n_steps']} steps, padding {'+'.join(par['padding_sides'])}, "
+           f"{par.get('backend', '')}")
+    if "fp32_graph" in par:
+        fp32 = par["fp32_graph"]
+        _write(f"fp32 graph before quantisation: max |Δp| {fp32['max_abs_diff']:.3g}, "
+               f"mean {fp32['mean_abs_diff']:.3g}")
+    check = par.get("runtime_check")
+    if check:
+        _write(f"load_prm() on the parity chains: max |Δp| {check['max_abs_diff']:.3g}")
+    sizes = ", ".join(f"{name} ({(out_dir / name).stat().st_size / 2**20:.1f} MiB)"
+                      for name in man.files)
+    _write(f"files: {sizes}, prm.json")

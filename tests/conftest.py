@@ -1,0 +1,57 @@
+"""Shared, session-scoped fixtures: tiny random-weight checkpoints built on disk.
+
+Builders live in ``tests/tiny_models.py`` (and family-specific modules beside it); this file
+only wraps them in fixtures so every test session builds each checkpoint once. Heavy
+packages are imported inside the fixtures, so collecting the light tests stays light.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+#: Parity settings for exports made in tests: few, short chains (2 shared CPU cores).
+TEST_PARITY: dict[str, Any] = {
+    "parity_chains": 4,
+    "parity_batch_sizes": (1, 3),
+    "parity_max_tokens": 96,
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_token_classifier_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A BERT-like token classifier (hidden 32, 2 layers, 2 labels) with a WordPiece
+    tokenizer trained here that keeps ``"\\n"`` as a token (TRL's default separator)."""
+    from tiny_models import make_tiny_token_classifier
+
+    return make_tiny_token_classifier(tmp_path_factory.mktemp("ckpt") / "token-classifier")
+
+
+@pytest.fixture(scope="session")
+def tiny_causal_lm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A Llama-like causal LM (hidden 32, 2 layers, context 256) with a byte-level BPE
+    tokenizer trained here that has ``" ки"``, ``"+"`` and ``"-"`` tokens and adds BOS."""
+    from tiny_models import make_tiny_causal_lm
+
+    return make_tiny_causal_lm(tmp_path_factory.mktemp("ckpt") / "causal-lm")
+
+
+@pytest.fixture(scope="session")
+def export_small() -> Callable[..., Path]:
+    """``export_small(model_dir, out_dir, format, **config_fields) -> Path``.
+
+    Runs :func:`export_prm` with test-sized parity settings (:data:`TEST_PARITY`), which
+    any keyword overrides.
+    """
+
+    def run(model_dir: Path, out_dir: Path, format: str, **fields: Any) -> Path:
+        from prm_plugins.onnx_export.export import ExportConfig, export_prm
+
+        config = ExportConfig(str(model_dir), str(out_dir), format=format,
+                              **{**TEST_PARITY, **fields})
+        return export_prm(config)
+
+    return run
