@@ -111,6 +111,18 @@ def test_parse_visible_steps_and_final_answer() -> None:
     assert sol.answer_qid == 1
 
 
+def test_operands_bound_in_the_written_order() -> None:
+    sol = parse_gsm8k_answer(
+        "Jo has 2 kids and 5 changes each: 5*2=<<2*5=10>>10 changes.\n#### 10",
+        "Jo has 2 kids. Each needs 5 changes.",
+    )
+    step = sol.steps[0]
+    calc = step.calculations[0]
+    # Annotation 2*5, text 5*2: each operand is bound to its own number inside "5*2".
+    starts = [step.spans[k].start for k in calc.operand_spans if k is not None]
+    assert starts == [step.text.index("*2") + 1, step.text.index("5*2")]
+
+
 def test_money_spans_and_text_calculation_in_unannotated_line() -> None:
     weng = _solution(WENG)
     assert weng.completions[0] == "Weng earns 12/60 = $0.2 per minute."
@@ -131,6 +143,8 @@ def test_annotations_checked_exactly_with_fractions() -> None:
     assert [c.expr for c in bad.failed_annotations] == ["48/2"]
     third = parse_gsm8k_answer("x = <<10/3=3.33>>3.33\n#### 3.33")
     assert [c.computed for c in third.failed_annotations] == [Fraction(10, 3)]
+    fraction = parse_gsm8k_answer("The share is <<3/4=3/4>>3/4\n#### 0.75")
+    assert fraction.is_checked and fraction.calculations[0].claimed == Fraction(3, 4)
     assert evaluate_expression("(2+3)*.5") == Fraction(5, 2)
     assert evaluate_expression("560//10") == 56
     assert evaluate_expression("-3+10") == 7

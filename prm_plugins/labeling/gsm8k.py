@@ -771,6 +771,14 @@ def _match_operands_right_to_left(
     return bound
 
 
+def _parse_claimed(text: str) -> Fraction:
+    """The result side of an annotation: a decimal, or a plain fraction such as ``3/4``."""
+    fraction = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
+    if fraction is not None and int(fraction.group(2)) != 0:
+        return Fraction(int(fraction.group(1)), int(fraction.group(2)))
+    return parse_number(text)
+
+
 class _SolutionBuilder:
     """Builds :class:`Step` objects line by line, keeping the quantity table."""
 
@@ -807,7 +815,7 @@ class _SolutionBuilder:
             expr_text, claimed_text = m.group(1), m.group(2)
             try:
                 tree = parse_expression(expr_text)
-                claimed = parse_number(claimed_text)
+                claimed = _parse_claimed(claimed_text)
             except InvalidInputError as exc:
                 self.problems.append(f"line {index + 1}: annotation {m.group()!r}: {exc}")
                 continue
@@ -856,21 +864,34 @@ class _SolutionBuilder:
             if result_span is not None and result_span in taken:
                 result_span = None
             eq: VisibleEquation | None = p.get("equation")
+            reordered: VisibleEquation | None = None
             if eq is None and result_span is not None:
-                # The annotation's expression, when the text writes it out before the result.
+                # The annotation's expression, when the text writes it out before the result;
+                # in another order ("5*2" for <<2*5=10>>) only the operands can be matched.
                 for cand in equations:
-                    if (
-                        start_to_span.get(cand.result_span[0]) == result_span
-                        and [o.value for o in operands_of(cand.tree)] == operand_values
-                        and operators_of(cand.tree) == operator_list
-                    ):
+                    if start_to_span.get(cand.result_span[0]) != result_span:
+                        continue
+                    cand_values = [o.value for o in operands_of(cand.tree)]
+                    if cand_values == operand_values and operators_of(cand.tree) == operator_list:
                         eq = cand
                         break
+                    if sorted(cand_values) == sorted(operand_values):
+                        reordered = cand
             operand_spans: list[int | None]
             operator_spans: list[tuple[int, int] | None]
             if eq is not None:
                 operand_spans = [start_to_span.get(s) for s, _ in eq.operand_spans]
                 operator_spans = list(eq.operator_spans)
+            elif reordered is not None:
+                free = [start_to_span.get(s) for s, _ in reordered.operand_spans]
+                operand_spans = []
+                for value in operand_values:
+                    match = next(
+                        (k for k in free if k is not None and span_values[k] == value), None
+                    )
+                    operand_spans.append(match)
+                    free.remove(match)
+                operator_spans = [None] * len(operator_list)
             else:
                 limit = p["pos"]
                 candidates = [

@@ -518,7 +518,8 @@ def wrong_quantity(
 
     An operand that is a quantity (a number of the question or an earlier result) is replaced
     by another number of the question or another earlier result (with probability 0.7 one of
-    the same origin: a misread question number, or the wrong intermediate result). The step
+    the same origin: a misread question number, or the wrong intermediate result), never by a
+    value of the calculation's own operands (``34 - 34 = 0`` is not a plausible error). The step
     computes correctly with it and the rest carries on.
 
     Args:
@@ -550,12 +551,15 @@ def wrong_quantity(
                     same: list[Source] = [("v", Fraction(replacement))]
                     other: list[Source] = []
                 else:
+                    # Not a value of this calculation's own operands: "34 - 34 = 0" is not a
+                    # plausible slip.
+                    own = {o.value for o in calc.operands}
                     from_question: list[Source] = [
-                        ("v", v) for v in question_values if v != op.value
+                        ("v", v) for v in question_values if v not in own
                     ]
                     earlier: list[Source] = [
                         ("q", q) for q, v in results.items()
-                        if q < calc.qid and v > 0 and v != op.value
+                        if q < calc.qid and v > 0 and v not in own
                     ]
                     same, other = (earlier, from_question) if src is not None else (
                         from_question, earlier)
