@@ -55,3 +55,21 @@ def export_small() -> Callable[..., Path]:
         return export_prm(config)
 
     return run
+
+
+@pytest.fixture(scope="session")
+def export_cli() -> Callable[..., Path]:
+    """``export_cli(model_dir, out_dir, format, *flags) -> Path`` through ``prm export``.
+
+    The command line a user runs, with test-sized parity; asserts exit code 0.
+    """
+
+    def run(model_dir: Path, out_dir: Path, format: str, *flags: str) -> Path:
+        from prm_plugins.cli import main
+
+        code = main(["export", str(model_dir), str(out_dir), "--format", format,
+                     "--parity-chains", "4", *flags])
+        assert code == 0, f"prm export exited with {code}"
+        return out_dir
+
+    return run

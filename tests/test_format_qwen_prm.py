@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -223,14 +224,15 @@ def test_missing_head_is_a_clear_error(model_dir: Path, tmp_path: Path) -> None:
 
 # -- (b) scores: exported ONNX graph through load_prm vs. the model card -------------------
 @pytest.fixture(scope="module")
-def exported(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    export = pytest.importorskip("prm_plugins.onnx_export.export")
+def exported(
+    model_dir: Path, tmp_path_factory: pytest.TempPathFactory, export_cli: Callable[..., Path]
+) -> Path:
+    """Exported through the command line, as a user would: `prm export ... --format qwen-prm`."""
+    pytest.importorskip("prm_plugins.onnx_export.export")
     out = tmp_path_factory.mktemp("qwen_prm_onnx") / "model"
-    return export.export_prm(export.ExportConfig(
-        str(model_dir), str(out), format="qwen-prm", parity_chains=4))
+    return export_cli(model_dir, out, "qwen-prm")
 
 
-@pytest.mark.slow
 def test_onnx_scores_equal_model_card(
     exported: Path, fmt: QwenPRMFormat, reference: ModelCardReference
 ) -> None:

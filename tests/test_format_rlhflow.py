@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -202,14 +203,15 @@ def test_wrapper_needs_token_ids(model_dir: Path) -> None:
 
 # -- (b) scores: exported ONNX graph through load_prm vs. the evaluation loop --------------
 @pytest.fixture(scope="module")
-def exported(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    export = pytest.importorskip("prm_plugins.onnx_export.export")
+def exported(
+    model_dir: Path, tmp_path_factory: pytest.TempPathFactory, export_cli: Callable[..., Path]
+) -> Path:
+    """Exported through the command line, as a user would: `prm export ... --format rlhflow`."""
+    pytest.importorskip("prm_plugins.onnx_export.export")
     out = tmp_path_factory.mktemp("rlhflow_onnx") / "model"
-    return export.export_prm(export.ExportConfig(
-        str(model_dir), str(out), format="rlhflow", parity_chains=4))
+    return export_cli(model_dir, out, "rlhflow")
 
 
-@pytest.mark.slow
 def test_onnx_scores_equal_evaluation_loop(
     exported: Path, fmt: RLHFlowFormat, reference: EvaluationLoopReference
 ) -> None:

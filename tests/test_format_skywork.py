@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -183,14 +184,15 @@ def test_missing_value_head_is_a_clear_error(model_dir: Path, tmp_path: Path) ->
 
 # -- (b) scores: exported ONNX graph through load_prm vs. the published inference ----------
 @pytest.fixture(scope="module")
-def exported(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    export = pytest.importorskip("prm_plugins.onnx_export.export")
+def exported(
+    model_dir: Path, tmp_path_factory: pytest.TempPathFactory, export_cli: Callable[..., Path]
+) -> Path:
+    """Exported through the command line, as a user would: `prm export ... --format skywork`."""
+    pytest.importorskip("prm_plugins.onnx_export.export")
     out = tmp_path_factory.mktemp("skywork_onnx") / "model"
-    return export.export_prm(export.ExportConfig(
-        str(model_dir), str(out), format="skywork", parity_chains=4))
+    return export_cli(model_dir, out, "skywork")
 
 
-@pytest.mark.slow
 def test_onnx_scores_equal_published_inference(
     exported: Path, fmt: SkyworkFormat, reference: PublishedReference
 ) -> None:
