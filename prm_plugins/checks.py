@@ -19,7 +19,14 @@ from typing import Literal
 from prm_plugins.errors import InvalidInputError
 from prm_plugins.types import StepScorer, StepScores
 
-__all__ = ["ArithmeticCheck", "EquationCheck", "HybridPRM", "check_arithmetic"]
+__all__ = [
+    "KNOWN_CHECKS",
+    "ArithmeticCheck",
+    "EquationCheck",
+    "HybridPRM",
+    "apply_arithmetic_check",
+    "check_arithmetic",
+]
 
 _TOKEN = re.compile(
     r"""
@@ -240,6 +247,27 @@ def check_arithmetic(step: str) -> tuple[ArithmeticCheck, list[EquationCheck]]:
     return ("ok" if all(c.holds for c in checks) else "wrong"), checks
 
 
+#: Names of the checks a model's manifest may list under ``extra.checks``.
+KNOWN_CHECKS: tuple[str, ...] = ("arithmetic",)
+
+
+def apply_arithmetic_check(
+    scored: StepScores, *, cap: float = 0.05, propagate: bool = True
+) -> StepScores:
+    """Cap the score of steps whose written arithmetic is wrong (and, with ``propagate``,
+    of every later step). The model's own scores are kept in ``meta["model_scores"]``.
+    """
+    checks = [check_arithmetic(s)[0] for s in scored.steps]
+    scores = list(scored.scores)
+    wrong_seen = False
+    for i, verdict in enumerate(checks):
+        wrong_seen = wrong_seen or verdict == "wrong"
+        if verdict == "wrong" or (propagate and wrong_seen):
+            scores[i] = min(scores[i], cap)
+    meta = {**scored.meta, "arithmetic": checks, "model_scores": list(scored.scores)}
+    return StepScores(steps=scored.steps, scores=scores, question=scored.question, meta=meta)
+
+
 class HybridPRM:
     """A learned PRM plus a calculator check of the arithmetic written in each step.
 
@@ -273,15 +301,7 @@ class HybridPRM:
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def _combine(self, scored: StepScores) -> StepScores:
-        checks = [check_arithmetic(s)[0] for s in scored.steps]
-        scores = list(scored.scores)
-        wrong_seen = False
-        for i, verdict in enumerate(checks):
-            wrong_seen = wrong_seen or verdict == "wrong"
-            if verdict == "wrong" or (self.propagate and wrong_seen):
-                scores[i] = min(scores[i], self.cap)
-        meta = {**scored.meta, "arithmetic": checks, "model_scores": list(scored.scores)}
-        return StepScores(steps=scored.steps, scores=scores, question=scored.question, meta=meta)
+        return apply_arithmetic_check(scored, cap=self.cap, propagate=self.propagate)
 
     def score(self, question: str, steps: Sequence[str]) -> StepScores:
         """Model scores, capped where the written arithmetic is wrong."""

@@ -62,6 +62,9 @@ def _add_score(sub: Any) -> None:
     p.add_argument("--long-chains", default="error", choices=["error", "window"],
                    help="over-long chains: raise (default) or score in windows")
     p.add_argument("--threshold", type=float, default=0.5, help="flag steps below this score")
+    p.add_argument("--no-checks", action="store_true",
+                   help="model scores only: skip the step checks the model's manifest "
+                        "recommends (the default PRM's calculator check)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -180,7 +183,8 @@ def _run_score(args: argparse.Namespace) -> int:
              "or --solution")
         return 2
     try:
-        prm = load_prm(args.model_dir, device=args.device, long_chains=args.long_chains)
+        prm = load_prm(args.model_dir, device=args.device, long_chains=args.long_chains,
+                       checks=() if args.no_checks else None)
     except PRMError as exc:
         _err(f"error: {exc}")
         return 2
@@ -200,10 +204,15 @@ def _run_score(args: argparse.Namespace) -> int:
         _out(json.dumps({**result.to_dict(), "min": result.min, "prod": result.prod,
                          "first_error": first, "provider": prm.provider}, ensure_ascii=False))
         return 0
-    _out(f"model: {prm.model_dir} ({prm.manifest.format}, {prm.provider})")
+    checks = f", checks: {', '.join(prm.checks)}" if prm.checks else ""
+    _out(f"model: {prm.model_dir} ({prm.manifest.format}, {prm.provider}{checks})")
     _out(f"question: {args.question}")
-    for i, (step, s) in enumerate(zip(result.steps, result.scores, strict=True)):
+    arithmetic = result.meta.get("arithmetic") or [None] * len(result.steps)
+    for i, (step, s, calc) in enumerate(zip(result.steps, result.scores, arithmetic,
+                                            strict=True)):
         flag = "  <-- below threshold" if s < args.threshold else ""
+        if calc == "wrong":
+            flag += " (written arithmetic is wrong)"
         _out(f"  step {i + 1}  {s:.3f}  {step}{flag}")
     verdict = "all steps pass" if first is None else f"first weak step: {first + 1}"
     _out(f"chain score: min {result.min:.3f}  prod {result.prod:.3f}  ({verdict}, "

@@ -75,6 +75,10 @@ class OnnxPRM:
         max_batch_size: most sequences in one forward batch.
         intra_op_num_threads: ONNX Runtime threads (default: its own choice).
         verify: check every file's sha256 against ``prm.json`` (default ``True``).
+        checks: deterministic step checks applied after the model (``("arithmetic",)``
+            caps steps whose written arithmetic is wrong, see :mod:`prm_plugins.checks`);
+            ``None`` (default) takes the list the model's manifest recommends under
+            ``extra.checks``, ``()`` turns them off.
 
     Examples:
         >>> from prm_plugins import load_prm
@@ -94,6 +98,7 @@ class OnnxPRM:
         max_batch_size: int = 64,
         intra_op_num_threads: int | None = None,
         verify: bool = True,
+        checks: Sequence[str] | None = None,
     ) -> None:
         if device not in ("auto", "cpu", "cuda"):
             raise InvalidInputError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
@@ -111,6 +116,7 @@ class OnnxPRM:
         self.manifest = Manifest.read(self.model_dir)
         if verify:
             verify_files(self.model_dir, self.manifest)
+        self.checks = self._resolve_checks(checks)
         self.long_chains: LongChains = long_chains
         self.token_budget = token_budget
         self.max_batch_size = max_batch_size
@@ -131,6 +137,22 @@ class OnnxPRM:
             )
 
     # -- loading --------------------------------------------------------------------------
+    def _resolve_checks(self, checks: Sequence[str] | None) -> tuple[str, ...]:
+        from prm_plugins.checks import KNOWN_CHECKS
+
+        if checks is None:
+            checks = self.manifest.extra.get("checks", [])
+        if isinstance(checks, str) or not all(isinstance(c, str) for c in checks):
+            raise InvalidInputError(
+                f"checks must be a list of check names, got {checks!r}; known: {KNOWN_CHECKS}"
+            )
+        unknown = [c for c in checks if c not in KNOWN_CHECKS]
+        if unknown:
+            raise InvalidInputError(
+                f"unknown step check(s) {unknown}; known checks: {', '.join(KNOWN_CHECKS)}"
+            )
+        return tuple(checks)
+
     def _load_tokenizer(self) -> Any:
         from tokenizers import Tokenizer
 
@@ -201,7 +223,8 @@ class OnnxPRM:
 
     def __repr__(self) -> str:
         return (f"OnnxPRM(model_dir={str(self.model_dir)!r}, format={self.manifest.format!r}, "
-                f"provider={self.provider!r}, max_length={self.max_length})")
+                f"provider={self.provider!r}, max_length={self.max_length}, "
+                f"checks={self.checks!r})")
 
     # -- scoring --------------------------------------------------------------------------
     def score(self, question: str, steps: Sequence[str]) -> StepScores:
@@ -251,8 +274,13 @@ class OnnxPRM:
         for (question, steps), scores in zip(checked, results, strict=True):
             if any(s is None for s in scores):  # pragma: no cover - would be a bug
                 raise AssertionError("a step was left without a score")
-            out.append(StepScores(steps=list(steps), scores=[float(s) for s in scores],  # type: ignore[arg-type]
-                                  question=question))
+            scored = StepScores(steps=list(steps), scores=[float(s) for s in scores],  # type: ignore[arg-type]
+                                question=question)
+            if "arithmetic" in self.checks:
+                from prm_plugins.checks import apply_arithmetic_check
+
+                scored = apply_arithmetic_check(scored)
+            out.append(scored)
         return out
 
     @staticmethod

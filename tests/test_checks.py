@@ -75,3 +75,22 @@ def test_hybrid_caps_wrong_step_and_later_steps(tmp_path) -> None:  # type: igno
         hybrid.no_such_attribute  # noqa: B018
     with pytest.raises(InvalidInputError, match="cap must be in"):
         HybridPRM(prm, cap=2.0)
+
+
+def test_manifest_recommended_checks_apply_on_load(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    d = make_model_dir(tmp_path / "m")
+    man = json.loads((d / "prm.json").read_text())
+    man["extra"]["checks"] = ["arithmetic"]
+    (d / "prm.json").write_text(json.dumps(man))
+    steps = ["w1", "3 + 4 = 8", "w2"]
+    with_checks = load_prm(d, device="cpu")
+    raw = load_prm(d, device="cpu", checks=())
+    assert with_checks.checks == ("arithmetic",) and raw.checks == ()
+    s, r = with_checks.score("w5", steps), raw.score("w5", steps)
+    assert s.scores[0] == r.scores[0]
+    assert s.scores[1:] == [min(x, 0.05) for x in r.scores[1:]]
+    assert s.meta["model_scores"] == r.scores
+    with pytest.raises(InvalidInputError, match="unknown step check"):
+        load_prm(d, device="cpu", checks=["spelling"])
