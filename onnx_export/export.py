@@ -218,6 +218,7 @@ def export_prm(config: ExportConfig) -> Path:
     for module in ("torch", "transformers", "onnx", "onnxscript", "onnxruntime"):
         require(module, "export")
     import torch
+
     from prm_plugins.onnx_export.wrappers import build_step_prob_model, load_hf_tokenizer
 
     started = time.perf_counter()

@@ -21,9 +21,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from prm_plugins.onnx_export.wrap_token_classification import load_pretrained
-
 from prm_plugins.errors import ModelLoadError, require
+from prm_plugins.onnx_export.wrap_token_classification import load_pretrained
 
 __all__ = [
     "QwenPRMForProcessReward",

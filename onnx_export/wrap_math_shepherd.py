@@ -12,10 +12,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from prm_plugins.errors import InvalidInputError, MissingExtraError
 from prm_plugins.onnx_export.wrap_token_classification import load_pretrained
 from prm_plugins.onnx_export.wrappers import position_ids_from_mask
-
-from prm_plugins.errors import InvalidInputError, MissingExtraError
 
 __all__ = ["TwoTokenStepProbs", "build", "two_token_head"]
 

@@ -12,10 +12,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from prm_plugins.errors import InvalidInputError
 from prm_plugins.onnx_export.wrap_math_shepherd import TwoTokenStepProbs
 from prm_plugins.onnx_export.wrap_token_classification import load_pretrained
-
-from prm_plugins.errors import InvalidInputError
 
 __all__ = ["build"]
 

@@ -9,10 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from prm_plugins.errors import require
 from prm_plugins.onnx_export.heads import SkyworkPRMValueModel
 from prm_plugins.onnx_export.wrappers import position_ids_from_mask
-
-from prm_plugins.errors import require
 
 __all__ = ["SkyworkStepProbs", "build"]
 

@@ -14,9 +14,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from prm_plugins.onnx_export.wrappers import position_ids_from_mask
-
 from prm_plugins.errors import InvalidInputError, MissingExtraError, ModelLoadError, require
+from prm_plugins.onnx_export.wrappers import position_ids_from_mask
 
 __all__ = ["TokenClassificationStepProbs", "build", "load_pretrained"]
 

@@ -170,8 +170,9 @@ def test_torch_wrapper_equals_published_inference(
 
 
 def test_missing_value_head_is_a_clear_error(model_dir: Path, tmp_path: Path) -> None:
-    from prm_plugins.onnx_export.wrappers import build_step_prob_model
     from safetensors.torch import load_file, save_file
+
+    from prm_plugins.onnx_export.wrappers import build_step_prob_model
 
     broken = tmp_path / "no_head"
     shutil.copytree(model_dir, broken)

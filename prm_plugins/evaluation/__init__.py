@@ -1,1 +1,53 @@
-"""Evaluation of PRMs: step-level (ProcessBench, PRMBench, stepwise) and best-of-N."""
+"""Evaluation of PRMs: step-level (ProcessBench, PRMBench, stepwise) and best-of-N.
+
+- :func:`evaluate_steps`: step AUROC, first-error accuracy, ProcessBench F1 and PRMBench's
+  PRMScore on labelled chains (``prm eval steps``).
+- :func:`evaluate_best_of_n`: accuracy of best-of-N selection against N for the PRM's chain
+  aggregations, majority vote, random and oracle picks (``prm eval bon``).
+- :mod:`.metrics`: rank AUROC with ties, F1 from counts, ProcessBench F1.
+- :mod:`.answers`: final-answer extraction (``\\boxed{}``, ``#### N``, "The answer is")
+  and normalisation.
+
+Examples:
+    >>> from prm_plugins import load_prm  # doctest: +SKIP
+    >>> from prm_plugins.evaluation import evaluate_steps
+    >>> report = evaluate_steps(load_prm(), "data.jsonl", "stepwise")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from prm_plugins.evaluation.answers import answers_match, extract_answer, normalize_answer
+    from prm_plugins.evaluation.bon import best_of_n_curves, evaluate_best_of_n
+    from prm_plugins.evaluation.metrics import auroc, processbench_scores
+    from prm_plugins.evaluation.steps import evaluate_steps, format_steps_report
+
+__all__ = [
+    "answers_match",
+    "auroc",
+    "best_of_n_curves",
+    "evaluate_best_of_n",
+    "evaluate_steps",
+    "extract_answer",
+    "format_steps_report",
+    "normalize_answer",
+    "processbench_scores",
+]
+
+#: Loaded on first use, so ``prm --help`` (which imports the ``eval`` CLI) stays instant.
+_LAZY = {
+    "answers_match": "answers", "extract_answer": "answers", "normalize_answer": "answers",
+    "best_of_n_curves": "bon", "evaluate_best_of_n": "bon",
+    "auroc": "metrics", "processbench_scores": "metrics",
+    "evaluate_steps": "steps", "format_steps_report": "steps",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        module = importlib.import_module(f"prm_plugins.evaluation.{_LAZY[name]}")
+        return getattr(module, name)
+    raise AttributeError(f"module 'prm_plugins.evaluation' has no attribute {name!r}")

@@ -84,7 +84,9 @@ class TrainConfig:
     max_steps: int | None = field(default=None, metadata={
         "help": "optimiser steps to run; overrides --epochs"})
     max_minutes: float | None = field(default=None, metadata={
-        "help": "stop (and save) after this many minutes of training, whatever the step"})
+        "help": "time budget of the training loop in minutes: the learning-rate schedule "
+                "runs on the larger of step and time progress, and training stops (and saves) "
+                "when the budget is spent"})
     batch_size: int = field(default=16, metadata={"help": "chains per optimiser step"})
     lr: float = field(default=1e-4, metadata={"help": "peak AdamW learning rate"})
     head_lr: float | None = field(default=None, metadata={

@@ -90,16 +90,17 @@ def to_hf_tokenizer(tokenizer: Any, *, model_max_length: int = 512) -> Any:
 
     The special tokens are the BERT ones ([CLS], [SEP], [PAD], [UNK], [MASK]) where the
     vocabulary has them, and ``bos_token`` is [CLS] so that a format reading the tokenizer's
-    BOS id (``token-classification``'s ``bos_token_id``) puts [CLS] first; ``save_pretrained`` then writes ``tokenizer.json`` and
-    ``tokenizer_config.json`` that ``AutoTokenizer.from_pretrained`` reads back.
+    BOS id (``token-classification``'s ``bos_token_id``) puts [CLS] first.
+    ``save_pretrained`` then writes ``tokenizer.json`` and ``tokenizer_config.json`` that
+    ``AutoTokenizer.from_pretrained`` reads back.
     """
-    transformers = require("transformers", "train")
+    transformers: Any = require("transformers", "train")
     specials: dict[str, str] = {}
     for key, token in (("cls_token", "[CLS]"), ("bos_token", "[CLS]"), ("sep_token", "[SEP]"),
                        ("pad_token", "[PAD]"), ("unk_token", "[UNK]"), ("mask_token", "[MASK]")):
         if tokenizer.token_to_id(token) is not None:
             specials[key] = token
-    return transformers.PreTrainedTokenizerFast(  # type: ignore[attr-defined]
+    return transformers.PreTrainedTokenizerFast(
         tokenizer_object=tokenizer, model_max_length=model_max_length, **specials
     )
 

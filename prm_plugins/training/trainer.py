@@ -25,7 +25,7 @@ from prm_plugins.errors import InvalidInputError, require
 from prm_plugins.formats.base import Rendered
 from prm_plugins.formats.token_classification import TokenClassificationFormat
 from prm_plugins.training.config import TrainConfig
-from prm_plugins.training.metrics import auroc, step_auroc_report
+from prm_plugins.training.metrics import step_auroc_report
 from prm_plugins.training.tokenizer import (
     digit_splitting_tokenizer,
     minilm_dir,
@@ -45,6 +45,7 @@ __all__ = [
     "encode_rows",
     "length_bucketed_batches",
     "load_stepwise",
+    "lr_factor",
     "token_labels",
     "train",
 ]
@@ -236,7 +237,7 @@ def build_model(
         old_ids: after :func:`prune_vocabulary`, the base-model id of every new id; the word
             embedding keeps those rows only.
     """
-    transformers = require("transformers", "train")
+    transformers: Any = require("transformers", "train")
     base = Path(config.base_model) if config.base_model else minilm_dir()
     overrides: dict[str, Any] = {
         "num_labels": 2,
@@ -253,10 +254,19 @@ def build_model(
     if config.layers is not None and config.layers > getattr(hf_config, "num_hidden_layers", 0):
         raise InvalidInputError(f"--layers {config.layers} is more than the base model has")
     hf_config.architectures = ["BertForTokenClassification"]
-    model = transformers.BertForTokenClassification.from_pretrained(
-        str(base), config=hf_config, local_files_only=True)
+    # The load report would list the dropped layers, the pooler and the new head as
+    # "UNEXPECTED"/"MISSING": all intended here, so say it once in our own words.
+    verbosity = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()
+    try:
+        model = transformers.BertForTokenClassification.from_pretrained(
+            str(base), config=hf_config, local_files_only=True)
+    finally:
+        transformers.logging.set_verbosity(verbosity)
+    logger.info("trunk from %s (first %d layers); new 2-label classification head", base,
+                hf_config.num_hidden_layers)
     if old_ids is not None:
-        torch = require("torch", "train")
+        torch: Any = require("torch", "train")
         emb = model.get_input_embeddings()
         index = torch.tensor(list(old_ids), dtype=torch.long)
         new = torch.nn.Embedding(len(old_ids), emb.embedding_dim,
@@ -281,7 +291,7 @@ class TrainResult:
     steps: int
     seconds: float
     best_val_auroc: float
-    history: list[dict[str, float]] = field(default_factory=list)
+    history: list[dict[str, Any]] = field(default_factory=list)
     test: dict[str, Any] | None = None
 
 
@@ -293,12 +303,21 @@ def _pick_device(name: str, torch: Any) -> Any:
     return torch.device("cpu")
 
 
-def _linear_schedule(warmup: int, total: int) -> Any:
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / max(1, warmup)
-        return max(0.0, (total - step) / max(1, total - warmup))
-    return factor
+def lr_factor(progress: float, warmup_ratio: float) -> float:
+    """Linear warm-up to 1 over ``warmup_ratio`` of the run, then linear decay to 0.
+
+    ``progress`` is the fraction of the run done: steps done / planned steps, or, under
+    ``--max-minutes``, the larger of that and time spent / time budget, so a time-budgeted run
+    still decays to 0 by its end.
+
+    Examples:
+        >>> [round(lr_factor(p, 0.1), 2) for p in (0.0, 0.05, 0.1, 0.55, 1.0)]
+        [0.0, 0.5, 1.0, 0.5, 0.0]
+    """
+    progress = min(max(progress, 0.0), 1.0)
+    if warmup_ratio > 0 and progress < warmup_ratio:
+        return progress / warmup_ratio
+    return max(0.0, (1.0 - progress) / max(1e-12, 1.0 - warmup_ratio))
 
 
 def predict_steps(
@@ -306,7 +325,7 @@ def predict_steps(
     *, batch_size: int = 32,
 ) -> list[list[float]]:
     """P(correct) at every step position of every chain (eval mode, no grad)."""
-    torch = require("torch", "train")
+    torch: Any = require("torch", "train")
     was_training = model.training
     model.eval()
     out: list[list[float]] = [[] for _ in chains]
@@ -324,11 +343,11 @@ def predict_steps(
     return out
 
 
-def _evaluate(model: Any, chains: Sequence[EncodedChain], pad_id: int, device: Any) -> float:
+def _evaluate(
+    model: Any, chains: Sequence[EncodedChain], pad_id: int, device: Any
+) -> dict[str, Any]:
     scores = predict_steps(model, chains, pad_id, device)
-    flat_s = [s for row in scores for s in row]
-    flat_y = [y for c in chains for y in c.step_labels]
-    return auroc(flat_s, flat_y)
+    return step_auroc_report(scores, [c.step_labels for c in chains], [c.kind for c in chains])
 
 
 def _count_params(model: Any) -> int:
@@ -350,8 +369,8 @@ def train(config: TrainConfig) -> TrainResult:
         0.93
     """
     config.validate()
-    torch = require("torch", "train")
-    tqdm_mod = require("tqdm", "train")
+    torch: Any = require("torch", "train")
+    tqdm_mod: Any = require("tqdm", "train")
     t_start = time.monotonic()
     random.seed(config.seed)
     torch.manual_seed(config.seed)
@@ -434,15 +453,15 @@ def train(config: TrainConfig) -> TrainResult:
 
     batches_per_epoch = math.ceil(len(train_chains) / config.batch_size)
     total = config.max_steps or max(1, math.ceil(batches_per_epoch * config.epochs))
-    warmup = int(total * config.warmup_ratio)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _linear_schedule(warmup, total))
+    base_lrs = [g["lr"] for g in optimizer.param_groups]
+    budget_s = None if config.max_minutes is None else 60.0 * config.max_minutes
     lengths = [len(c) for c in train_chains]
 
     def batch_stream() -> Iterator[list[int]]:
         while True:
             yield from length_bucketed_batches(lengths, config.batch_size, rng)
 
-    history: list[dict[str, float]] = []
+    history: list[dict[str, Any]] = []
     best_auroc, best_state, best_step = -1.0, None, 0
     running, running_n = 0.0, 0
     t_train = time.monotonic()
@@ -451,7 +470,15 @@ def train(config: TrainConfig) -> TrainResult:
                         dynamic_ncols=True)
     stream = batch_stream()
     stopped_early = False
-    while step < total:
+    progress = 0.0
+    while progress < 1.0:
+        # Learning rate for this step, from the fraction of the run done (steps or time).
+        progress = step / total
+        if budget_s is not None:
+            progress = max(progress, (time.monotonic() - t_train) / budget_s)
+        factor = lr_factor(progress + 0.5 / total, config.warmup_ratio)
+        for group, base_lr in zip(optimizer.param_groups, base_lrs, strict=True):
+            group["lr"] = base_lr * factor
         idx = next(stream)
         batch = _collate([train_chains[i] for i in idx], pad_id, torch)
         batch = {k: v.to(device) for k, v in batch.items()}
@@ -463,7 +490,6 @@ def train(config: TrainConfig) -> TrainResult:
         if config.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
         optimizer.step()
-        scheduler.step()
         step += 1
         running += float(loss.detach())
         running_n += 1
@@ -471,16 +497,23 @@ def train(config: TrainConfig) -> TrainResult:
         bar.set_postfix(loss=f"{running / running_n:.4f}")
         if step % config.log_every == 0:
             logger.info("step %d/%d loss %.4f lr %.2e (%.1f s)", step, total,
-                        running / running_n, scheduler.get_last_lr()[0],
+                        running / running_n, optimizer.param_groups[0]["lr"],
                         time.monotonic() - t_train)
-        out_of_time = (config.max_minutes is not None
-                       and time.monotonic() - t_train > 60 * config.max_minutes)
-        if step % config.eval_every == 0 or step == total or out_of_time:
-            val = _evaluate(model, val_chains, pad_id, device)
+        progress = step / total
+        out_of_time = budget_s is not None and time.monotonic() - t_train >= budget_s
+        if out_of_time:
+            progress = 1.0
+        if step % config.eval_every == 0 or progress >= 1.0:
+            report = _evaluate(model, val_chains, pad_id, device)
+            val = float(report["auroc"])
+            per_kind = {k: round(v["auroc"], 4) for k, v in report["per_kind"].items()
+                        if v["neg_steps"]}
             history.append({"step": step, "train_loss": running / max(1, running_n),
-                            "val_auroc": val, "seconds": time.monotonic() - t_train})
-            logger.info("step %d: validation step AUROC %.4f (train loss %.4f)", step, val,
-                        running / max(1, running_n))
+                            "val_auroc": val, "val_per_kind": per_kind,
+                            "seconds": time.monotonic() - t_train})
+            logger.info("step %d: validation step AUROC %.4f (train loss %.4f); per kind %s",
+                        step, val, running / max(1, running_n),
+                        ", ".join(f"{k} {v:.3f}" for k, v in per_kind.items()))
             bar.set_postfix(loss=f"{running / max(1, running_n):.4f}", val_auroc=f"{val:.4f}")
             running, running_n = 0.0, 0
             if val > best_auroc:
@@ -488,11 +521,11 @@ def train(config: TrainConfig) -> TrainResult:
                 if config.keep_best:
                     best_state = {k: v.detach().to("cpu", copy=True)
                                   for k, v in model.state_dict().items()}
-        if out_of_time:
-            logger.warning("stopping at step %d of %d: --max-minutes %.1f reached", step, total,
-                           config.max_minutes)
+        if out_of_time and step < total:
+            logger.info("stopping at step %d of %d: the --max-minutes %.1f budget is spent "
+                        "(the learning rate has decayed to 0 with it)", step, total,
+                        config.max_minutes)
             stopped_early = True
-            break
     bar.close()
     train_seconds = time.monotonic() - t_train
     if config.keep_best and best_state is not None:
@@ -530,7 +563,7 @@ def train(config: TrainConfig) -> TrainResult:
         "train_seconds": train_seconds, "total_seconds": time.monotonic() - t_start,
         "device": str(device), "threads": torch.get_num_threads(),
         "versions": {"torch": torch.__version__,
-                     "transformers": require("transformers", "train").__version__},
+                     "transformers": _version("transformers")},
         "test": test_report,
     }
     save_checkpoint(model, tokenizer, fmt, out, info, max_length=config.max_length)
@@ -565,3 +598,8 @@ def _on_gpu(model: Any) -> bool:
         return next(model.parameters()).device.type != "cpu"
     except StopIteration:  # pragma: no cover
         return False
+
+
+def _version(module: str) -> str:
+    mod: Any = require(module, "train")
+    return str(mod.__version__)

@@ -1,0 +1,263 @@
+"""Metrics for PRM evaluation: rank AUROC, binary F1 counts, ProcessBench F1, accuracies.
+
+Pure Python + numpy; no scikit-learn. Undefined figures (a ratio with a zero denominator)
+are ``None``, so reports stay valid JSON.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from prm_plugins.errors import InvalidInputError
+
+__all__ = [
+    "BinaryCounts",
+    "accuracy",
+    "auroc",
+    "auroc_or_none",
+    "f1_score",
+    "gold_first_error",
+    "harmonic_mean",
+    "mean_or_none",
+    "predicted_first_error",
+    "processbench_scores",
+]
+
+
+def auroc(scores: Sequence[float] | np.ndarray, labels: Sequence[int | bool] | np.ndarray) -> float:
+    """Area under the ROC curve, by the Mann-Whitney rank statistic.
+
+    ``AUROC = (sum of the positives' ranks - n_pos (n_pos + 1) / 2) / (n_pos n_neg)``, with
+    tied scores given their average rank, so a positive tied with a negative counts one half.
+
+    Args:
+        scores: higher means "more likely positive" (a correct step).
+        labels: 1/True for positive, 0/False for negative.
+
+    Returns:
+        The AUROC in [0, 1].
+
+    Raises:
+        InvalidInputError: when lengths differ, a score is not finite, or one class is
+            absent (AUROC is undefined then; :func:`auroc_or_none` gives ``None`` instead).
+
+    Examples:
+        >>> auroc([0.1, 0.4, 0.35, 0.8], [0, 0, 1, 1])
+        0.75
+        >>> auroc([0.5, 0.5, 0.9], [0, 1, 1])
+        0.75
+    """
+    s = np.asarray(scores, dtype=np.float64).ravel()
+    y = np.asarray(labels).ravel().astype(bool)
+    if s.shape != y.shape:
+        raise InvalidInputError(
+            f"auroc needs one label per score; received {s.size} scores and {y.size} labels"
+        )
+    if not np.all(np.isfinite(s)):
+        raise InvalidInputError(
+            f"auroc needs finite scores; received {int((~np.isfinite(s)).sum())} NaN/inf "
+            "value(s). Drop unscored steps first"
+        )
+    n_pos = int(y.sum())
+    n_neg = int(y.size - n_pos)
+    if n_pos == 0 or n_neg == 0:
+        raise InvalidInputError(
+            f"AUROC is undefined with one class only; received {n_pos} positive and {n_neg} "
+            "negative label(s). Evaluate on data with both correct and incorrect steps, or "
+            "use auroc_or_none()"
+        )
+    order = np.argsort(s, kind="mergesort")
+    sorted_s = s[order]
+    boundaries = np.flatnonzero(np.diff(sorted_s)) + 1
+    starts = np.concatenate(([0], boundaries))
+    ends = np.concatenate((boundaries, [s.size]))
+    ranks = np.empty(s.size, dtype=np.float64)
+    ranks[order] = np.repeat((starts + ends + 1) / 2.0, ends - starts)  # mean 1-based rank
+    u = ranks[y].sum() - n_pos * (n_pos + 1) / 2.0
+    return float(u / (n_pos * n_neg))
+
+
+def auroc_or_none(
+    scores: Sequence[float] | np.ndarray, labels: Sequence[int | bool] | np.ndarray
+) -> float | None:
+    """:func:`auroc`, or ``None`` when one class is absent (e.g. a set of correct chains).
+
+    Examples:
+        >>> auroc_or_none([0.2, 0.9], [1, 1]) is None
+        True
+    """
+    y = np.asarray(labels).ravel().astype(bool)
+    if y.size == 0 or y.all() or not y.any():
+        return None
+    return auroc(scores, labels)
+
+
+def harmonic_mean(a: float | None, b: float | None) -> float | None:
+    """``2ab / (a + b)``; 0 when both are 0; ``None`` when either is undefined.
+
+    Examples:
+        >>> harmonic_mean(0.5, 1.0)
+        0.6666666666666666
+    """
+    if a is None or b is None:
+        return None
+    return 0.0 if a + b == 0 else 2.0 * a * b / (a + b)
+
+
+def f1_score(tp: int, fp: int, fn: int) -> float | None:
+    """F1 = 2tp / (2tp + fp + fn); ``None`` when the class has no gold member (tp + fn = 0).
+
+    Examples:
+        >>> f1_score(3, 1, 2)
+        0.6666666666666666
+        >>> f1_score(0, 4, 0) is None
+        True
+    """
+    if tp + fn == 0:
+        return None
+    return 2.0 * tp / (2 * tp + fp + fn)
+
+
+def mean_or_none(values: Iterable[float]) -> float | None:
+    """The mean, or ``None`` for no values."""
+    vals = list(values)
+    return float(sum(vals) / len(vals)) if vals else None
+
+
+def accuracy(predicted: Sequence[object], gold: Sequence[object]) -> float | None:
+    """Fraction of positions where ``predicted == gold``; ``None`` for empty input.
+
+    Examples:
+        >>> accuracy([1, -1, 2], [1, -1, 0])
+        0.6666666666666666
+    """
+    if len(predicted) != len(gold):
+        raise InvalidInputError(
+            f"accuracy needs as many predictions as gold values; received {len(predicted)} "
+            f"and {len(gold)}"
+        )
+    return mean_or_none(float(p == g) for p, g in zip(predicted, gold, strict=True))
+
+
+def predicted_first_error(scores: Sequence[float | None], threshold: float = 0.5) -> int:
+    """Index of the first step scored below ``threshold``, or -1 (ProcessBench convention).
+
+    ``None`` scores (steps that could not be scored, e.g. empty ones) are passed over.
+
+    Examples:
+        >>> predicted_first_error([0.9, 0.4, 0.2]), predicted_first_error([0.9, 0.8])
+        (1, -1)
+    """
+    for i, s in enumerate(scores):
+        if s is not None and s < threshold:
+            return i
+    return -1
+
+
+def gold_first_error(labels: Sequence[bool | int | None]) -> int:
+    """Index of the first step labelled incorrect (``False``/0), or -1.
+
+    Examples:
+        >>> gold_first_error([True, True, False, False]), gold_first_error([1, 1])
+        (2, -1)
+    """
+    for i, v in enumerate(labels):
+        if v is not None and not v:
+            return i
+    return -1
+
+
+def processbench_scores(
+    predicted: Sequence[int], gold: Sequence[int]
+) -> dict[str, float | int | None]:
+    """ProcessBench figures from first-error indices (-1 = no error).
+
+    Accuracy on the erroneous samples (gold >= 0: the exact first-error step must be found),
+    accuracy on the correct samples (gold == -1: predicted -1), and F1 = their harmonic mean.
+
+    Args:
+        predicted: predicted first-error index per sample.
+        gold: gold first-error index per sample.
+
+    Returns:
+        ``{"error_acc", "correct_acc", "f1", "n_error", "n_correct"}``.
+
+    Examples:
+        >>> r = processbench_scores([2, -1, -1, 0], [2, 1, -1, -1])
+        >>> r["error_acc"], r["correct_acc"], round(r["f1"], 4)
+        (0.5, 0.5, 0.5)
+    """
+    if len(predicted) != len(gold):
+        raise InvalidInputError(
+            f"processbench_scores needs one prediction per sample; received {len(predicted)} "
+            f"predictions and {len(gold)} gold labels"
+        )
+    err = [(p, g) for p, g in zip(predicted, gold, strict=True) if g >= 0]
+    cor = [(p, g) for p, g in zip(predicted, gold, strict=True) if g < 0]
+    error_acc = mean_or_none(float(p == g) for p, g in err)
+    correct_acc = mean_or_none(float(p < 0) for p, _ in cor)
+    return {"error_acc": error_acc, "correct_acc": correct_acc,
+            "f1": harmonic_mean(error_acc, correct_acc),
+            "n_error": len(err), "n_correct": len(cor)}
+
+
+@dataclass
+class BinaryCounts:
+    """Step-level confusion counts where "positive" means a correct step.
+
+    ``tp``: correct step predicted correct; ``fn``: correct step flagged; ``tn``: erroneous
+    step flagged; ``fp``: erroneous step passed (PRMBench's convention).
+    """
+
+    tp: int = 0
+    fp: int = 0
+    tn: int = 0
+    fn: int = 0
+
+    def add(self, predicted_correct: bool, gold_correct: bool) -> None:
+        """Count one step."""
+        if gold_correct:
+            if predicted_correct:
+                self.tp += 1
+            else:
+                self.fn += 1
+        elif predicted_correct:
+            self.fp += 1
+        else:
+            self.tn += 1
+
+    def __iadd__(self, other: BinaryCounts) -> BinaryCounts:
+        self.tp += other.tp
+        self.fp += other.fp
+        self.tn += other.tn
+        self.fn += other.fn
+        return self
+
+    @property
+    def positive_f1(self) -> float | None:
+        """F1 of the correct-step class."""
+        return f1_score(self.tp, self.fp, self.fn)
+
+    @property
+    def negative_f1(self) -> float | None:
+        """F1 of the erroneous-step class."""
+        return f1_score(self.tn, self.fn, self.fp)
+
+    @property
+    def prm_score(self) -> float | None:
+        """PRMBench's PRMScore: the mean of negative F1 and positive F1.
+
+        Where the gold steps are of one class only (a set of correct chains), the F1 of the
+        absent class is undefined and PRMScore is the other F1 alone.
+        """
+        vals = [v for v in (self.negative_f1, self.positive_f1) if v is not None]
+        return mean_or_none(vals)
+
+    def as_dict(self) -> dict[str, float | int | None]:
+        """Counts and F1 figures, JSON-ready."""
+        return {"tp": self.tp, "fp": self.fp, "tn": self.tn, "fn": self.fn,
+                "positive_f1": self.positive_f1, "negative_f1": self.negative_f1,
+                "prm_score": self.prm_score}

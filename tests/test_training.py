@@ -1,0 +1,321 @@
+"""Tests of the PRM training pipeline (``prm_plugins.training``, ``prm train``).
+
+Offline and fast: a WordPiece tokenizer trained here, a BERT trunk with hidden size 32 made
+from a config here, a few dozen optimiser steps on a separable toy task.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from prm_plugins.formats.token_classification import TokenClassificationFormat  # noqa: E402
+from prm_plugins.training import (  # noqa: E402
+    TrainConfig,
+    add_config_arguments,
+    auroc,
+    build_format,
+    config_from_args,
+    digit_splitting_tokenizer,
+    encode_rows,
+    load_stepwise,
+    step_auroc_report,
+    token_labels,
+    train,
+)
+from prm_plugins.training.tokenizer import prune_vocabulary, select_vocabulary  # noqa: E402
+from prm_plugins.training.trainer import (  # noqa: E402
+    IGNORE_INDEX,
+    StepwiseRow,
+    length_bucketed_batches,
+    split_by_question,
+)
+
+WORDS = ("tom", "ann", "has", "apples", "pens", "buys", "sells", "more", "each", "total",
+         "so", "the", "answer", "is", "add", "subtract", "then", "left", "she", "he")
+
+
+def _corpus() -> list[str]:
+    rng = random.Random(0)
+    lines = []
+    for _ in range(300):
+        words = " ".join(rng.choice(WORDS) for _ in range(6))
+        lines.append(f"{words} {rng.randint(0, 999)} + {rng.randint(0, 99)} = {rng.randint(0, 9)}.")
+    return lines
+
+
+@pytest.fixture(scope="session")
+def base_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny BERT trunk (hidden 32) and a BERT-style WordPiece tokenizer, saved as a base."""
+    import torch
+    from tokenizers import (
+        Tokenizer,
+        decoders,
+        models,
+        normalizers,
+        pre_tokenizers,
+        processors,
+        trainers,
+    )
+    from transformers import BertConfig, BertModel
+
+    path = tmp_path_factory.mktemp("tiny_bert_base")
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.decoder = decoders.WordPiece()
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tok.train_from_iterator(_corpus(), trainers.WordPieceTrainer(
+        vocab_size=400, special_tokens=specials, show_progress=False))
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]",
+        special_tokens=[("[CLS]", tok.token_to_id("[CLS]")), ("[SEP]", tok.token_to_id("[SEP]"))])
+    tok.save(str(path / "tokenizer.json"))
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=tok.get_vocab_size(), hidden_size=32, num_hidden_layers=2,
+                        num_attention_heads=4, intermediate_size=64, max_position_embeddings=128,
+                        pad_token_id=0, hidden_dropout_prob=0.0,
+                        attention_probs_dropout_prob=0.0)
+    BertModel(config).save_pretrained(path)
+    return path
+
+
+def _toy_rows(n: int, seed: int) -> list[dict[str, object]]:
+    """Separable toy chains: a step is wrong exactly when it says 'subtract'."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        question = f"tom has {rng.randint(1, 99)} apples and buys {rng.randint(1, 9)} more. q{i}"
+        steps, labels = [], []
+        for _ in range(rng.randint(1, 4)):
+            bad = rng.random() < 0.35
+            verb = "subtract" if bad else "add"
+            steps.append(f"then {verb} {rng.randint(1, 99)}")
+            labels.append(not bad)
+        rows.append({"prompt": question, "completions": steps, "labels": labels,
+                     "perturbation": None if all(labels) else "toy"})
+    return rows
+
+
+def _write(path: Path, rows: list[dict[str, object]]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def trained(base_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    """Run ``train`` once on the toy task; return the checkpoint dir and training.json."""
+    tmp = tmp_path_factory.mktemp("train_run")
+    data = _write(tmp / "train.jsonl", _toy_rows(160, 0))
+    test = _write(tmp / "test.jsonl", _toy_rows(40, 1))
+    out = tmp / "ckpt"
+    cfg = TrainConfig(data=str(data), out=str(out), base_model=str(base_dir), max_steps=100,
+                      batch_size=16, lr=1e-2, warmup_ratio=0.1, eval_every=50, log_every=10,
+                      val_fraction=0.2, eval_data=str(test), device="cpu", progress=False,
+                      vocab_keep_top=50, max_length=128, seed=0,
+                      threads=1)  # one thread: tiny matrices, and no spinning on a busy CPU
+    train(cfg)
+    return out, json.loads((out / "training.json").read_text())
+
+
+# -- the token/step mapping -------------------------------------------------------------------
+def test_digit_splitting_tokenizer_reads_digits_one_by_one(base_dir: Path) -> None:
+    tok = digit_splitting_tokenizer(base_dir)
+    tokens = tok.encode("he has 1234 apples", add_special_tokens=False).tokens
+    assert tokens[2:6] == ["1", "2", "3", "4"]
+    assert tok.padding is None and tok.truncation is None
+
+
+def test_label_positions_are_render_step_positions(base_dir: Path) -> None:
+    tok = digit_splitting_tokenizer(base_dir)
+    fmt = build_format(tok, TrainConfig(data="x", out="y"))
+    assert isinstance(fmt, TokenClassificationFormat)
+    assert fmt.options == {"separator": "[SEP]", "prompt_suffix": "[SEP]",
+                           "bos_token_id": tok.token_to_id("[CLS]")}
+    rows = [StepwiseRow(r["prompt"], r["completions"], r["labels"])  # type: ignore[arg-type]
+            for r in _toy_rows(20, 3)]
+    chains, stats = encode_rows(fmt, rows, max_length=512)
+    assert stats == {"cut": 0, "dropped": 0, "steps_dropped": 0}
+    sep = tok.token_to_id("[SEP]")
+    for row, chain in zip(rows, chains, strict=True):
+        rendered = fmt.render(row.prompt, row.completions)
+        assert chain.input_ids == rendered.input_ids
+        labelled = [i for i, v in enumerate(chain.labels) if v != IGNORE_INDEX]
+        assert labelled == rendered.step_positions
+        assert [chain.labels[p] for p in labelled] == [int(v) for v in row.labels]
+        assert chain.input_ids[0] == tok.token_to_id("[CLS]")
+        assert all(chain.input_ids[p] == sep for p in labelled)
+
+
+def test_token_labels_small_example() -> None:
+    from prm_plugins.formats.base import Rendered
+
+    assert token_labels(Rendered([1, 2, 3, 4], [1, 3]), [False, True]) == [-100, 0, -100, 1]
+
+
+def test_over_long_chain_is_cut_at_a_step_boundary(base_dir: Path) -> None:
+    tok = digit_splitting_tokenizer(base_dir)
+    fmt = build_format(tok, TrainConfig(data="x", out="y"))
+    row = StepwiseRow("tom has 3 apples", ["then add 1 so he has 4"] * 6, [True] * 6)
+    full = fmt.render(row.prompt, row.completions)
+    limit = full.step_positions[2] + 2  # room for 3 steps, not 4
+    chains, stats = encode_rows(fmt, [row], max_length=limit)
+    assert stats == {"cut": 1, "dropped": 0, "steps_dropped": 3}
+    assert chains[0].step_positions == full.step_positions[:3]
+    assert len(chains[0]) <= limit
+
+
+def test_pruned_vocabulary_tokenises_the_same_text_the_same_way(base_dir: Path) -> None:
+    tok = digit_splitting_tokenizer(base_dir)
+    keep = select_vocabulary(tok, ["tom has 12 apples"], keep_top=0)
+    small, old_ids = prune_vocabulary(tok, keep)
+    assert small.get_vocab_size() < tok.get_vocab_size()
+    text = "[CLS] tom has 12 apples [SEP]"
+    a, b = tok.encode(text, add_special_tokens=False), small.encode(text, add_special_tokens=False)
+    assert a.tokens == b.tokens
+    assert [old_ids[i] for i in b.ids] == a.ids
+    # A word outside the kept corpus still tokenises into kept pieces, not [UNK].
+    assert "[UNK]" not in small.encode("subtract", add_special_tokens=False).tokens
+
+
+# -- metrics ------------------------------------------------------------------------------------
+def test_auroc_matches_hand_computed_values() -> None:
+    # 4 positive-negative pairs: (0.35 > 0.1), (0.35 < 0.4), (0.8 > 0.1), (0.8 > 0.4) -> 3/4.
+    assert auroc([0.1, 0.4, 0.35, 0.8], [0, 0, 1, 1]) == pytest.approx(0.75)
+    # Ties count one half: pos {0.5, 0.9}, neg {0.5, 0.2}: pairs 0.5, 1, 1, 1 -> 3.5/4.
+    assert auroc([0.5, 0.9, 0.5, 0.2], [1, 1, 0, 0]) == pytest.approx(0.875)
+    assert auroc([0.3, 0.3, 0.3], [1, 0, 1]) == pytest.approx(0.5)
+    assert auroc([0.9, 0.8, 0.1], [1, 1, 0]) == pytest.approx(1.0)
+    assert auroc([0.1, 0.8, 0.9], [1, 1, 0]) == pytest.approx(0.0)
+    assert auroc([0.1, 0.2], [1, 1]) != auroc([0.1, 0.2], [1, 1])  # nan: one class only
+
+
+def test_step_auroc_report_per_kind() -> None:
+    report = step_auroc_report(
+        [[0.9, 0.8], [0.7, 0.2], [0.6, 0.65]],
+        [[1, 1], [1, 0], [1, 0]],
+        [None, "a", "b"],
+    )
+    assert report["n_pos"] == 4 and report["n_neg"] == 2
+    # kind a: its negative 0.2 is below every positive (0.9, 0.8, 0.7, 0.6).
+    assert report["per_kind"]["a"]["auroc"] == pytest.approx(1.0)
+    # kind b: its negative 0.65 is above 0.6 only -> 3/4; within its own row, 0.65 > 0.6 -> 0.
+    assert report["per_kind"]["b"]["auroc"] == pytest.approx(0.75)
+    assert report["per_kind"]["b"]["within_rows"] == pytest.approx(0.0)
+
+
+# -- config and CLI -----------------------------------------------------------------------------
+def test_train_config_round_trips_through_argparse() -> None:
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser)
+    args = parser.parse_args([
+        "--data", "d.jsonl", "--out", "o", "--layers", "3", "--max-steps", "7", "--lr", "2e-5",
+        "--device", "cpu", "--no-keep-best", "--val-data", "none", "--epochs", "1.5",
+        "--separator", "[SEP]", "--max-minutes", "12.5",
+    ])
+    cfg = config_from_args(args)
+    assert cfg == TrainConfig(data="d.jsonl", out="o", layers=3, max_steps=7, lr=2e-5,
+                              device="cpu", keep_best=False, val_data=None, epochs=1.5,
+                              max_minutes=12.5)
+    # Every field has help text and a flag, and the defaults parse back to the defaults.
+    defaults = config_from_args(parser.parse_args(["--data", "d.jsonl", "--out", "o"]))
+    assert defaults == TrainConfig(data="d.jsonl", out="o")
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--out", "o"])  # --data is required
+
+
+def test_train_config_rejects_bad_values() -> None:
+    from prm_plugins.errors import InvalidInputError
+
+    with pytest.raises(InvalidInputError, match="class_weight"):
+        TrainConfig(data="d", out="o", class_weight="sqrt").validate()
+    with pytest.raises(InvalidInputError, match="--data"):
+        TrainConfig(out="o").validate()
+
+
+def test_cli_train_parser_is_pluggable() -> None:
+    from prm_plugins import cli_train
+
+    parser = argparse.ArgumentParser(prog="prm")
+    sub = parser.add_subparsers(dest="verb")
+    cli_train.add_parser(sub)
+    args = parser.parse_args(["train", "--data", "a.jsonl", "--out", "b", "--layers", "2"])
+    assert args.verb == "train" and args.layers == 2 and callable(cli_train.run)
+
+
+# -- data ---------------------------------------------------------------------------------------
+def test_load_stepwise_rejects_mismatched_labels(tmp_path: Path) -> None:
+    from prm_plugins.errors import InvalidInputError
+
+    path = _write(tmp_path / "bad.jsonl", [{"prompt": "q", "completions": ["a", "b"],
+                                            "labels": [True]}])
+    with pytest.raises(InvalidInputError, match=r"bad.jsonl:1: 2 completions but 1 labels"):
+        load_stepwise(path)
+
+
+def test_split_by_question_keeps_questions_apart() -> None:
+    rows = [StepwiseRow(f"q{i % 10}", ["s"], [True]) for i in range(40)]
+    train_rows, val_rows = split_by_question(rows, 0.2, seed=0)
+    assert len(val_rows) == 8 and len(train_rows) == 32
+    assert not {r.prompt for r in train_rows} & {r.prompt for r in val_rows}
+
+
+def test_length_bucketed_batches_cover_every_index_once() -> None:
+    lengths = [random.Random(1).randint(5, 100) for _ in range(103)]
+    batches = length_bucketed_batches(lengths, 8, random.Random(0), pool=4)
+    flat = sorted(i for b in batches for i in b)
+    assert flat == list(range(103))
+    assert all(len(b) <= 8 for b in batches)
+    spread = max(max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in batches)
+    assert spread < 60  # sorted within pools: batches are much tighter than the 95 range
+
+
+# -- training -----------------------------------------------------------------------------------
+def test_training_reduces_the_loss_and_separates_steps(trained: tuple[Path, dict]) -> None:
+    _, info = trained
+    history = info["history"]
+    assert [h["step"] for h in history] == [50, 100]
+    assert history[-1]["train_loss"] < 0.8 * history[0]["train_loss"]
+    assert info["best_val_auroc"] > 0.85
+    assert info["test"]["auroc"] > 0.85
+    assert set(info["test"]["per_kind"]) == {"none", "toy"}
+    assert info["steps"] == 100
+
+
+def test_checkpoint_has_what_export_needs(trained: tuple[Path, dict]) -> None:
+    import torch
+    from transformers import AutoModelForTokenClassification, AutoTokenizer
+
+    out, info = trained
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
+                 "prm_format.json", "training.json"):
+        assert (out / name).is_file(), name
+    fmt_spec = json.loads((out / "prm_format.json").read_text())
+    assert fmt_spec["format"] == "token-classification"
+    assert set(fmt_spec["options"]) == {"separator", "prompt_suffix", "bos_token_id"}
+
+    model = AutoModelForTokenClassification.from_pretrained(out, local_files_only=True).eval()
+    hf_tok = AutoTokenizer.from_pretrained(out, local_files_only=True)
+    assert model.config.num_labels == 2
+    assert model.config.vocab_size == len(hf_tok) == info["model"]["vocab_size"]
+    assert hf_tok.bos_token_id == hf_tok.cls_token_id == fmt_spec["options"]["bos_token_id"]
+
+    # The saved tokenizer renders exactly as in training, and the model scores it.
+    from tokenizers import Tokenizer
+
+    fmt = TokenClassificationFormat(Tokenizer.from_file(str(out / "tokenizer.json")),
+                                    fmt_spec["options"])
+    good = fmt.render("tom has 5 apples and buys 2 more. q1", ["then add 2"])
+    bad = fmt.render("tom has 5 apples and buys 2 more. q1", ["then subtract 2"])
+    with torch.no_grad():
+        p = [model(input_ids=torch.tensor([r.input_ids])).logits.softmax(-1)[0, r.step_positions[0],
+                                                                              1].item()
+             for r in (good, bad)]
+    assert p[0] > p[1]
