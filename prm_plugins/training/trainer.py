@@ -261,6 +261,7 @@ def build_model(
     try:
         model = transformers.BertForTokenClassification.from_pretrained(
             str(base), config=hf_config, local_files_only=True)
+        model = model.float()  # train in fp32 whatever dtype the base checkpoint was saved in
     finally:
         transformers.logging.set_verbosity(verbosity)
     logger.info("trunk from %s (first %d layers); new 2-label classification head", base,
