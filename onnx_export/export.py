@@ -119,6 +119,9 @@ class ExportConfig:
         "help": "int8: per-channel weight scales (default; --no-per-channel for per-tensor)"})
     overwrite: bool = field(default=False, metadata={
         "help": "replace the model files of an existing model directory (other files stay)"})
+    checks: tuple[str, ...] = field(default=(), metadata={
+        "help": "deterministic step checks the runtime applies after the model by default "
+                "(written to prm.json extra.checks; e.g. arithmetic)"})
 
     def validate(self) -> None:
         """Check every field, raising :class:`InvalidInputError` with the fix."""
@@ -157,6 +160,13 @@ class ExportConfig:
             raise bad("parity_batch_sizes", self.parity_batch_sizes, "positive ints")
         if not isinstance(self.parity_max_tokens, int) or self.parity_max_tokens < 4:
             raise bad("parity_max_tokens", self.parity_max_tokens, "an int >= 4")
+        from prm_plugins.checks import KNOWN_CHECKS
+
+        unknown = [c for c in self.checks if c not in KNOWN_CHECKS]
+        if unknown:
+            raise InvalidInputError(
+                f"unknown step check(s) {unknown}; known checks: {', '.join(KNOWN_CHECKS)}"
+            )
         try:
             json.dumps(self.format_options)
         except (TypeError, ValueError) as exc:
@@ -323,6 +333,7 @@ def export_prm(config: ExportConfig) -> Path:
             tokenizer_file=TOKENIZER_FILE,
             extra={"pad_token_id": pad_id, "exporter": f"torch.onnx ({config.exporter})",
                    "export_device": config.device,
+                   **({"checks": list(config.checks)} if config.checks else {}),
                    **({"quantization": quant_info} if quant_info else {})},
         )
         manifest.hash_files(staging, names)

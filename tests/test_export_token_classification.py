@@ -203,7 +203,8 @@ def test_int8_via_cli(tiny_token_classifier_dir: Path, tmp_path: Path, hf: tuple
     code = main(["export", str(tiny_token_classifier_dir), str(out), "--format", FORMAT,
                  "--quantize", "int8", "--exporter", "legacy", "--parity-chains", "4",
                  "--parity-batch-sizes", "1", "3", "--parity-max-tokens", "96",
-                 "--tolerance", "0.25", "--mean-tolerance", "0.05", "--json"])
+                 "--tolerance", "0.25", "--mean-tolerance", "0.05", "--checks", "arithmetic",
+                 "--json"])
     assert code == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["dtype"] == "int8" and summary["out_dir"] == str(out)
@@ -219,7 +220,9 @@ def test_int8_via_cli(tiny_token_classifier_dir: Path, tmp_path: Path, hf: tuple
 
     ops = {n.op_type for n in onnx.load(str(out / "model.onnx")).graph.node}
     assert ops & {"MatMulInteger", "DynamicQuantizeMatMul"}
-    prm = load_prm(out, device="cpu")
+    assert man.extra["checks"] == ["arithmetic"]  # the runtime applies it by default
+    assert load_prm(out, device="cpu").checks == ("arithmetic",)
+    prm = load_prm(out, device="cpu", checks=())
     for question, steps in CHAINS:
         np.testing.assert_allclose(prm.score(question, steps).scores,
                                    reference_scores(hf, question, steps), atol=0.25)
@@ -247,6 +250,8 @@ def test_bad_settings_are_refused_early(tiny_token_classifier_dir: Path, tmp_pat
     with pytest.raises(InvalidInputError, match="unknown option"):
         export_small(tiny_token_classifier_dir, tmp_path / "a", FORMAT,
                      format_options={"seperator": "\n"})
+    with pytest.raises(InvalidInputError, match="unknown step check.*known checks: arithmetic"):
+        export_small(tiny_token_classifier_dir, tmp_path / "a", FORMAT, checks=("spelling",))
     with pytest.raises(InvalidInputError, match="context of 128"):
         export_small(tiny_token_classifier_dir, tmp_path / "b", FORMAT, max_length=4096)
     with pytest.raises(InvalidInputError, match="checkpoint directory"):
