@@ -6,6 +6,13 @@ real model reasoning errors (:mod:`~prm_plugins.labeling.perturb`), and write st
 (:mod:`~prm_plugins.labeling.stepwise`, :mod:`~prm_plugins.labeling.verifier`). The label
 convention and the perturbations are described in ``LABELS.md`` next to this file.
 
+Three more pipelines write the same rows: an LLM grader that labels each step with any
+LangChain chat model (:mod:`~prm_plugins.labeling.grader`), Monte Carlo rollouts in the style
+of Math-Shepherd (:mod:`~prm_plugins.labeling.rollouts`), and a hybrid of human labels and the
+grader with their agreement reported (:mod:`~prm_plugins.labeling.hybrid`). Their names are
+imported on first use, so ``import prm_plugins.labeling`` stays light (no LangChain, no
+tenacity).
+
 Examples:
     >>> from prm_plugins.labeling import build_verifier_dataset
     >>> rows = [{"question": "Tom has 3 bags of 4 apples and eats 2. How many are left?",
@@ -16,6 +23,9 @@ Examples:
 """
 
 from __future__ import annotations
+
+import importlib
+from typing import Any
 
 from prm_plugins.labeling.gsm8k import (
     Calculation,
@@ -50,7 +60,62 @@ from prm_plugins.labeling.stepwise import (
 )
 from prm_plugins.labeling.verifier import LabelingStats, build_verifier_dataset, dataset_stats
 
+#: Public names of the grader, rollout and hybrid pipelines -> their module (imported lazily).
+_LAZY = {
+    **dict.fromkeys(
+        ["GRADER_SYSTEM_PROMPT", "GradedChain", "GraderAnswerError", "LLMStepGrader",
+         "build_grading_prompt", "build_regrade_prompt", "graded_rows", "parse_step_verdicts",
+         "propagate_first_error"],
+        "prm_plugins.labeling.grader",
+    ),
+    **dict.fromkeys(
+        ["MonteCarloLabeler", "RolloutLabels", "build_rollout_prompt", "default_answer_checker",
+         "rollout_rows"],
+        "prm_plugins.labeling.rollouts",
+    ),
+    **dict.fromkeys(
+        ["AgreementReport", "HybridResult", "abuild_hybrid_dataset", "build_hybrid_dataset",
+         "cohen_kappa", "label_agreement", "merge_labels"],
+        "prm_plugins.labeling.hybrid",
+    ),
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
 __all__ = [
+    "GRADER_SYSTEM_PROMPT",
+    "AgreementReport",
+    "GradedChain",
+    "GraderAnswerError",
+    "HybridResult",
+    "LLMStepGrader",
+    "MonteCarloLabeler",
+    "RolloutLabels",
+    "abuild_hybrid_dataset",
+    "build_grading_prompt",
+    "build_hybrid_dataset",
+    "build_regrade_prompt",
+    "build_rollout_prompt",
+    "cohen_kappa",
+    "default_answer_checker",
+    "graded_rows",
+    "label_agreement",
+    "merge_labels",
+    "parse_step_verdicts",
+    "propagate_first_error",
+    "rollout_rows",
     "PERTURBATIONS",
     "PERTURBATION_KINDS",
     "Calculation",

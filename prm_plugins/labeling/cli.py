@@ -3,6 +3,16 @@
 ``prm label gsm8k --input train.jsonl --out data/gsm8k_train_stepwise.jsonl [--seed N]
 [--per-problem K] [--limit N] [--kinds a,b] [--json]`` writes TRL stepwise JSONL made of the
 checked GSM8K reference solutions and perturbed chains (see ``LABELS.md``).
+
+``prm label agreement --human H.jsonl --graded G.jsonl [--json]`` reports how the labels of
+``G`` (e.g. written by the LLM grader) agree with the human labels of ``H`` on the chains both
+files hold: step accuracy, Cohen's kappa, first-error agreement, confusion counts.
+
+``prm label merge --human H.jsonl --graded G.jsonl --out M.jsonl [--json]`` writes the merged
+data set: human labels where a chain has them, ``G``'s labels for the other chains.
+
+Neither needs a model: grading itself runs in Python (``LLMStepGrader``) with the chat model
+of your choice.
 """
 
 from __future__ import annotations
@@ -61,6 +71,33 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                        help="value of the 'source' key and id prefix (default gsm8k)")
     gsm8k.add_argument("--json", action="store_true", help="machine-readable summary")
     gsm8k.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    agreement = sources.add_parser(
+        "agreement",
+        help="agreement of graded labels with human labels on the chains both files hold",
+        description=(
+            "Compare two stepwise JSONL files chain by chain (chains match when prompt and "
+            "steps are the same): step accuracy, Cohen's kappa, first-error agreement and "
+            "confusion counts of --graded against the --human reference."
+        ),
+    )
+    agreement.add_argument("--human", required=True, help="human-labelled stepwise JSONL")
+    agreement.add_argument("--graded", required=True,
+                           help="stepwise JSONL labelled otherwise (e.g. by the LLM grader)")
+    agreement.add_argument("--json", action="store_true", help="machine-readable report")
+
+    merge = sources.add_parser(
+        "merge",
+        help="merge human labels with graded labels (human labels win)",
+        description=(
+            "Write every --human row, then every --graded row whose chain has no human "
+            "labels; print the agreement on the chains both hold."
+        ),
+    )
+    merge.add_argument("--human", required=True, help="human-labelled stepwise JSONL")
+    merge.add_argument("--graded", required=True, help="grader-labelled stepwise JSONL")
+    merge.add_argument("--out", "-o", required=True, help="output stepwise JSONL file")
+    merge.add_argument("--json", action="store_true", help="machine-readable summary")
     return parser
 
 
@@ -91,9 +128,11 @@ def run(args: argparse.Namespace) -> int:
     from prm_plugins.labeling.verifier import LabelingStats, build_verifier_dataset
 
     source = getattr(args, "label_source", None)
+    if source in ("agreement", "merge"):
+        return _run_agreement(args, write=source == "merge")
     if source != "gsm8k":
-        logger.error("prm label needs a source; available: gsm8k (e.g. prm label gsm8k "
-                     "--input train.jsonl --out out.jsonl)")
+        logger.error("prm label needs a source; available: gsm8k, agreement, merge (e.g. prm "
+                     "label gsm8k --input train.jsonl --out out.jsonl)")
         return 2
     if args.limit is not None and args.limit < 0:
         logger.error("--limit must be >= 0, got %d", args.limit)
@@ -133,4 +172,43 @@ def run(args: argparse.Namespace) -> int:
             f"{stats.references_dropped} references dropped for failed annotations "
             f"({stats.failed_annotations} annotations), {stats.malformed_rows} malformed rows\n"
         )
+    return 0
+
+
+def _run_agreement(args: argparse.Namespace, *, write: bool) -> int:
+    """``prm label agreement`` and ``prm label merge``."""
+    from prm_plugins.errors import InvalidInputError
+    from prm_plugins.labeling.hybrid import label_agreement, merge_labels
+    from prm_plugins.labeling.stepwise import read_stepwise_jsonl, write_stepwise_jsonl
+
+    paths = {"--human": Path(args.human), "--graded": Path(args.graded)}
+    for flag, path in paths.items():
+        if not path.is_file():
+            logger.error("%s file %s not found; pass a stepwise JSONL file", flag, path)
+            return 2
+    try:
+        human = read_stepwise_jsonl(paths["--human"])
+        graded = read_stepwise_jsonl(paths["--graded"])
+        report = label_agreement(human, graded)
+        written = write_stepwise_jsonl(merge_labels(human, graded), args.out) if write else None
+    except InvalidInputError as exc:
+        logger.error("%s", exc)
+        return 2
+    if not write and report.chains == 0:
+        logger.error("no chain is in both files (%d human, %d graded chains); chains match "
+                     "when their prompt and steps are the same", report.human_only,
+                     report.grader_only)
+        return 2
+    if args.json:
+        payload: dict[str, Any] = report.as_dict()
+        if write:
+            payload = {"out": str(args.out), "rows_written": written, "agreement": payload}
+        sys.stdout.write(json.dumps(payload) + "\n")
+    else:
+        if write:
+            assert written is not None
+            sys.stdout.write(f"wrote {written} chains to {args.out} "
+                             f"({written - report.grader_only} with human labels, "
+                             f"{report.grader_only} graded)\n")
+        sys.stdout.write(report.summary() + "\n")
     return 0
