@@ -29,7 +29,7 @@ import struct
 import tempfile
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -78,9 +78,10 @@ class ExportConfig:
     out_dir: str = field(metadata={
         "help": "model directory to write (must be new or empty, unless --overwrite)",
         "positional": True})
-    format: str = field(metadata={
+    format: str | None = field(default=None, metadata={
         "help": "PRM format: token-classification, qwen-prm, math-shepherd, rlhflow, skywork, "
-                "or an installed plugin's name", "required": True})
+                "or an installed plugin's name; default: the one in the checkpoint's "
+                "prm_format.json (written by `prm train`), which also supplies the options"})
     dtype: str = field(default="fp32", metadata={
         "help": "weights and compute of the graph (fp16 is meant for --device cuda; on CPU it "
                 "works only where ONNX Runtime has CPU fp16 kernels)",
@@ -175,6 +176,43 @@ class ExportConfig:
             ) from exc
 
 
+def _with_saved_format(config: ExportConfig, model_dir: Path) -> ExportConfig:
+    """Fill ``format`` and default options from ``prm_format.json`` when the checkpoint has one.
+
+    ``prm train`` writes that file, so ``prm export CKPT OUT`` needs no flags; ``--option``
+    values still override the saved options.
+
+    Raises:
+        InvalidInputError: no format anywhere, a broken file, or a ``--format`` that differs
+            from the one the checkpoint was trained for.
+    """
+    saved_path = model_dir / "prm_format.json"
+    if not saved_path.is_file():
+        if not config.format:
+            raise InvalidInputError(
+                f"--format is required: {model_dir} has no prm_format.json (only checkpoints "
+                "written by `prm train` have one). Pass e.g. --format token-classification"
+            )
+        return config
+    try:
+        saved = json.loads(saved_path.read_text(encoding="utf-8"))
+        name, options = saved["format"], dict(saved.get("options") or {})
+        if not isinstance(name, str):
+            raise TypeError(f"format is {type(name).__name__}, not str")
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+        raise InvalidInputError(
+            f"{saved_path} is not a valid prm_format.json ({exc}); it must be "
+            '{"format": NAME, "options": {...}}. Fix or delete it and pass --format'
+        ) from exc
+    if config.format and config.format != name:
+        raise InvalidInputError(
+            f"{model_dir} was trained for format {name!r} (prm_format.json) but --format "
+            f"{config.format!r} was given; drop --format, or delete prm_format.json to "
+            "export it as another format"
+        )
+    return replace(config, format=name, format_options={**options, **config.format_options})
+
+
 def resolve_max_length(requested: int | None, hf_config: Any) -> int:
     """The ``max_length`` to write: the request, or the model's context capped.
 
@@ -237,6 +275,7 @@ def export_prm(config: ExportConfig) -> Path:
         raise ModelLoadError(f"checkpoint directory {str(model_dir)!r} does not exist")
     out_dir = Path(config.out_dir)
     _check_out_dir(out_dir, model_dir, config.overwrite)
+    config = _with_saved_format(config, model_dir)
     fmt_cls = get_format(config.format)
     providers = _providers(config)
     if config.device == "cuda" and not torch.cuda.is_available():

@@ -319,3 +319,41 @@ def test_checkpoint_has_what_export_needs(trained: tuple[Path, dict]) -> None:
                                                                               1].item()
              for r in (good, bad)]
     assert p[0] > p[1]
+
+
+def test_export_takes_format_and_options_from_the_checkpoint(
+        trained: tuple[Path, dict], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import shutil
+
+    from prm_plugins import load_prm
+    from prm_plugins.cli import main
+    from prm_plugins.manifest import Manifest
+
+    ckpt, _ = trained
+    saved = json.loads((ckpt / "prm_format.json").read_text())
+    parity = ["--exporter", "legacy", "--parity-chains", "2", "--parity-batch-sizes", "1",
+              "--parity-max-tokens", "48"]
+    # No --format: prm_format.json supplies it and its options (a [SEP] separator here,
+    # which the format's own default "\n" would not reproduce).
+    assert main(["export", str(ckpt), str(tmp_path / "a"), *parity]) == 0
+    man = Manifest.read(tmp_path / "a")
+    assert man.format == saved["format"] == "token-classification"
+    assert man.format_options == saved["options"]
+    assert man.format_options["separator"] == "[SEP]"
+    prm = load_prm(tmp_path / "a", device="cpu")
+    assert len(prm.score("tom has 5 apples. q1", ["then add 2", "so 7"]).scores) == 2
+    # --option still overrides a saved option.
+    assert main(["export", str(ckpt), str(tmp_path / "b"), *parity,
+                 "--option", "prompt_suffix=[SEP] [SEP]"]) == 0
+    assert Manifest.read(tmp_path / "b").format_options["prompt_suffix"] == "[SEP] [SEP]"
+    capsys.readouterr()
+    # A --format that contradicts the checkpoint is refused, and nothing is written.
+    assert main(["export", str(ckpt), str(tmp_path / "c"), "--format", "math-shepherd"]) == 2
+    assert "trained for format 'token-classification'" in capsys.readouterr().err
+    assert not (tmp_path / "c" / "prm.json").exists()
+    # Without prm_format.json, --format is required and the error says so.
+    bare = tmp_path / "bare"
+    shutil.copytree(ckpt, bare)
+    (bare / "prm_format.json").unlink()
+    assert main(["export", str(bare), str(tmp_path / "d")]) == 2
+    assert "--format is required" in capsys.readouterr().err
