@@ -1,0 +1,102 @@
+"""LangChain adapters: every prm-plugins strategy as a drop-in LangChain component.
+
+Thin by design: scoring, selection, retries and feedback text come from
+:mod:`prm_plugins.strategies`; these classes only convert LangChain inputs, outputs,
+callbacks and events to and from core calls. Install with ``pip install
+"prm-plugins[langchain]"``.
+
+======================================  ========================================================
+component                               what it is
+======================================  ========================================================
+:class:`PRMStepVerifier`                Runnable: (question, answer) -> :class:`Verdict`
+:class:`PRMBestOfN`                     Runnable: sample N from a runnable, keep the best
+:class:`PRMSelfCritique`                Runnable: verify, then redo from the flagged step
+:class:`PRMBeamSearch`                  Runnable: step-level beam search / DVTS
+:class:`PRMOutputParser`                output parser; ``raise_on_fail`` for retries/fallbacks
+:class:`PRMVerifyStepsTool`             ``BaseTool`` an agent calls to check its own steps
+:class:`PRMCallbackHandler`             callback handler that scores finished LLM outputs
+:class:`PRMVerificationMiddleware`      ``create_agent`` middleware: verify, feed back, retry
+:class:`PRMBestOfNMiddleware`           ``create_agent`` middleware: best-of-N model calls
+:class:`RunnableGenerator`              a runnable as a core generator (for core strategies)
+======================================  ========================================================
+
+The Runnables dispatch two custom events, visible in ``astream_events(version="v2")`` and
+to callback handlers' ``on_custom_event``: ``prm.step_scored`` (every chain the PRM scores)
+and ``prm.candidate_selected`` (the chain a strategy chose).
+
+Examples:
+    >>> from langchain_core.prompts import ChatPromptTemplate  # doctest: +SKIP
+    >>> from prm_plugins import load_prm  # doctest: +SKIP
+    >>> from prm_plugins.adapters.langchain import PRMBestOfN  # doctest: +SKIP
+    >>> prompt = ChatPromptTemplate.from_template("Solve: {question}")  # doctest: +SKIP
+    >>> bon = PRMBestOfN(generator=prompt | llm, prm=load_prm(), n=4)  # doctest: +SKIP
+    >>> bon.invoke({"question": "What is 2 + 3 * 4?"}).text  # doctest: +SKIP
+    '3 * 4 = 12\\n2 + 12 = 14\\nThe answer is 14.'
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from prm_plugins.errors import require
+
+require("langchain_core", "langchain")
+
+from prm_plugins.adapters.langchain.callbacks import PRMCallbackHandler, ScoredGeneration  # noqa: E402
+from prm_plugins.adapters.langchain.events import (  # noqa: E402
+    CANDIDATE_SELECTED_EVENT,
+    STEP_SCORED_EVENT,
+)
+from prm_plugins.adapters.langchain.generators import (  # noqa: E402
+    GeneratedText,
+    RunnableGenerator,
+    build_next_step_prompt,
+)
+from prm_plugins.adapters.langchain.parser import PRMOutputParser  # noqa: E402
+from prm_plugins.adapters.langchain.runnables import (  # noqa: E402
+    PRMBeamSearch,
+    PRMBestOfN,
+    PRMSelfCritique,
+    PRMStepVerifier,
+)
+from prm_plugins.adapters.langchain.tool import PRMVerifyStepsTool, VerifyStepsInput  # noqa: E402
+
+if TYPE_CHECKING:
+    from prm_plugins.adapters.langchain.middleware import (
+        PRMBestOfNMiddleware,
+        PRMVerificationMiddleware,
+        VerificationFailedError,
+    )
+
+__all__ = [
+    "CANDIDATE_SELECTED_EVENT",
+    "STEP_SCORED_EVENT",
+    "GeneratedText",
+    "PRMBeamSearch",
+    "PRMBestOfN",
+    "PRMBestOfNMiddleware",
+    "PRMCallbackHandler",
+    "PRMOutputParser",
+    "PRMSelfCritique",
+    "PRMStepVerifier",
+    "PRMVerificationMiddleware",
+    "PRMVerifyStepsTool",
+    "RunnableGenerator",
+    "ScoredGeneration",
+    "VerificationFailedError",
+    "VerifyStepsInput",
+    "build_next_step_prompt",
+]
+
+#: The agent middleware needs the ``langchain`` package (not only langchain-core), so it is
+#: imported on first use.
+_MIDDLEWARE = ("PRMBestOfNMiddleware", "PRMVerificationMiddleware", "VerificationFailedError")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _MIDDLEWARE:
+        import importlib
+
+        module = importlib.import_module("prm_plugins.adapters.langchain.middleware")
+        return getattr(module, name)
+    raise AttributeError(f"module 'prm_plugins.adapters.langchain' has no attribute {name!r}")

@@ -1,0 +1,492 @@
+"""The core strategies as LangChain ``RunnableSerializable`` components.
+
+Each component runs one core strategy per call (:func:`~prm_plugins.strategies.verify`,
+:class:`~prm_plugins.strategies.BestOfN`, :class:`~prm_plugins.strategies.SelfCritique`,
+:class:`~prm_plugins.strategies.StepBeamSearch` / :class:`~prm_plugins.strategies.DVTS`) and
+returns the core result object. What the adapter adds: reading the question from LangChain
+inputs, a :class:`RunnableGenerator` over the ``generator`` runnable whose calls carry the
+run's child callbacks (so generator runs nest under the component's run), the
+``max_concurrency`` of the call's config, and the custom events of
+:mod:`prm_plugins.adapters.langchain.events`.
+
+All of them support ``invoke``/``ainvoke``/``batch``/``abatch``, ``|``, ``.with_retry()`` and
+``configurable_fields`` (e.g. ``n`` and ``threshold``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
+
+from langchain_core.callbacks import (
+    AsyncCallbackManagerForChainRun,
+    CallbackManagerForChainRun,
+)
+from langchain_core.messages import BaseMessage, convert_to_messages
+from langchain_core.prompt_values import ChatPromptValue
+from langchain_core.runnables import Runnable, RunnableConfig, RunnableSerializable
+from pydantic import ConfigDict
+
+from prm_plugins.adapters.langchain.events import CANDIDATE_SELECTED_EVENT, EventDispatcher
+from prm_plugins.adapters.langchain.generators import (
+    RunnableGenerator,
+    answer_from_messages,
+    as_runnable,
+    build_next_step_prompt,
+    message_text,
+    question_from_input,
+)
+from prm_plugins.errors import InvalidInputError
+from prm_plugins.strategies import (
+    DVTS,
+    BestOfN,
+    BestOfNResult,
+    CritiqueResult,
+    RetryPolicy,
+    SearchResult,
+    SelfCritique,
+    StepBeamSearch,
+    Verdict,
+    averify,
+    verify,
+)
+from prm_plugins.strategies._retry import check_scorer
+from prm_plugins.strategies.verify import check_aggregate, check_split, check_threshold
+
+__all__ = ["PRMBeamSearch", "PRMBestOfN", "PRMSelfCritique", "PRMStepVerifier"]
+
+#: Generator calls in flight per component call when neither the component nor the
+#: call's config sets ``max_concurrency``.
+DEFAULT_MAX_CONCURRENCY = 4
+
+
+class _PRMRunnable(RunnableSerializable[Any, Any]):
+    """Shared fields and plumbing (not public)."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
+
+    prm: Any
+    """A :class:`~prm_plugins.StepScorer`, e.g. ``prm_plugins.load_prm()``."""
+    aggregate: Any = "min"
+    """Chain score: ``"min"``, ``"prod"``, ``"mean"``, ``"last"``, ``"geomean"`` or a callable."""
+    split: Any = "auto"
+    """How answer text is cut into steps: a ``split_steps`` mode or a callable."""
+    question_key: str = "question"
+    """The key of the question in dict inputs."""
+
+    def __init__(self, **data: Any) -> None:
+        if "generator" in data:  # callables become runnables; anything else: a clear error
+            data["generator"] = as_runnable(data["generator"], "generator")
+        super().__init__(**data)
+        # Validated here, outside pydantic, so that bad options raise the core's
+        # InvalidInputError with its message instead of a wrapped ValidationError.
+        check_scorer(self.prm)
+        check_aggregate(self.aggregate)
+        check_split(self.split)
+        self._check_options()
+
+    def _check_options(self) -> None:
+        """Validate the strategy's own options (subclasses)."""
+
+    @classmethod
+    def is_lc_serializable(cls) -> bool:
+        return False
+
+    # -- the Runnable interface ------------------------------------------------------------
+    def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
+        return self._call_with_config(self._invoke, input, config, run_type="chain", **kwargs)
+
+    async def ainvoke(
+        self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> Any:
+        return await self._acall_with_config(self._ainvoke, input, config, run_type="chain",
+                                             **kwargs)
+
+    def _invoke(
+        self, input: Any, run_manager: CallbackManagerForChainRun, config: RunnableConfig
+    ) -> Any:
+        raise NotImplementedError
+
+    async def _ainvoke(
+        self, input: Any, run_manager: AsyncCallbackManagerForChainRun, config: RunnableConfig
+    ) -> Any:
+        raise NotImplementedError
+
+    # -- helpers -----------------------------------------------------------------------------
+    def _question(self, input: Any) -> str:
+        question = question_from_input(input, self.question_key, who=self.get_name())
+        if not question.strip():
+            raise InvalidInputError(
+                f"{self.get_name()}: the question is empty; received input {input!r:.80}"
+            )
+        return question
+
+    @staticmethod
+    def _dispatcher(config: RunnableConfig, *, use_async: bool) -> EventDispatcher:
+        return EventDispatcher(config, asyncio.get_running_loop() if use_async else None)
+
+    def _concurrency(self, config: RunnableConfig) -> int:
+        own = getattr(self, "max_concurrency", None)
+        if own is not None:
+            return int(own)
+        return int(config.get("max_concurrency") or DEFAULT_MAX_CONCURRENCY)
+
+    def _generator(
+        self, input: Any, question: str, config: RunnableConfig, max_concurrency: int = 1
+    ) -> RunnableGenerator:
+        generator: Runnable[Any, Any] = self.generator  # type: ignore[attr-defined]
+        # The child config carries run_manager.get_child(): generator runs nest under ours.
+        child: RunnableConfig = {**config, "max_concurrency": max_concurrency}
+        return RunnableGenerator(
+            generator, config=child, split=self.split,
+            step_prompt=getattr(self, "step_prompt", build_next_step_prompt),
+        ).bound_to(input, question, self.question_key)
+
+
+def _check_max_concurrency(value: Any) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise InvalidInputError(f"max_concurrency must be an int >= 1 or None, got {value!r}")
+
+
+class PRMStepVerifier(_PRMRunnable):
+    """Verify a solution step by step: a Runnable that returns the core :class:`Verdict`.
+
+    Input, any of:
+
+    * ``{"question": ..., "answer": ...}``; the answer is text, a message, or a list of
+      steps (keys set by ``question_key`` / ``answer_key``);
+    * a conversation (list of messages): the last AI message is the answer, the human
+      message before it the question;
+    * an answer alone (a str or an ``AIMessage``, e.g. the output of ``prompt | llm``); the
+      question is then the ``question`` field.
+
+    Dispatches ``prm.step_scored``. Configurable fields: e.g. ``threshold``.
+
+    Examples:
+        >>> from prm_plugins import load_prm  # doctest: +SKIP
+        >>> verifier = PRMStepVerifier(prm=load_prm(), threshold=0.5)  # doctest: +SKIP
+        >>> v = verifier.invoke({"question": "2 + 3 * 4 = ?",
+        ...                      "answer": "3 * 4 = 12\\n2 + 12 = 15"})  # doctest: +SKIP
+        >>> v.passed, v.flagged_step, v.feedback  # doctest: +SKIP
+        (False, 1, 'Step 2 of 2 looks wrong: "2 + 12 = 15" scores 0.03, ...')
+    """
+
+    threshold: float = 0.5
+    """Pass mark in [0, 1] for the chain score and for single steps."""
+    answer_key: str = "answer"
+    """The key of the answer in dict inputs."""
+    question: str = ""
+    """The question used when the input is an answer alone."""
+
+    def _check_options(self) -> None:
+        check_threshold(self.threshold)
+
+    def _split_input(self, input: Any) -> tuple[str, str | list[str]]:
+        name = self.get_name()
+        if isinstance(input, ChatPromptValue):
+            input = list(input.messages)
+        if isinstance(input, dict):
+            question = question_from_input(input, self.question_key, who=name)
+            answer = input.get(self.answer_key)
+            if isinstance(answer, BaseMessage):
+                answer = message_text(answer)
+            if isinstance(answer, (list, tuple)) and all(isinstance(s, str) for s in answer):
+                return question, list(answer)
+            if not isinstance(answer, str):
+                raise InvalidInputError(
+                    f"{name}: the input dict must hold the answer (text, a message or a list "
+                    f"of steps) under {self.answer_key!r}; received keys "
+                    f"{sorted(map(str, input))} and {self.answer_key}={answer!r:.80}"
+                )
+            return question, answer
+        if isinstance(input, str):
+            return self.question, input
+        if isinstance(input, BaseMessage):
+            return self.question, message_text(input)
+        if isinstance(input, (list, tuple)) and input and not all(
+            isinstance(x, str) for x in input
+        ):
+            question, answer = answer_from_messages(convert_to_messages(input))
+            if answer is None:
+                raise InvalidInputError(
+                    f"{name}: the conversation has no AI message to verify; received "
+                    f"{len(input)} message(s)"
+                )
+            return question or self.question, answer
+        raise InvalidInputError(
+            f"{name}: expected a dict with {self.question_key!r} and {self.answer_key!r}, "
+            f"a list of messages, an AIMessage or a str; received {type(input).__name__} "
+            f"{input!r:.80}"
+        )
+
+    def _invoke(
+        self, input: Any, run_manager: CallbackManagerForChainRun, config: RunnableConfig
+    ) -> Verdict:
+        question, answer = self._split_input(input)
+        prm = self._dispatcher(config, use_async=False).observe(self.prm, self.aggregate)
+        return verify(question, answer, prm, self.threshold, self.aggregate, self.split)
+
+    async def _ainvoke(
+        self, input: Any, run_manager: AsyncCallbackManagerForChainRun, config: RunnableConfig
+    ) -> Verdict:
+        question, answer = self._split_input(input)
+        prm = self._dispatcher(config, use_async=True).observe(self.prm, self.aggregate)
+        return await averify(question, answer, prm, self.threshold, self.aggregate, self.split)
+
+
+class PRMBestOfN(_PRMRunnable):
+    """Best-of-N over any runnable: sample ``n`` answers, keep the one the PRM scores highest.
+
+    The input is the generator's own input (e.g. ``{"question": ...}`` for
+    ``prompt | llm``, a str or messages for a chat model); the question the candidates are
+    scored against is read from it. The output is the core
+    :class:`~prm_plugins.strategies.BestOfNResult` (``.best``, ``.score``, ``.candidates``,
+    ``.text``); each candidate's ``text`` is a
+    :class:`~prm_plugins.adapters.langchain.GeneratedText` whose ``.output`` is the
+    generator's raw output (e.g. the ``AIMessage``).
+
+    Dispatches ``prm.step_scored`` per candidate and ``prm.candidate_selected`` once.
+    Configurable fields: e.g. ``n`` and ``threshold``.
+
+    Examples:
+        >>> from langchain_core.prompts import ChatPromptTemplate  # doctest: +SKIP
+        >>> prompt = ChatPromptTemplate.from_template("Solve step by step: {question}")
+        >>> bon = PRMBestOfN(generator=prompt | llm, prm=load_prm(), n=4)  # doctest: +SKIP
+        >>> r = bon.invoke({"question": "What is 17 * 3?"})  # doctest: +SKIP
+        >>> r.text, r.score, [c.score for c in r.candidates]  # doctest: +SKIP
+    """
+
+    generator: Runnable[Any, Any]
+    """What samples the answers: a chat model, an LLM or a chain such as ``prompt | llm``."""
+    n: int = 4
+    """Candidates to sample."""
+    threshold: float | None = None
+    """Stop sampling once a candidate's chain score reaches it (candidates are then drawn in
+    rounds of ``max_concurrency``)."""
+    max_concurrency: int | None = None
+    """Most generator calls in flight per call; ``None`` takes the call's config
+    ``max_concurrency``, else 4."""
+    retry: RetryPolicy | None = None
+    """Retry policy for generator calls (default: the core's ``RetryPolicy()``)."""
+
+    def _check_options(self) -> None:
+        _check_max_concurrency(self.max_concurrency)
+        self._core(None, self.prm, DEFAULT_MAX_CONCURRENCY)  # validates n, threshold, retry
+
+    def _core(self, generator: Any, prm: Any, max_concurrency: int) -> BestOfN:
+        return BestOfN(generator, prm, self.n, aggregate=self.aggregate,
+                       threshold=self.threshold, max_concurrency=max_concurrency,
+                       split=self.split, retry=self.retry)
+
+    @staticmethod
+    def _selected(result: BestOfNResult) -> dict[str, Any]:
+        return {
+            "index": result.best.index,
+            "text": result.text,
+            "score": result.score,
+            "scores": [c.score for c in result.candidates],
+            "generator_calls": result.generator_calls,
+            "stopped_early": result.stopped_early,
+        }
+
+    def _invoke(
+        self, input: Any, run_manager: CallbackManagerForChainRun, config: RunnableConfig
+    ) -> BestOfNResult:
+        question = self._question(input)
+        events = self._dispatcher(config, use_async=False)
+        limit = self._concurrency(config)
+        core = self._core(self._generator(input, question, config, limit),
+                          events.observe(self.prm, self.aggregate), limit)
+        result = core.run(question)
+        events.send(CANDIDATE_SELECTED_EVENT, self._selected(result))
+        return result
+
+    async def _ainvoke(
+        self, input: Any, run_manager: AsyncCallbackManagerForChainRun, config: RunnableConfig
+    ) -> BestOfNResult:
+        question = self._question(input)
+        events = self._dispatcher(config, use_async=True)
+        limit = self._concurrency(config)
+        core = self._core(self._generator(input, question, config, limit),
+                          events.observe(self.prm, self.aggregate), limit)
+        result = await core.arun(question)
+        await events.asend(CANDIDATE_SELECTED_EVENT, self._selected(result))
+        return result
+
+
+class PRMSelfCritique(_PRMRunnable):
+    """Generate, verify with the PRM, and redo from the flagged step (core ``SelfCritique``).
+
+    The input is the generator's input, as for :class:`PRMBestOfN`. When a dict input also
+    holds an answer under ``answer_key``, critique starts from that answer instead of
+    generating one. Revision prompts (the core's
+    :func:`~prm_plugins.strategies.build_revision_prompt`, which quotes the question, the
+    kept steps and the feedback) are sent in the question's place, so a ``prompt | llm``
+    generator receives them through its own template. The output is the core
+    :class:`~prm_plugins.strategies.CritiqueResult`.
+
+    Dispatches ``prm.step_scored`` per round and ``prm.candidate_selected`` once.
+
+    Examples:
+        >>> critic = PRMSelfCritique(generator=prompt | llm, prm=load_prm(),
+        ...                          max_rounds=2)  # doctest: +SKIP
+        >>> r = critic.invoke({"question": "A pen costs $3. How much do 4 pens cost?"})
+        >>> r.passed, r.solution, [h.feedback for h in r.history]  # doctest: +SKIP
+    """
+
+    generator: Runnable[Any, Any]
+    """What writes and revises the answers."""
+    threshold: float = 0.5
+    """Pass mark in [0, 1]."""
+    max_rounds: int = 2
+    """Most revision rounds after the first answer."""
+    redo_from: Literal["first_failing", "weakest"] = "first_failing"
+    """Redo from the first failing step, or from the weakest step."""
+    return_best: bool = True
+    """Return the best-scored round (else the last successful one)."""
+    answer_key: str = "answer"
+    """The key of a starting answer in dict inputs."""
+    retry: RetryPolicy | None = None
+    """Retry policy for generator calls."""
+
+    def _check_options(self) -> None:
+        self._core(None, self.prm)
+
+    def _core(self, generator: Any, prm: Any) -> SelfCritique:
+        return SelfCritique(generator, prm, threshold=self.threshold,
+                            max_rounds=self.max_rounds, aggregate=self.aggregate,
+                            split=self.split, redo_from=self.redo_from,
+                            return_best=self.return_best, retry=self.retry)
+
+    def _prepare(self, input: Any) -> tuple[Any, str, Any]:
+        question = self._question(input)
+        solution = None
+        if isinstance(input, dict) and input.get(self.answer_key) is not None:
+            solution = input[self.answer_key]
+            if isinstance(solution, BaseMessage):
+                solution = message_text(solution)
+            input = {k: v for k, v in input.items() if k != self.answer_key}
+        return input, question, solution
+
+    @staticmethod
+    def _selected(result: CritiqueResult) -> dict[str, Any]:
+        chosen = next((r.round for r in result.history
+                       if r.verdict is result.verdict), len(result.history) - 1)
+        return {
+            "round": chosen,
+            "text": result.solution,
+            "score": result.verdict.score,
+            "passed": result.passed,
+            "rounds": len(result.history),
+            "scores": [None if r.verdict is None else r.verdict.score for r in result.history],
+        }
+
+    def _invoke(
+        self, input: Any, run_manager: CallbackManagerForChainRun, config: RunnableConfig
+    ) -> CritiqueResult:
+        input, question, solution = self._prepare(input)
+        events = self._dispatcher(config, use_async=False)
+        core = self._core(self._generator(input, question, config),
+                          events.observe(self.prm, self.aggregate))
+        result = core.run(question, solution)
+        events.send(CANDIDATE_SELECTED_EVENT, self._selected(result))
+        return result
+
+    async def _ainvoke(
+        self, input: Any, run_manager: AsyncCallbackManagerForChainRun, config: RunnableConfig
+    ) -> CritiqueResult:
+        input, question, solution = self._prepare(input)
+        events = self._dispatcher(config, use_async=True)
+        core = self._core(self._generator(input, question, config),
+                          events.observe(self.prm, self.aggregate))
+        result = await core.arun(question, solution)
+        await events.asend(CANDIDATE_SELECTED_EVENT, self._selected(result))
+        return result
+
+
+class PRMBeamSearch(_PRMRunnable):
+    """Step-level search with the PRM as value function: beam search or DVTS.
+
+    Each proposal sends ``step_prompt(question, prefix)`` (default
+    :func:`~prm_plugins.adapters.langchain.build_next_step_prompt`) to the generator in the
+    question's place and keeps the first step of each completion. The input is the
+    generator's input (a question str, or e.g. ``{"question": ...}`` for ``prompt | llm``);
+    the output is the core :class:`~prm_plugins.strategies.SearchResult`.
+
+    Dispatches ``prm.step_scored`` per scored chain and ``prm.candidate_selected`` once.
+
+    Examples:
+        >>> search = PRMBeamSearch(generator=llm, prm=load_prm(), n=8,
+        ...                        beam_width=2)  # doctest: +SKIP
+        >>> r = search.invoke("A pen costs $3. How much do 4 pens cost?")  # doctest: +SKIP
+        >>> r.text, r.score, r.best.complete  # doctest: +SKIP
+    """
+
+    generator: Runnable[Any, Any]
+    """What proposes next steps (one completion per proposal)."""
+    method: Literal["beam", "dvts"] = "beam"
+    """``"beam"`` (:class:`~prm_plugins.strategies.StepBeamSearch`) or ``"dvts"``."""
+    n: int = 8
+    """Candidates scored per iteration; ``n // beam_width`` beams (or subtrees) are kept."""
+    beam_width: int = 2
+    """Next steps proposed per beam; must divide ``n``."""
+    max_steps: int = 10
+    """Most steps in a chain."""
+    aggregate: Any = "last"
+    """Value of a partial chain: ``"last"`` (the newest step's score) by default."""
+    is_complete: Callable[[str], bool] | None = None
+    """``step -> bool``: whether a step ends the solution (default: it states an answer)."""
+    step_prompt: Callable[[str, Sequence[str]], str] = build_next_step_prompt
+    """``(question, prefix) -> prompt`` asking for one next step."""
+    max_concurrency: int | None = None
+    """Most generator calls in flight; ``None`` takes the call's config, else 4."""
+    retry: RetryPolicy | None = None
+    """Retry policy for generator calls."""
+
+    def _check_options(self) -> None:
+        _check_max_concurrency(self.max_concurrency)
+        self._core(None, self.prm, DEFAULT_MAX_CONCURRENCY)
+
+    def _core(self, generator: Any, prm: Any, max_concurrency: int) -> StepBeamSearch | DVTS:
+        cls = DVTS if self.method == "dvts" else StepBeamSearch
+        return cls(generator, prm, n=self.n, beam_width=self.beam_width,
+                   max_steps=self.max_steps, aggregate=self.aggregate,
+                   is_complete=self.is_complete, max_concurrency=max_concurrency,
+                   retry=self.retry)
+
+    @staticmethod
+    def _selected(result: SearchResult) -> dict[str, Any]:
+        return {
+            "text": result.text,
+            "steps": list(result.steps),
+            "score": result.score,
+            "complete": result.best.complete,
+            "finished": len(result.finished),
+            "iterations": result.iterations,
+            "method": result.method,
+        }
+
+    def _invoke(
+        self, input: Any, run_manager: CallbackManagerForChainRun, config: RunnableConfig
+    ) -> SearchResult:
+        question = self._question(input)
+        events = self._dispatcher(config, use_async=False)
+        limit = self._concurrency(config)
+        core = self._core(self._generator(input, question, config, limit),
+                          events.observe(self.prm, self.aggregate), limit)
+        result = core.run(question)
+        events.send(CANDIDATE_SELECTED_EVENT, self._selected(result))
+        return result
+
+    async def _ainvoke(
+        self, input: Any, run_manager: AsyncCallbackManagerForChainRun, config: RunnableConfig
+    ) -> SearchResult:
+        question = self._question(input)
+        events = self._dispatcher(config, use_async=True)
+        limit = self._concurrency(config)
+        core = self._core(self._generator(input, question, config, limit),
+                          events.observe(self.prm, self.aggregate), limit)
+        result = await core.arun(question)
+        await events.asend(CANDIDATE_SELECTED_EVENT, self._selected(result))
+        return result
