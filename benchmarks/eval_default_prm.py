@@ -80,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "default_prm_eval",
                    help="output path without suffix (.md and .json are written)")
     p.add_argument("--skip", choices=["stepwise", "prmbench"], action="append", default=[])
+    p.add_argument("--no-checks", action="store_true",
+                   help="the model alone: turn off the step checks its manifest recommends")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
@@ -88,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
                      args.model)
         return 2
     prm = load_prm(args.model, device="cpu", long_chains="window",
-                   intra_op_num_threads=args.threads)
+                   intra_op_num_threads=args.threads, **({"checks": ()} if args.no_checks else {}))
     man = prm.manifest
     command = "python " + " ".join(shlex.quote(a) for a in
                                    [os.path.relpath(__file__, ROOT), *sys.argv[1:]])
@@ -99,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": command,
         "model": {"dir": str(args.model), "format": man.format, "max_length": man.max_length,
                   "dtype": man.dtype, "model_sha256": man.files.get(man.model_file),
-                  "provider": prm.provider},
+                  "provider": prm.provider, "checks": list(prm.checks)},
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
                     "python": platform.python_version(), "niceness": niceness},
         "threshold": args.threshold,
@@ -140,7 +142,8 @@ def _markdown(r: dict[str, Any]) -> str:
         "",
         f"Model: `{m['dir']}` (format {m['format']}, {m['dtype']}, max_length "
         f"{m['max_length']}, model.onnx sha256 {str(m['model_sha256'])[:16]}...), "
-        f"{m['provider']}; machine: {r['machine']['cpus']} CPU(s), {r['machine']['platform']}, "
+        f"{m['provider']}, step checks {m.get('checks') or 'none (model alone)'}; "
+        f"machine: {r['machine']['cpus']} CPU(s), {r['machine']['platform']}, "
         f"niceness {r['machine']['niceness']}. Threshold {r['threshold']} (a step scoring below "
         "it is predicted erroneous). Chains longer than max_length are scored in windows.",
     ]
