@@ -120,6 +120,9 @@ class ExportConfig:
         "help": "int8: per-channel weight scales (default; --no-per-channel for per-tensor)"})
     overwrite: bool = field(default=False, metadata={
         "help": "replace the model files of an existing model directory (other files stay)"})
+    quantize_embeddings: bool = field(default=False, metadata={
+        "help": "int8: quantise the embedding tables (Gather) too; they dominate a small "
+                "model's size (the default PRM: 28 -> 11 MiB at the same step AUROC)"})
     checks: tuple[str, ...] = field(default=(), metadata={
         "help": "deterministic step checks the runtime applies after the model by default "
                 "(written to prm.json extra.checks; e.g. arithmetic)"})
@@ -133,6 +136,8 @@ class ExportConfig:
             raise bad("dtype", self.dtype, f"one of {list(DTYPES)}")
         if self.quantize is not None and self.quantize not in QUANTIZATIONS:
             raise bad("quantize", self.quantize, f"None or one of {list(QUANTIZATIONS)}")
+        if self.quantize_embeddings and self.quantize != "int8":
+            raise InvalidInputError("--quantize-embeddings needs --quantize int8")
         if self.quantize == "int8" and self.dtype != "fp32":
             raise InvalidInputError(
                 f"--quantize int8 starts from the fp32 graph; got dtype {self.dtype!r}. "
@@ -340,8 +345,9 @@ def export_prm(config: ExportConfig) -> Path:
             from prm_plugins.onnx_export.quantize import DEFAULT_OP_TYPES, quantize_int8
 
             t0 = time.perf_counter()
+            op_types = (*DEFAULT_OP_TYPES, *(("Gather",) if config.quantize_embeddings else ()))
             quantize_int8(graph, staging / MODEL_FILE, per_channel=config.per_channel,
-                          external_data=external)
+                          op_types=op_types, external_data=external)
             logger.info("quantised to int8 in %.1f s", time.perf_counter() - t0)
             shutil.rmtree(graph_dir)
             graph = staging / MODEL_FILE
@@ -356,7 +362,7 @@ def export_prm(config: ExportConfig) -> Path:
             final_dtype = "int8"
             quant_info = {"method": "onnxruntime.quantization.quantize_dynamic",
                           "weight_type": "QInt8", "per_channel": config.per_channel,
-                          "op_types": list(DEFAULT_OP_TYPES), "matmul_const_b_only": True}
+                          "op_types": list(op_types), "matmul_const_b_only": True}
 
         names = sorted(p.name for p in staging.iterdir() if p.is_file())
         manifest = Manifest(

@@ -204,7 +204,7 @@ def test_int8_via_cli(tiny_token_classifier_dir: Path, tmp_path: Path, hf: tuple
                  "--quantize", "int8", "--exporter", "legacy", "--parity-chains", "4",
                  "--parity-batch-sizes", "1", "3", "--parity-max-tokens", "96",
                  "--tolerance", "0.25", "--mean-tolerance", "0.05", "--checks", "arithmetic",
-                 "--json"])
+                 "--quantize-embeddings", "--json"])
     assert code == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["dtype"] == "int8" and summary["out_dir"] == str(out)
@@ -215,11 +215,14 @@ def test_int8_via_cli(tiny_token_classifier_dir: Path, tmp_path: Path, hf: tuple
     assert man.parity["fp32_graph"]["max_abs_diff"] <= 1e-4
     assert man.parity["fp32_graph"]["tolerance"] == 1e-4  # the fp32 graph keeps its own
     assert man.extra["quantization"]["weight_type"] == "QInt8"
+    assert man.extra["quantization"]["op_types"] == ["MatMul", "Gemm", "Gather"]
     assert sorted(p.name for p in out.iterdir()) == ["model.onnx", "prm.json", "tokenizer.json"]
     import onnx
 
     ops = {n.op_type for n in onnx.load(str(out / "model.onnx")).graph.node}
     assert ops & {"MatMulInteger", "DynamicQuantizeMatMul"}
+    # --quantize-embeddings: the embedding tables are stored as int8 and dequantised.
+    assert "DequantizeLinear" in ops
     assert man.extra["checks"] == ["arithmetic"]  # the runtime applies it by default
     assert load_prm(out, device="cpu").checks == ("arithmetic",)
     prm = load_prm(out, device="cpu", checks=())
@@ -250,6 +253,8 @@ def test_bad_settings_are_refused_early(tiny_token_classifier_dir: Path, tmp_pat
     with pytest.raises(InvalidInputError, match="unknown option"):
         export_small(tiny_token_classifier_dir, tmp_path / "a", FORMAT,
                      format_options={"seperator": "\n"})
+    with pytest.raises(InvalidInputError, match="--quantize-embeddings needs --quantize int8"):
+        export_small(tiny_token_classifier_dir, tmp_path / "a", FORMAT, quantize_embeddings=True)
     with pytest.raises(InvalidInputError, match="unknown step check.*known checks: arithmetic"):
         export_small(tiny_token_classifier_dir, tmp_path / "a", FORMAT, checks=("spelling",))
     with pytest.raises(InvalidInputError, match="context of 128"):
