@@ -101,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
         "command": command,
         "model": {"dir": str(args.model), "format": man.format, "max_length": man.max_length,
                   "dtype": man.dtype, "model_sha256": man.files.get(man.model_file),
-                  "provider": prm.provider, "checks": list(prm.checks)},
+                  "provider": prm.provider, "checks": list(prm.checks),
+                  "calibration": prm.calibration.to_dict() if prm.calibration else None},
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
                     "python": platform.python_version(), "niceness": niceness},
         "threshold": args.threshold,
@@ -142,7 +143,8 @@ def _markdown(r: dict[str, Any]) -> str:
         "",
         f"Model: `{m['dir']}` (format {m['format']}, {m['dtype']}, max_length "
         f"{m['max_length']}, model.onnx sha256 {str(m['model_sha256'])[:16]}...), "
-        f"{m['provider']}, step checks {m.get('checks') or 'none (model alone)'}; "
+        f"{m['provider']}, step checks {m.get('checks') or 'none (model alone)'}, "
+        f"calibration {m.get('calibration') or 'none'}; "
         f"machine: {r['machine']['cpus']} CPU(s), {r['machine']['platform']}, "
         f"niceness {r['machine']['niceness']}. Threshold {r['threshold']} (a step scoring below "
         "it is predicted erroneous). Chains longer than max_length are scored in windows.",

@@ -25,6 +25,7 @@ _PLUGGED_VERBS = {
     "train": "prm_plugins.cli_train",
     "label": "prm_plugins.labeling.cli",
     "eval": "prm_plugins.evaluation.cli",
+    "calibrate": "prm_plugins.cli_calibrate",
 }
 
 _CHUNK_ROWS = 256

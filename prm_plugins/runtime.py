@@ -79,6 +79,9 @@ class OnnxPRM:
             caps steps whose written arithmetic is wrong, see :mod:`prm_plugins.checks`);
             ``None`` (default) takes the list the model's manifest recommends under
             ``extra.checks``, ``()`` turns them off.
+        calibrate: apply the Platt calibration in the manifest's ``extra.calibration``
+            (written by ``prm calibrate``; see :mod:`prm_plugins.calibration`) before the
+            checks; ``False`` gives the model's raw probabilities.
 
     Examples:
         >>> from prm_plugins import load_prm
@@ -99,6 +102,7 @@ class OnnxPRM:
         intra_op_num_threads: int | None = None,
         verify: bool = True,
         checks: Sequence[str] | None = None,
+        calibrate: bool = True,
     ) -> None:
         if device not in ("auto", "cpu", "cuda"):
             raise InvalidInputError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
@@ -117,6 +121,11 @@ class OnnxPRM:
         if verify:
             verify_files(self.model_dir, self.manifest)
         self.checks = self._resolve_checks(checks)
+        self.calibration = None
+        if calibrate and "calibration" in self.manifest.extra:
+            from prm_plugins.calibration import PlattCalibration
+
+            self.calibration = PlattCalibration.from_manifest(self.manifest.extra["calibration"])
         self.long_chains: LongChains = long_chains
         self.token_budget = token_budget
         self.max_batch_size = max_batch_size
@@ -274,8 +283,10 @@ class OnnxPRM:
         for (question, steps), scores in zip(checked, results, strict=True):
             if any(s is None for s in scores):  # pragma: no cover - would be a bug
                 raise AssertionError("a step was left without a score")
-            scored = StepScores(steps=list(steps), scores=[float(s) for s in scores],  # type: ignore[arg-type]
-                                question=question)
+            raw = [float(s) for s in scores]  # type: ignore[arg-type]
+            if self.calibration is not None:
+                raw = self.calibration.apply(raw)
+            scored = StepScores(steps=list(steps), scores=raw, question=question)
             if "arithmetic" in self.checks:
                 from prm_plugins.checks import apply_arithmetic_check
 
