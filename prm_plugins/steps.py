@@ -2,8 +2,9 @@
 
 A process reward model scores each step of a chain, so raw answer text must first be cut
 into steps. :func:`split_steps` does that in one of several modes and never cuts inside a
-Markdown code fence; :func:`join_steps` is its inverse for the simple modes; and
-:func:`validate_steps` is the check every scorer runs on a step list.
+Markdown code fence; :func:`split_step_spans` gives each of those steps' character span in
+the text (for mapping step scores back onto tokens); :func:`join_steps` is its inverse for
+the simple modes; and :func:`validate_steps` is the check every scorer runs on a step list.
 
 Stdlib only: importing this module loads nothing heavy.
 """
@@ -15,7 +16,8 @@ from collections.abc import Sequence
 
 from prm_plugins.errors import InvalidInputError
 
-__all__ = ["JOIN_MODES", "SPLIT_MODES", "join_steps", "split_steps", "validate_steps"]
+__all__ = ["JOIN_MODES", "SPLIT_MODES", "join_steps", "split_step_spans", "split_steps",
+           "validate_steps"]
 
 #: Modes accepted by :func:`split_steps`.
 SPLIT_MODES: tuple[str, ...] = ("auto", "blank_lines", "newlines", "step_markers", "regex")
@@ -155,6 +157,63 @@ def split_steps(
         return _split(text, regex, fences, keep_empty)
     separator = _NEWLINE if mode == "newlines" else _BLANK_LINES
     return _split(text, separator, fences, keep_empty)
+
+
+def split_step_spans(
+    text: str,
+    mode: str = "auto",
+    *,
+    pattern: str | re.Pattern[str] | None = None,
+) -> list[tuple[int, int]]:
+    """Split like :func:`split_steps` and return each step's ``(start, end)`` span in ``text``.
+
+    The spans are the steps of ``split_steps(text, mode, pattern=pattern)``, in order:
+    ``[text[s:e] for s, e in split_step_spans(text, mode)] == split_steps(text, mode)`` for
+    every text and mode (each span is the stripped step, so it starts and ends on a
+    non-whitespace character). Offsets are Python ``str`` indices (code points), so they
+    hold for any unicode text. Empty steps have no span, so there is no ``keep_empty``.
+
+    Args:
+        text: the answer to split.
+        mode: a mode of :func:`split_steps` (``"auto"``, ``"blank_lines"``, ``"newlines"``,
+            ``"step_markers"``, ``"regex"``).
+        pattern: the separator regex for ``mode="regex"``.
+
+    Returns:
+        One ``(start, end)`` pair per step, ``start < end``, ordered and non-overlapping.
+
+    Raises:
+        InvalidInputError: for the same bad arguments as :func:`split_steps`.
+
+    Examples:
+        >>> text = "Add 2 and 3.\\n\\n  So 5 in all. "
+        >>> split_step_spans(text)
+        [(0, 12), (16, 28)]
+        >>> [text[s:e] for s, e in split_step_spans(text)]
+        ['Add 2 and 3.', 'So 5 in all.']
+    """
+    expected = split_steps(text, mode, pattern=pattern)  # validates the arguments
+    if not expected:
+        return []
+    fences = _fence_spans(text)
+    if mode == "auto":
+        if len(_find(text, _STEP_MARKER, fences)) >= 2:
+            mode = "step_markers"
+        else:
+            paragraphs = _strip_spans(text, _cut_spans(text, _find(text, _BLANK_LINES, fences)))
+            mode = "blank_lines" if len(paragraphs) >= 2 else "newlines"
+    if mode == "step_markers":
+        starts = [s for s, _ in _find(text, _STEP_MARKER, fences) if s > 0]
+        spans = _strip_spans(text, _cut_spans(text, [(s, s) for s in starts]))
+    else:
+        if mode == "regex":
+            regex = _compile_pattern(pattern)
+        else:
+            regex = _NEWLINE if mode == "newlines" else _BLANK_LINES
+        spans = _strip_spans(text, _cut_spans(text, _find(text, regex, fences)))
+    if [text[s:e] for s, e in spans] != expected:  # pragma: no cover - would be a bug
+        raise AssertionError("split_step_spans() disagrees with split_steps()")
+    return spans
 
 
 def join_steps(steps: Sequence[str], mode: str = "newlines") -> str:
@@ -345,6 +404,30 @@ def _cut(text: str, separators: list[tuple[int, int]]) -> list[str]:
         prev = end
     pieces.append(text[prev:])
     return pieces
+
+
+def _cut_spans(text: str, separators: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The ``(start, end)`` spans of the pieces :func:`_cut` returns."""
+    spans: list[tuple[int, int]] = []
+    prev = 0
+    for start, end in separators:
+        spans.append((prev, start))
+        prev = end
+    spans.append((prev, len(text)))
+    return spans
+
+
+def _strip_spans(text: str, spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Shrink each span as ``str.strip`` shrinks its piece; drop spans that become empty."""
+    out: list[tuple[int, int]] = []
+    for start, end in spans:
+        piece = text[start:end]
+        stripped = piece.strip()
+        if not stripped:
+            continue
+        lead = len(piece) - len(piece.lstrip())
+        out.append((start + lead, start + lead + len(stripped)))
+    return out
 
 
 def _split(

@@ -52,6 +52,7 @@ def test_all_is_pinned() -> None:
         "JOIN_MODES",
         "SPLIT_MODES",
         "join_steps",
+        "split_step_spans",
         "split_steps",
         "validate_steps",
     ]
