@@ -196,10 +196,14 @@ def main(argv: list[str] | None = None) -> int:
           f"distinct per question on average; by kind: {info['wrong_by_kind']}).", "",
           *_table(results, ns),
           "Plots: `bon_curve_model/bon.png`, `bon_curve_hybrid/bon.png`.", "",
-          "Limits: correct candidates are the reference text itself, and wrong ones come "
-          "from the same perturbation kinds the default PRM was trained on (other questions "
-          "and seeds), so absolute figures are optimistic against real LLM samples; the "
-          "comparison between selection methods is the point."]
+          "Limits: correct candidates are copies of one reference text, so they share one "
+          "score, while the wrong ones come in several distinct versions per question; as N "
+          "grows the best of many distinct wrong chains outranks that single score unless "
+          "the PRM separates them cleanly (a winner's curse), and majority vote gains from "
+          "the identical correct copies. Wrong chains use the perturbation kinds the default "
+          "PRM was trained on (other questions and seeds). Read the figures against random "
+          "and majority, not as what to expect on real LLM samples "
+          "(benchmarks/bon_real_samples.py has those)."]
     (args.out / "bon_curve.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
     return 0
