@@ -235,7 +235,42 @@ class PRMStepVerifier(_PRMRunnable):
         return await averify(question, answer, prm, self.threshold, self.aggregate, self.split)
 
 
-class PRMBestOfN(_PRMRunnable):
+class _SelectingRunnable(_PRMRunnable):
+    """Runs a core strategy built by ``_core`` once and reports its pick as an event."""
+
+    def _core(self, generator: Any, prm: Any, max_concurrency: int) -> Any:
+        raise NotImplementedError
+
+    @staticmethod
+    def _selected(result: Any) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _invoke(
+        self, input: Any, run_manager: CallbackManagerForChainRun, config: RunnableConfig
+    ) -> Any:
+        question = self._question(input)
+        events = self._dispatcher(config, use_async=False)
+        limit = self._concurrency(config)
+        core = self._core(self._generator(input, question, config, limit),
+                          events.observe(self.prm, self.aggregate), limit)
+        result = core.run(question)
+        events.send(CANDIDATE_SELECTED_EVENT, self._selected(result))
+        return result
+
+    async def _ainvoke(
+        self, input: Any, run_manager: AsyncCallbackManagerForChainRun, config: RunnableConfig
+    ) -> Any:
+        question = self._question(input)
+        events = self._dispatcher(config, use_async=True)
+        limit = self._concurrency(config)
+        core = self._core(self._generator(input, question, config, limit),
+                          events.observe(self.prm, self.aggregate), limit)
+        result = await core.arun(question)
+        await events.asend(CANDIDATE_SELECTED_EVENT, self._selected(result))
+        return result
+
+
+class PRMBestOfN(_SelectingRunnable):
     """Best-of-N over any runnable: sample ``n`` answers, keep the one the PRM scores highest.
 
     The input is the generator's own input (e.g. ``{"question": ...}`` for
@@ -290,29 +325,6 @@ class PRMBestOfN(_PRMRunnable):
             "stopped_early": result.stopped_early,
         }
 
-    def _invoke(
-        self, input: Any, run_manager: CallbackManagerForChainRun, config: RunnableConfig
-    ) -> BestOfNResult:
-        question = self._question(input)
-        events = self._dispatcher(config, use_async=False)
-        limit = self._concurrency(config)
-        core = self._core(self._generator(input, question, config, limit),
-                          events.observe(self.prm, self.aggregate), limit)
-        result = core.run(question)
-        events.send(CANDIDATE_SELECTED_EVENT, self._selected(result))
-        return result
-
-    async def _ainvoke(
-        self, input: Any, run_manager: AsyncCallbackManagerForChainRun, config: RunnableConfig
-    ) -> BestOfNResult:
-        question = self._question(input)
-        events = self._dispatcher(config, use_async=True)
-        limit = self._concurrency(config)
-        core = self._core(self._generator(input, question, config, limit),
-                          events.observe(self.prm, self.aggregate), limit)
-        result = await core.arun(question)
-        await events.asend(CANDIDATE_SELECTED_EVENT, self._selected(result))
-        return result
 
 
 class PRMSelfCritique(_PRMRunnable):
@@ -405,7 +417,7 @@ class PRMSelfCritique(_PRMRunnable):
         return result
 
 
-class PRMBeamSearch(_PRMRunnable):
+class PRMBeamSearch(_SelectingRunnable):
     """Step-level search with the PRM as value function: beam search or DVTS.
 
     Each proposal sends ``step_prompt(question, prefix)`` (default
@@ -467,26 +479,3 @@ class PRMBeamSearch(_PRMRunnable):
             "method": result.method,
         }
 
-    def _invoke(
-        self, input: Any, run_manager: CallbackManagerForChainRun, config: RunnableConfig
-    ) -> SearchResult:
-        question = self._question(input)
-        events = self._dispatcher(config, use_async=False)
-        limit = self._concurrency(config)
-        core = self._core(self._generator(input, question, config, limit),
-                          events.observe(self.prm, self.aggregate), limit)
-        result = core.run(question)
-        events.send(CANDIDATE_SELECTED_EVENT, self._selected(result))
-        return result
-
-    async def _ainvoke(
-        self, input: Any, run_manager: AsyncCallbackManagerForChainRun, config: RunnableConfig
-    ) -> SearchResult:
-        question = self._question(input)
-        events = self._dispatcher(config, use_async=True)
-        limit = self._concurrency(config)
-        core = self._core(self._generator(input, question, config, limit),
-                          events.observe(self.prm, self.aggregate), limit)
-        result = await core.arun(question)
-        await events.asend(CANDIDATE_SELECTED_EVENT, self._selected(result))
-        return result
