@@ -132,3 +132,39 @@ def test_source_loads_no_pickle_and_never_trusts_remote_code() -> None:
                 problems.append(f"{where}:{call.lineno} from_pretrained without "
                                 "local_files_only=True")
     assert problems == []
+
+
+# -- hostile step text: one score per step, whatever the text ----------------------------------
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_HOSTILE = st.lists(
+    st.one_of(
+        st.text(min_size=1, max_size=40),
+        st.sampled_from(["[SEP]", "[CLS]", "[PAD]", "[UNK]", "[MASK]", " [SEP] [SEP] ", "ки",
+                         "<extra_0>", "\n", "Step 2:", "2+2=5", "\u200b", "😀" * 5]),
+    ).filter(lambda s: s.strip()),
+    min_size=1, max_size=6)
+
+
+@pytest.mark.skipif(not (default_model_dir() / "prm.json").is_file(),
+                    reason="the default PRM is not in this checkout")
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(question=st.text(max_size=60), steps=_HOSTILE)
+def test_hostile_steps_get_exactly_one_score_each(question: str, steps: list[str]) -> None:
+    prm = _default_prm()
+    rendered = prm.format.render(question, steps)
+    positions = list(rendered.step_positions)
+    assert len(positions) == len(steps)
+    assert positions == sorted(set(positions))  # distinct, in order: no step merged or dropped
+    s = prm.score(question, steps)
+    assert len(s.scores) == len(steps) and all(0.0 <= x <= 1.0 for x in s.scores)
+
+
+_PRM_CACHE: list[object] = []
+
+
+def _default_prm():  # type: ignore[no-untyped-def]
+    if not _PRM_CACHE:
+        _PRM_CACHE.append(load_prm(device="cpu"))
+    return _PRM_CACHE[0]
