@@ -391,10 +391,9 @@ def check_answer(completion: str, gold_answer: str) -> bool:
         >>> check_answer("3 + 4 = 7\\nThe answer is 7.", "7"), check_answer("So 8.", "#### 7")
         (True, False)
     """
-    from prm_plugins.evaluation.answers import answers_match, extract_answer
+    from prm_plugins.evaluation.answers import answer_is_correct
 
-    gold = extract_answer(gold_answer) or gold_answer
-    return answers_match(extract_answer(completion), gold)
+    return answer_is_correct(completion, gold_answer)
 
 
 def outcome_reward(

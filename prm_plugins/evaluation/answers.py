@@ -14,6 +14,7 @@ import re
 from fractions import Fraction
 
 __all__ = [
+    "answer_is_correct",
     "answers_match",
     "extract_answer",
     "extract_answer_is",
@@ -251,3 +252,19 @@ def answers_match(predicted: str | None, gold: str | None) -> bool:
     """
     a, b = normalize_answer(predicted), normalize_answer(gold)
     return a is not None and a == b
+
+
+def answer_is_correct(text: str, gold: str) -> bool:
+    """Whether the final answer stated in ``text`` matches ``gold``.
+
+    The answer is found with :func:`extract_answer` (``\\boxed{}``, ``#### N``, "the answer
+    is", else the last number); ``gold`` may be a bare answer or a full GSM8K solution ending
+    in ``#### N``. Both are compared with :func:`answers_match`.
+
+    Examples:
+        >>> answer_is_correct("3 + 4 = 7\\nThe answer is 7.", "7")
+        True
+        >>> answer_is_correct("So 8.", "#### 7")
+        False
+    """
+    return answers_match(extract_answer(text), extract_answer(gold) or gold)

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from prm_plugins.errors import InvalidInputError
-from prm_plugins.evaluation.answers import answers_match, extract_answer
+from prm_plugins.evaluation.answers import answer_is_correct
 from prm_plugins.labeling.grader import as_chain
 from prm_plugins.strategies._retry import (
     AsyncRunner,
@@ -72,7 +72,7 @@ def default_answer_checker(text: str, gold_answer: str) -> bool:
         >>> default_answer_checker("12 + 2 = 14\\nThe answer is 14.", "10")
         False
     """
-    return answers_match(extract_answer(text), gold_answer)
+    return answer_is_correct(text, gold_answer)
 
 
 def build_rollout_prompt(question: str, prefix: Sequence[str]) -> str:
