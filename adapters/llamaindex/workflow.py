@@ -36,14 +36,13 @@ from prm_plugins.strategies import (
     build_revision_prompt,
 )
 from prm_plugins.strategies._retry import CallOutcome, describe_error
-from prm_plugins.strategies.critique import RedoFrom
+from prm_plugins.strategies.critique import RedoFrom, redo_point
 from prm_plugins.strategies.verify import (
     Aggregate,
     Splitter,
     as_steps,
     averify,
     check_question,
-    step_feedback,
     to_steps,
 )
 from prm_plugins.types import StepScorer
@@ -224,11 +223,10 @@ class PRMSelfCritiqueWorkflow(Workflow):
         await ctx.store.set(_HISTORY, history)
         await ctx.store.set(_CURRENT, list(ev.steps))
         will_retry = not verdict.passed and ev.round < o.max_rounds
-        k = verdict.flagged_step if o.redo_from == "first_failing" else verdict.weakest_step
-        feedback = None
-        if not verdict.passed and k is not None:
-            feedback = verdict.feedback if k == verdict.flagged_step else step_feedback(
-                verdict.step_scores, k, o.threshold, score=verdict.score, aggregate=o.aggregate)
+        k: int | None = None
+        feedback: str | None = None
+        if not verdict.passed:
+            k, feedback = redo_point(verdict, o.redo_from, o.aggregate)
         emit_verdict("self_critique", question, verdict, o.aggregate, feedback=feedback,
                      flagged_step=k if not verdict.passed else None, round=ev.round,
                      will_retry=will_retry)

@@ -51,6 +51,7 @@ __all__ = [
     "SelfCritique",
     "aself_critique",
     "build_revision_prompt",
+    "redo_point",
     "self_critique",
 ]
 
@@ -93,6 +94,30 @@ repeating the steps above, and end with the final answer.
         "line, without repeating the steps above, and end with the final answer."
     )
     return "\n".join(parts)
+
+
+def redo_point(verdict: Verdict, redo_from: RedoFrom, aggregate: Aggregate) -> tuple[int, str]:
+    """The step a failed solution is redone from, and the feedback that names it.
+
+    Args:
+        verdict: the failed verdict.
+        redo_from: ``"first_failing"`` (the verdict's flagged step, with its own feedback) or
+            ``"weakest"`` (the lowest-scored step, with feedback written for that step).
+        aggregate: the chain aggregate the verdict used (quoted in the feedback).
+
+    Returns:
+        ``(k, feedback)``: steps ``0..k-1`` are kept, step ``k`` onwards is redone.
+
+    Raises:
+        InvalidInputError: the verdict passed (there is nothing to redo).
+    """
+    k = verdict.flagged_step if redo_from == "first_failing" else verdict.weakest_step
+    if verdict.passed or k is None:
+        raise InvalidInputError("redo_point needs a failed verdict; this one passed")
+    if k == verdict.flagged_step:
+        return k, verdict.feedback
+    return k, step_feedback(verdict.step_scores, k, verdict.threshold, score=verdict.score,
+                            aggregate=aggregate)
 
 
 @dataclass
@@ -311,13 +336,8 @@ class SelfCritique:
             assert verdict is not None
             if verdict.passed:
                 break
-            k = verdict.flagged_step if self.redo_from == "first_failing" else (
-                verdict.weakest_step)
-            assert k is not None
+            k, feedback = redo_point(verdict, self.redo_from, self.aggregate)
             prefix = current.steps[:k]
-            feedback = verdict.feedback if k == verdict.flagged_step else step_feedback(
-                verdict.step_scores, k, self.threshold, score=verdict.score,
-                aggregate=self.aggregate)
             logger.info("self_critique round %d: redoing from step %d (score %.3f)", r, k + 1,
                         verdict.step_scores.scores[k])
             if use_revise:
