@@ -47,6 +47,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from eval_default_prm import _wait_for_model  # sibling script (benchmarks/ is on sys.path)
+
 ROOT = Path(__file__).resolve().parents[1]
 GSM8K_TEST = ROOT.parent / "shared" / "data" / "gsm8k" / "test.jsonl"
 RESULTS = ROOT / "benchmarks" / "results"
@@ -200,16 +202,6 @@ def candidate_stats(path: Path) -> dict[str, Any]:
         "new_tokens_per_second": sum(tokens) / seconds if seconds else None,
         "file_bytes": path.stat().st_size,
     }
-
-
-def _wait_for_model(model: Path, minutes: float) -> bool:
-    deadline = time.monotonic() + 60 * minutes
-    while not (model / "prm.json").is_file():
-        if time.monotonic() >= deadline:
-            return False
-        logger.info("waiting for %s/prm.json ...", model)
-        time.sleep(30)
-    return True
 
 
 def _table(results: dict[str, dict[str, Any]]) -> list[str]:
