@@ -24,6 +24,7 @@ from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.runnables.base import coerce_to_runnable
 
 from prm_plugins.errors import InvalidInputError
+from prm_plugins.strategies.search import build_next_step_prompt
 from prm_plugins.strategies.verify import Splitter, check_split, to_steps
 
 __all__ = [
@@ -204,37 +205,6 @@ def with_question(input: Any, text: str, question_key: str = "question") -> Any:
     raise InvalidInputError(
         f"cannot put a prompt into a {type(input).__name__} input {_preview(input)}"
     )
-
-
-def build_next_step_prompt(question: str, prefix: Sequence[str]) -> str:
-    """The prompt :class:`RunnableGenerator` sends to propose the next step.
-
-    Args:
-        question: the problem.
-        prefix: the steps so far.
-
-    Returns:
-        A prompt asking for exactly one next step.
-
-    Examples:
-        >>> print(build_next_step_prompt("What is 2 + 3 * 4?", ["3 * 4 = 12"]))
-        What is 2 + 3 * 4?
-        <BLANKLINE>
-        Steps so far:
-        Step 1: 3 * 4 = 12
-        <BLANKLINE>
-        Write only step 2, on one line. If it gives the final answer, write "The answer is ...".
-    """
-    parts = [question.strip(), ""]
-    if prefix:
-        parts.append("Steps so far:")
-        parts.extend(f"Step {i + 1}: {s}" for i, s in enumerate(prefix))
-        parts.append("")
-    parts.append(
-        f"Write only step {len(prefix) + 1}, on one line. If it gives the final answer, "
-        'write "The answer is ...".'
-    )
-    return "\n".join(parts)
 
 
 class RunnableGenerator:

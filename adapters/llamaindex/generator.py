@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any, Literal
 
 from llama_index.core.base.llms.types import ChatMessage, ChatResponse, MessageRole
@@ -19,6 +19,7 @@ from llama_index.core.llms import LLM
 
 from prm_plugins.errors import InvalidInputError
 from prm_plugins.steps import split_steps
+from prm_plugins.strategies.search import build_next_step_prompt
 
 __all__ = ["LlamaIndexGenerator", "build_next_step_prompt", "chat_text", "check_llm"]
 
@@ -43,28 +44,6 @@ def check_llm(llm: object, what: str = "llm") -> LLM:
 def chat_text(response: ChatResponse) -> str:
     """The text of a chat response (its message's text blocks; ``""`` when there are none)."""
     return response.message.content or ""
-
-
-def build_next_step_prompt(question: str, prefix: Sequence[str]) -> str:
-    """The prompt :meth:`LlamaIndexGenerator.propose_next_steps` sends.
-
-    Examples:
-        >>> print(build_next_step_prompt("What is 2 + 3 * 4?", ["3 * 4 = 12"]))
-        What is 2 + 3 * 4?
-        <BLANKLINE>
-        Steps so far:
-        Step 1: 3 * 4 = 12
-        <BLANKLINE>
-        Write only step 2, on one line. If the solution is already complete, write nothing.
-    """
-    parts = [question.strip(), ""]
-    if prefix:
-        parts.append("Steps so far:")
-        parts.extend(f"Step {i + 1}: {s}" for i, s in enumerate(prefix))
-        parts.append("")
-    parts.append(f"Write only step {len(prefix) + 1}, on one line. If the solution is already "
-                 "complete, write nothing.")
-    return "\n".join(parts)
 
 
 class LlamaIndexGenerator:

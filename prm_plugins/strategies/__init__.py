@@ -68,6 +68,7 @@ from prm_plugins.strategies.search import (
     SearchChain,
     SearchResult,
     StepBeamSearch,
+    build_next_step_prompt,
     has_final_answer,
 )
 from prm_plugins.strategies.verify import Verdict, averify, verify
@@ -96,6 +97,7 @@ __all__ = [
     "averify",
     "aweighted_best_of_n",
     "best_of_n",
+    "build_next_step_prompt",
     "build_revision_prompt",
     "extract_a_colon",
     "extract_answer_is",

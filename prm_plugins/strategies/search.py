@@ -19,7 +19,7 @@ The first step comes from one call for ``n`` proposals (split into the subtrees'
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
@@ -44,9 +44,36 @@ from prm_plugins.strategies.best_of_n import extract_final_answer
 from prm_plugins.strategies.verify import Aggregate, check_aggregate, check_question
 from prm_plugins.types import StepScorer, StepScores
 
-__all__ = ["DVTS", "SearchChain", "SearchResult", "StepBeamSearch", "has_final_answer"]
+__all__ = ["DVTS", "SearchChain", "SearchResult", "StepBeamSearch", "build_next_step_prompt",
+           "has_final_answer"]
 
 logger = logging.getLogger(__name__)
+
+
+def build_next_step_prompt(question: str, prefix: Sequence[str]) -> str:
+    """A prompt asking a chat model for exactly one next step after ``prefix``.
+
+    Adapters send it from ``propose_next_steps`` when their model has no step-level API.
+
+    Examples:
+        >>> print(build_next_step_prompt("What is 2 + 3 * 4?", ["3 * 4 = 12"]))
+        What is 2 + 3 * 4?
+        <BLANKLINE>
+        Steps so far:
+        Step 1: 3 * 4 = 12
+        <BLANKLINE>
+        Write only step 2, on one line. If it gives the final answer, write "The answer is ...".
+        If the solution is already complete, write nothing.
+    """
+    parts = [question.strip(), ""]
+    if prefix:
+        parts.append("Steps so far:")
+        parts.extend(f"Step {i + 1}: {s}" for i, s in enumerate(prefix))
+        parts.append("")
+    parts.append(f"Write only step {len(prefix) + 1}, on one line. If it gives the final "
+                 'answer, write "The answer is ...".\nIf the solution is already complete, '
+                 "write nothing.")
+    return "\n".join(parts)
 
 
 def has_final_answer(step: str) -> bool:
