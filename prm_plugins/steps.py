@@ -16,8 +16,8 @@ from collections.abc import Sequence
 
 from prm_plugins.errors import InvalidInputError
 
-__all__ = ["JOIN_MODES", "SPLIT_MODES", "join_steps", "split_step_spans", "split_steps",
-           "validate_steps"]
+__all__ = ["JOIN_MODES", "SPLIT_MODES", "check_unicode", "join_steps", "split_step_spans",
+           "split_steps", "validate_steps"]
 
 #: Modes accepted by :func:`split_steps`.
 SPLIT_MODES: tuple[str, ...] = ("auto", "blank_lines", "newlines", "step_markers", "regex")
@@ -283,7 +283,32 @@ def validate_steps(steps: object) -> list[str]:
                 f"steps[{index}] is empty or whitespace-only (received {_preview(item)}); "
                 "drop it, or build the list with split_steps(), which drops empty steps."
             )
+        check_unicode(item, f"steps[{index}]")
     return items
+
+
+def check_unicode(text: str, what: str) -> str:
+    """Return ``text`` if it can be encoded as UTF-8, else raise a clear error.
+
+    A Python ``str`` can hold lone surrogates (``"\\ud800"``), typically from decoding
+    bytes with ``errors="surrogateescape"``; no tokenizer can encode them.
+
+    Raises:
+        InvalidInputError: naming ``what`` and the position of the first bad character.
+
+    Examples:
+        >>> check_unicode("3 + 4 = 7", "steps[0]")
+        '3 + 4 = 7'
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidInputError(
+            f"{what} is not valid Unicode: it holds the lone surrogate "
+            f"U+{ord(text[exc.start]):04X} at position {exc.start}, which cannot be encoded. "
+            "Decode your input with errors='replace' (or fix its source) before scoring."
+        ) from None
+    return text
 
 
 def _as_str_list(steps: object, what: str) -> list[str]:

@@ -51,6 +51,7 @@ def test_all_is_pinned() -> None:
     assert steps_module.__all__ == [
         "JOIN_MODES",
         "SPLIT_MODES",
+        "check_unicode",
         "join_steps",
         "split_step_spans",
         "split_steps",

@@ -1064,15 +1064,22 @@ def read_gsm8k_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
     Blank lines are skipped.
 
     Raises:
-        InvalidInputError: naming the file and line, for a line that is not a JSON object with
-            string ``question`` and ``answer`` fields.
+        InvalidInputError: naming the file and line, for a line that is not UTF-8, or not a
+            JSON object with string ``question`` and ``answer`` fields.
         FileNotFoundError: if the file does not exist.
     """
     path = Path(path)
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
+    with path.open("rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            if not raw.strip():
                 continue
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise InvalidInputError(
+                    f"{path}:{lineno}: not valid UTF-8 ({exc.reason} at byte {exc.start}); "
+                    "re-save the file as UTF-8"
+                ) from exc
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as exc:

@@ -35,6 +35,7 @@ from prm_plugins.strategies._retry import (
     TRANSIENT_ERRORS,
     AllCandidatesFailedError,
     EmptyGenerationsError,
+    GeneratorTimeoutError,
     RetryPolicy,
     TransientGeneratorError,
 )
@@ -83,6 +84,7 @@ __all__ = [
     "CritiqueResult",
     "CritiqueRound",
     "EmptyGenerationsError",
+    "GeneratorTimeoutError",
     "RetryPolicy",
     "SearchChain",
     "SearchResult",

@@ -20,6 +20,7 @@ import asyncio
 import concurrent.futures
 import functools
 import logging
+import threading
 from collections.abc import Awaitable, Callable, Generator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -36,6 +37,7 @@ __all__ = [
     "CallOutcome",
     "EmptyGenerationsError",
     "GenerateCalls",
+    "GeneratorTimeoutError",
     "Plan",
     "RetryPolicy",
     "ScoreChains",
@@ -55,6 +57,13 @@ class TransientGeneratorError(PRMError, RuntimeError):
     Raise it (or :class:`TimeoutError` / :class:`ConnectionError`, which count as transient
     too) from a generator method; strategies retry the call under their
     :class:`RetryPolicy`. Any other exception fails the call at once.
+    """
+
+
+class GeneratorTimeoutError(PRMError, TimeoutError):
+    """A generator call did not answer within :attr:`RetryPolicy.timeout` seconds.
+
+    It is a :class:`TimeoutError`, so the default policy retries it.
     """
 
 
@@ -108,6 +117,11 @@ class RetryPolicy:
         exp_base: growth factor of the wait.
         jitter: most random seconds added to each wait.
         retry_on: exception types that are retried; anything else fails the call at once.
+        timeout: seconds one attempt may take (``None``: no limit). An attempt past it
+            fails with :class:`GeneratorTimeoutError`, which is retried like any
+            :class:`TimeoutError`. An async attempt is cancelled; a blocking (sync) call
+            cannot be interrupted, so it is abandoned: its daemon thread ends when the
+            call returns, and its late answer is dropped.
 
     Examples:
         >>> RetryPolicy().max_attempts
@@ -123,6 +137,7 @@ class RetryPolicy:
     exp_base: float = 2.0
     jitter: float = 0.25
     retry_on: tuple[type[BaseException], ...] = TRANSIENT_ERRORS
+    timeout: float | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.max_attempts, bool) or not isinstance(self.max_attempts, int) or (
@@ -137,6 +152,14 @@ class RetryPolicy:
                 raise InvalidInputError(
                     f"RetryPolicy.{name} must be a number of seconds >= 0, got {value!r}"
                 )
+        if self.timeout is not None and (
+            isinstance(self.timeout, bool) or not isinstance(self.timeout, (int, float))
+            or not self.timeout > 0
+        ):
+            raise InvalidInputError(
+                f"RetryPolicy.timeout must be a number of seconds > 0 or None, "
+                f"got {self.timeout!r}"
+            )
         if not isinstance(self.exp_base, (int, float)) or self.exp_base < 1:
             raise InvalidInputError(f"RetryPolicy.exp_base must be >= 1, got {self.exp_base!r}")
         if not isinstance(self.retry_on, tuple) or not all(
@@ -147,9 +170,10 @@ class RetryPolicy:
             )
 
     @classmethod
-    def no_wait(cls, max_attempts: int = 3) -> RetryPolicy:
+    def no_wait(cls, max_attempts: int = 3, timeout: float | None = None) -> RetryPolicy:
         """Retries without sleeping (tests, or generators that back off themselves)."""
-        return cls(max_attempts=max_attempts, initial_wait=0.0, max_wait=0.0, jitter=0.0)
+        return cls(max_attempts=max_attempts, initial_wait=0.0, max_wait=0.0, jitter=0.0,
+                   timeout=timeout)
 
     def backoff(self, retry_number: int) -> float:
         """Seconds waited before retry ``retry_number`` (1-based), jitter excluded.
@@ -190,7 +214,9 @@ class RetryPolicy:
         def attempt() -> T:
             nonlocal attempts
             attempts += 1
-            return fn(*args)
+            if self.timeout is None:
+                return fn(*args)
+            return _call_with_deadline(fn, args, self.timeout, what)
 
         try:
             value = tenacity.Retrying(**self._tenacity_kwargs(what))(attempt)
@@ -211,13 +237,46 @@ class RetryPolicy:
         async def attempt() -> T:
             nonlocal attempts
             attempts += 1
-            return await fn(*args)
+            if self.timeout is None:
+                return await fn(*args)
+            try:
+                return await asyncio.wait_for(fn(*args), self.timeout)
+            except asyncio.TimeoutError as exc:  # TimeoutError itself from Python 3.11
+                raise GeneratorTimeoutError(
+                    f"{what} did not answer within {self.timeout:g} s"
+                ) from exc
 
         try:
             value: Any = await tenacity.AsyncRetrying(**self._tenacity_kwargs(what))(attempt)
         except Exception as exc:
             return CallOutcome(error=exc, attempts=attempts)
         return CallOutcome(value=value, attempts=attempts)
+
+
+def _call_with_deadline(
+    fn: Callable[..., T], args: tuple[Any, ...], timeout: float, what: str
+) -> T:
+    """``fn(*args)`` in a daemon thread; :class:`GeneratorTimeoutError` past ``timeout``."""
+    box: dict[str, Any] = {}
+    done = threading.Event()
+
+    def target() -> None:
+        try:
+            box["value"] = fn(*args)
+        except BaseException as exc:  # handed to the caller below
+            box["error"] = exc
+        finally:
+            done.set()
+
+    threading.Thread(target=target, name="prm-generator-call", daemon=True).start()
+    if not done.wait(timeout):
+        raise GeneratorTimeoutError(
+            f"{what} did not answer within {timeout:g} s (the call was abandoned; its "
+            "thread ends when it returns)"
+        )
+    if "error" in box:
+        raise box["error"]
+    return box["value"]  # type: ignore[no-any-return]
 
 
 @dataclass(frozen=True)

@@ -71,36 +71,24 @@ class StepwiseRow:
 def load_stepwise(path: str | Path) -> list[StepwiseRow]:
     """Read a TRL stepwise JSONL file (``{"prompt", "completions", "labels"}`` per line).
 
-    An optional ``perturbation`` key (the kind of injected error) is kept for reports.
+    Rows are checked by :func:`prm_plugins.labeling.stepwise.iter_stepwise_jsonl` (strict):
+    training stops at the first bad line rather than silently training on less data. An
+    optional ``perturbation`` key (the kind of injected error) is kept for reports.
 
     Raises:
-        InvalidInputError: a line is not such a row; the message names the line.
+        InvalidInputError: the file is missing or empty, or a line is not valid UTF-8, not
+            JSON, or not such a row; the message names the file and line.
     """
+    from prm_plugins.labeling.stepwise import iter_stepwise_jsonl
+
     path = Path(path)
     if not path.is_file():
         raise InvalidInputError(f"training data {str(path)!r} does not exist")
-    rows: list[StepwiseRow] = []
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InvalidInputError(f"{path}:{lineno} is not JSON: {exc}") from None
-            prompt, comps, labels = obj.get("prompt"), obj.get("completions"), obj.get("labels")
-            if not isinstance(prompt, str) or not isinstance(comps, list) or not isinstance(
-                    labels, list) or not all(isinstance(c, str) for c in comps):
-                raise InvalidInputError(
-                    f"{path}:{lineno}: expected {{'prompt': str, 'completions': [str], "
-                    f"'labels': [bool]}}, got keys {sorted(obj)}")
-            if len(comps) != len(labels) or not comps:
-                raise InvalidInputError(
-                    f"{path}:{lineno}: {len(comps)} completions but {len(labels)} labels "
-                    "(need one label per step, at least one step)")
-            kind = obj.get("perturbation")
-            rows.append(StepwiseRow(prompt, comps, [bool(v) for v in labels],
-                                    None if kind is None else str(kind)))
+    rows = [
+        StepwiseRow(row["prompt"], list(row["completions"]), list(row["labels"]),
+                    row.get("perturbation"))
+        for row in iter_stepwise_jsonl(path, strict=True)
+    ]
     if not rows:
         raise InvalidInputError(f"{path} holds no rows")
     return rows
