@@ -68,6 +68,20 @@ def _add_score(sub: Any) -> None:
                         "recommends (the default PRM's calculator check)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ray = p.add_argument_group(
+        "Ray", "score --input on a Ray cluster with a pool of actors (pip install "
+        "\"prm-plugins[ray]\"); JSONL or Parquet in and out, chosen by the file suffix "
+        "(.parquet/.pq); every row comes out once, in input order")
+    ray.add_argument("--ray", action="store_true", help="score the --input file with Ray Data")
+    ray.add_argument("--ray-address", default=None, metavar="ADDR",
+                     help="Ray cluster to join, e.g. ray://head:10001 or auto (default: "
+                          "RAY_ADDRESS, else start a local cluster)")
+    ray.add_argument("--num-actors", type=int, default=None, metavar="K",
+                     help="scoring actors, each loads the model once (default 2)")
+    ray.add_argument("--batch-size", type=int, default=None, metavar="B",
+                     help="chains per score_batch call in an actor (default 64)")
+    ray.add_argument("--num-gpus", type=float, default=None, metavar="G",
+                     help="GPUs per actor, fractions share a GPU (default 0)")
 
 
 def _iter_rows(fh: IO[bytes]) -> Iterator[tuple[int, dict[str, Any] | None, str | None, str]]:
@@ -99,6 +113,16 @@ def _iter_rows(fh: IO[bytes]) -> Iterator[tuple[int, dict[str, Any] | None, str 
             yield lineno, row, f"'steps' must be a list of strings, got {type(steps).__name__}", raw
         else:
             yield lineno, row, None, raw
+
+
+def _json_line(row: dict[str, Any], default: Any = None) -> str:
+    """One JSONL line; text that UTF-8 cannot hold (lone surrogates) is written escaped."""
+    text = json.dumps(row, ensure_ascii=False, default=default)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # "\ud800" escapes round-trip in JSON
+        text = json.dumps(row, ensure_ascii=True, default=default)
+    return text + "\n"
 
 
 def _score_file(prm: Any, args: argparse.Namespace) -> int:
@@ -147,7 +171,7 @@ def _score_file(prm: Any, args: argparse.Namespace) -> int:
                 _err(f"line {lineno}: {msg}")
                 out = {**(row or {"raw": raw.rstrip("\n")}), "line": lineno, "error": msg}
                 n_bad += 1
-            dst.write(json.dumps(out, ensure_ascii=False) + "\n")
+            dst.write(_json_line(out))
         if progress is not None:
             progress.update(len(chunk))
 
@@ -170,6 +194,63 @@ def _score_file(prm: Any, args: argparse.Namespace) -> int:
     return 0 if n_bad == 0 else 1
 
 
+def _score_file_ray(args: argparse.Namespace) -> int:
+    """``prm score --ray``: the --input file scored by a Ray Data actor pool."""
+    from prm_plugins.errors import PRMError
+
+    num_actors = 2 if args.num_actors is None else args.num_actors
+    batch_size = 64 if args.batch_size is None else args.batch_size
+    num_gpus = 0.0 if args.num_gpus is None else args.num_gpus
+    if num_actors < 1 or batch_size < 1 or num_gpus < 0:
+        _err(f"error: --num-actors and --batch-size must be >= 1 and --num-gpus >= 0; got "
+             f"{num_actors}, {batch_size} and {num_gpus}")
+        return 2
+    try:
+        ray_data = importlib.import_module("prm_plugins.adapters.ray.data")
+    except ImportError as exc:
+        _err(f"error: --ray needs Ray, which is not installed here ({exc}). Install it with: "
+             'pip install "prm-plugins[ray]"')
+        return 2
+    if args.model_dir is not None:
+        from prm_plugins.manifest import Manifest
+
+        try:  # fail here, clearly, rather than in every actor
+            Manifest.read(Path(args.model_dir))
+        except PRMError as exc:
+            _err(f"error: {exc}")
+            return 2
+    import ray
+
+    started = False
+    if not ray.is_initialized():
+        try:
+            ray.init(address=args.ray_address, include_dashboard=False,
+                     logging_level=logging.WARNING)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            where = args.ray_address or "RAY_ADDRESS / a new local cluster"
+            _err(f"error: cannot start or join the Ray cluster ({where}): {exc}. Check "
+                 "--ray-address (e.g. auto on a cluster node, or ray://HEAD:10001)")
+            return 2
+        started = True
+    if args.verbose == 0:  # Ray Data logs every execution plan at INFO
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
+    try:
+        n_ok, n_bad = ray_data.score_file(
+            args.input, args.output, args.model_dir, num_actors=num_actors,
+            batch_size=batch_size, num_gpus=num_gpus,
+            load_kwargs={"device": args.device, "long_chains": args.long_chains,
+                         "checks": () if args.no_checks else None},
+            progress=bool(args.output) and not args.no_progress, report=_err)
+    except PRMError as exc:
+        _err(f"error: {exc}")
+        return 2
+    finally:
+        if started:
+            ray.shutdown()
+    _err(f"scored {n_ok} chain(s), {n_bad} bad row(s)")
+    return 0 if n_bad == 0 else 1
+
+
 def _run_score(args: argparse.Namespace) -> int:
     from prm_plugins.errors import PRMError
     from prm_plugins.runtime import load_prm
@@ -183,6 +264,18 @@ def _run_score(args: argparse.Namespace) -> int:
         _err("error: nothing to score: give --input IN.jsonl, or --question with --steps "
              "or --solution")
         return 2
+    ray_only = [flag for flag, value in (("--ray-address", args.ray_address),
+                                         ("--num-actors", args.num_actors),
+                                         ("--batch-size", args.batch_size),
+                                         ("--num-gpus", args.num_gpus)) if value is not None]
+    if args.ray or ray_only:
+        if not args.ray:
+            _err(f"error: {', '.join(ray_only)} only apply with --ray")
+            return 2
+        if not args.input:
+            _err("error: --ray scores a file: give --input IN.jsonl or IN.parquet")
+            return 2
+        return _score_file_ray(args)
     try:
         prm = load_prm(args.model_dir, device=args.device, long_chains=args.long_chains,
                        checks=() if args.no_checks else None)

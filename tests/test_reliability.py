@@ -318,3 +318,27 @@ def test_gsm8k_reader_names_the_line_that_is_not_utf8(tmp_path: Path) -> None:
     assert next(rows)["question"] == "a"
     with pytest.raises(InvalidInputError, match=r"g.jsonl:2: not valid UTF-8"):
         next(rows)
+
+
+def test_prm_score_keeps_every_good_line_around_hostile_ones(model_dir: Path, tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str],
+                                                            ) -> None:
+    from prm_plugins.cli import main
+
+    good = [json.dumps({"question": "q", "steps": ["1 + 1 = 2", f"{k} + 1 = {k + 1}"]})
+            for k in range(6)]
+    bad = [b'{"question": "q", "steps": ["a\\ud800"]}',  # valid JSON, lone surrogate
+           b'{"question": "cut off', b"\xff\xfe\n", b'{"question": "q", "steps": [""]}']
+    lines = [good[0].encode(), bad[0], good[1].encode(), bad[1], good[2].encode(), bad[2],
+             good[3].encode(), bad[3], good[4].encode(), good[5].encode()]
+    src, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    src.write_bytes(b"\n".join(lines) + b"\n")
+    rc = main(["score", str(model_dir), "--input", str(src), "--output", str(out),
+               "--no-progress", "--device", "cpu"])
+    assert rc == 1  # bad rows were reported
+    rows = [json.loads(x) for x in out.read_text(encoding="utf-8").splitlines()]
+    assert len(rows) == len(lines)  # one output row per input row, in order
+    scored = [r for r in rows if "step_scores" in r]
+    assert [r["steps"][1] for r in scored] == [json.loads(g)["steps"][1] for g in good]
+    assert rows[1]["steps"] == ["a\ud800"] and "not valid Unicode" in rows[1]["error"]
+    assert "line 2:" in capsys.readouterr().err

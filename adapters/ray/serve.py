@@ -1,0 +1,309 @@
+"""The ONNX scorer as a Ray Serve deployment, with dynamic batching and an HTTP JSON API.
+
+Each replica loads the model once with :func:`prm_plugins.load_prm` (no scoring maths here)
+and coalesces concurrent requests with ``@serve.batch`` into one ``score_batch`` call (run in
+a worker thread, so the replica's event loop keeps answering health checks). A bad request in
+a coalesced batch fails only itself: the batch is re-scored request by request to find it.
+
+Routes (under the application's route prefix, e.g. ``/prm``):
+
+* ``POST /score``: ``{"question", "steps"}`` -> ``{"step_scores", "meta"}``;
+  ``{"items": [{"question", "steps"} | [question, steps], ...]}`` (or a bare JSON list of
+  items) -> ``{"results": [{"step_scores", "meta"}, ...]}`` in input order.
+* ``GET /health``: ``{"status": "ok", "model": {...}}``.
+
+Validation errors of the scorer answer HTTP 422 (a body that is not JSON: 400) with
+``{"error": {"type", "message"}}``; :class:`~prm_plugins.adapters.ray.RemotePRM` turns them
+back into the same exception class. Python callers inside the cluster can skip HTTP:
+``handle.score_items.remote(items)`` on the deployment handle returns plain dicts.
+
+Examples:
+    >>> from prm_plugins.adapters.ray import RemotePRM, serve_prm
+    >>> url = serve_prm(num_replicas=2, num_cpus=1, max_batch_size=32)  # doctest: +SKIP
+    >>> RemotePRM(url).score("2 + 3 = ?", ["2 + 3 = 5"])  # doctest: +SKIP
+
+    From the shell, on a cluster (see the README)::
+
+        serve run prm_plugins.adapters.ray.serve:app_builder num_replicas=4 num_gpus=0.5
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from prm_plugins.errors import ChainTooLongError, InvalidInputError, PRMError, require
+
+require("ray", "ray")
+
+from ray import serve  # noqa: E402
+from ray.serve import Application  # noqa: E402
+
+__all__ = ["PRMServer", "app_builder", "build_app", "serve_prm"]
+
+logger = logging.getLogger(__name__)
+
+#: HTTP status of a scorer validation error.
+VALIDATION_STATUS = 422
+
+
+def _json_response(payload: Any, status: int = 200) -> Any:
+    from starlette.responses import Response
+
+    return Response(json.dumps(payload, ensure_ascii=False, default=str), status_code=status,
+                    media_type="application/json")
+
+
+def _error_payload(exc: BaseException) -> dict[str, Any]:
+    err: dict[str, Any] = {"type": type(exc).__name__, "message": str(exc)}
+    if isinstance(exc, ChainTooLongError):
+        err.update(n_tokens=exc.n_tokens, max_length=exc.max_length)
+    return {"error": err}
+
+
+def _result(scores: Any) -> dict[str, Any]:
+    return {"step_scores": [float(s) for s in scores.scores], "meta": dict(scores.meta)}
+
+
+def _parse_body(body: Any) -> tuple[list[Any], bool]:
+    """(items for ``score_batch``, whether the request was a single chain)."""
+    if isinstance(body, dict) and "items" not in body:
+        return [(body.get("question"), body.get("steps"))], True
+    raw = body.get("items") if isinstance(body, dict) else body
+    if not isinstance(raw, list):
+        raise InvalidInputError(
+            "the body must be {\"question\": str, \"steps\": [str]} or {\"items\": [...]} "
+            f"(a list of such objects or [question, steps] pairs); got {type(raw).__name__}")
+    items = [(it.get("question"), it.get("steps")) if isinstance(it, dict) else it
+             for it in raw]
+    return items, False
+
+
+@serve.deployment(name="PRMServer")
+class PRMServer:
+    """One replica: a loaded :class:`~prm_plugins.OnnxPRM` behind ``@serve.batch``.
+
+    Args:
+        model_dir: model directory (``None``: the shipped default PRM). It must exist on
+            every node that runs a replica.
+        load_kwargs: keyword arguments for :func:`prm_plugins.load_prm` (``device``,
+            ``long_chains``, ``intra_op_num_threads``, ``checks``, ...).
+        max_batch_size: most requests coalesced into one ``score_batch`` call.
+        batch_wait_timeout_s: longest a request waits for others to join its batch.
+    """
+
+    def __init__(self, model_dir: str | None, load_kwargs: Mapping[str, Any] | None = None,
+                 max_batch_size: int = 16, batch_wait_timeout_s: float = 0.005) -> None:
+        from prm_plugins.runtime import load_prm
+
+        self.prm = load_prm(model_dir, **dict(load_kwargs or {}))
+        batched: Any = self._score_requests  # a serve.batch wrapper
+        batched.set_max_batch_size(int(max_batch_size))
+        batched.set_batch_wait_timeout_s(float(batch_wait_timeout_s))
+        logger.info("PRM replica ready (pid %d): %r", os.getpid(), self.prm)
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
+    async def _score_requests(self, requests: list[list[Any]]) -> list[Any]:
+        """Score many requests' items in one call; each answer is its list or its error."""
+        flat = [item for req in requests for item in req]
+        try:
+            scored = await asyncio.to_thread(self.prm.score_batch, flat)
+        except PRMError as exc:
+            if len(requests) == 1:
+                return [exc]
+            return [await self._isolated(req) for req in requests]
+        out: list[Any] = []
+        start = 0
+        for req in requests:
+            out.append(scored[start:start + len(req)])
+            start += len(req)
+        return out
+
+    async def _isolated(self, items: list[Any]) -> Any:
+        try:
+            return await asyncio.to_thread(self.prm.score_batch, items)
+        except PRMError as exc:
+            return exc
+
+    async def score_items(self, items: list[Any]) -> list[dict[str, Any]]:
+        """Score ``(question, steps)`` items through the batcher (for deployment handles).
+
+        Returns:
+            One ``{"step_scores", "meta"}`` dict per item, in order.
+
+        Raises:
+            PRMError: the scorer's own error for invalid input.
+        """
+        if not items:
+            return []
+        result = await self._score_requests(list(items))
+        if isinstance(result, BaseException):
+            raise result
+        return [_result(s) for s in result]
+
+    def _model_info(self) -> dict[str, Any]:
+        prm = self.prm
+        return {"model_dir": str(prm.model_dir), "format": prm.manifest.format,
+                "provider": prm.provider, "max_length": prm.max_length,
+                "checks": list(prm.checks), "pid": os.getpid()}
+
+    async def __call__(self, request: Any) -> Any:
+        path = request.url.path.rstrip("/")
+        if request.method == "GET" and path.endswith("/health"):
+            return _json_response({"status": "ok", "model": self._model_info()})
+        if request.method != "POST" or not path.endswith("/score"):
+            return _json_response({"error": {
+                "type": "NotFound",
+                "message": f"no route {request.method} {request.url.path}; use POST "
+                           "<prefix>/score or GET <prefix>/health"}}, 404)
+        try:
+            body = json.loads(await request.body())
+        except ValueError as exc:
+            return _json_response(_error_payload(InvalidInputError(
+                f"the request body is not valid JSON ({exc}); send "
+                "{\"question\": str, \"steps\": [str]}")), 400)
+        try:
+            items, single = _parse_body(body)
+            results = await self.score_items(items)
+        except (InvalidInputError, ChainTooLongError) as exc:
+            return _json_response(_error_payload(exc), VALIDATION_STATUS)
+        except Exception as exc:  # noqa: BLE001 - reported to the client as a 500
+            logger.exception("scoring failed")
+            return _json_response(_error_payload(exc), 500)
+        if single:
+            return _json_response(results[0])
+        return _json_response({"results": results})
+
+    def check_health(self) -> None:
+        """Serve's replica health check: the model session must be loaded."""
+        if getattr(self.prm, "_session", None) is None:
+            raise RuntimeError("the PRM replica has no ONNX Runtime session")
+
+
+def build_app(
+    model_dir: str | os.PathLike[str] | None = None,
+    *,
+    device: str = "auto",
+    num_replicas: int = 1,
+    num_cpus: float = 1.0,
+    num_gpus: float = 0.0,
+    max_batch_size: int = 16,
+    batch_wait_timeout_s: float = 0.005,
+    max_ongoing_requests: int | None = None,
+    intra_op_num_threads: int | None = None,
+    health_check_period_s: float = 10.0,
+    health_check_timeout_s: float = 30.0,
+    load_kwargs: Mapping[str, Any] | None = None,
+) -> Application:
+    """The PRM deployment, bound and ready for ``serve.run``.
+
+    Args:
+        model_dir: model directory (``None``: the shipped default PRM). On a cluster it must
+            be readable at the same path on every node that runs a replica.
+        device: ``"auto"``, ``"cpu"`` or ``"cuda"`` for :func:`load_prm`.
+        num_replicas: replicas (each loads the model once).
+        num_cpus: CPUs reserved per replica.
+        num_gpus: GPUs per replica (fractions share one GPU, e.g. ``0.5``).
+        max_batch_size: most requests coalesced into one ``score_batch`` call.
+        batch_wait_timeout_s: longest a request waits for others to join its batch.
+        max_ongoing_requests: requests a replica accepts at once (default
+            ``max(2 * max_batch_size, 8)``).
+        intra_op_num_threads: ONNX Runtime threads per replica (default: ``num_cpus``
+            rounded, at least 1, so replicas on one node do not oversubscribe it).
+        health_check_period_s: seconds between Serve's replica health checks.
+        health_check_timeout_s: seconds a health check may take.
+        load_kwargs: more :func:`load_prm` keyword arguments (``long_chains``, ``checks``...).
+
+    Returns:
+        A Ray Serve :class:`~ray.serve.Application`.
+
+    Raises:
+        InvalidInputError: for a non-positive replica count or batch size.
+    """
+    if isinstance(num_replicas, bool) or not isinstance(num_replicas, int) or num_replicas < 1:
+        raise InvalidInputError(f"num_replicas must be an int >= 1, got {num_replicas!r}")
+    if isinstance(max_batch_size, bool) or not isinstance(max_batch_size, int) \
+            or max_batch_size < 1:
+        raise InvalidInputError(f"max_batch_size must be an int >= 1, got {max_batch_size!r}")
+    if num_cpus < 0 or num_gpus < 0:
+        raise InvalidInputError(
+            f"num_cpus and num_gpus must be >= 0, got {num_cpus!r} and {num_gpus!r}")
+    kwargs: dict[str, Any] = {"device": device, **dict(load_kwargs or {})}
+    if intra_op_num_threads is None:
+        intra_op_num_threads = max(1, round(num_cpus))
+    kwargs.setdefault("intra_op_num_threads", intra_op_num_threads)
+    path = None if model_dir is None else str(Path(model_dir).resolve())
+    deployment: Any = PRMServer  # a serve.Deployment
+    return deployment.options(
+        num_replicas=num_replicas,
+        ray_actor_options={"num_cpus": num_cpus, "num_gpus": num_gpus},
+        max_ongoing_requests=max_ongoing_requests or max(2 * max_batch_size, 8),
+        health_check_period_s=health_check_period_s,
+        health_check_timeout_s=health_check_timeout_s,
+    ).bind(path, kwargs, max_batch_size, batch_wait_timeout_s)
+
+
+def app_builder(args: Mapping[str, str]) -> Application:
+    """Builder for ``serve run prm_plugins.adapters.ray.serve:app_builder key=value ...``.
+
+    Keys: ``model_dir``, ``device``, ``num_replicas``, ``num_cpus``, ``num_gpus``,
+    ``max_batch_size``, ``batch_wait_timeout_s``, ``max_ongoing_requests``,
+    ``intra_op_num_threads``, ``long_chains``.
+    """
+    casts: dict[str, Any] = {"num_replicas": int, "num_cpus": float, "num_gpus": float,
+                             "max_batch_size": int, "batch_wait_timeout_s": float,
+                             "max_ongoing_requests": int, "intra_op_num_threads": int,
+                             "model_dir": str, "device": str}
+    kwargs: dict[str, Any] = {}
+    load_kwargs: dict[str, Any] = {}
+    for key, value in args.items():
+        if key == "long_chains":
+            load_kwargs["long_chains"] = value
+        elif key in casts:
+            try:
+                kwargs[key] = casts[key](value)
+            except ValueError:
+                raise InvalidInputError(f"{key}={value!r} is not a valid "
+                                        f"{casts[key].__name__}") from None
+        else:
+            raise InvalidInputError(f"unknown argument {key!r}; known: "
+                                    f"{', '.join(sorted([*casts, 'long_chains']))}")
+    return build_app(**kwargs, load_kwargs=load_kwargs)
+
+
+def serve_prm(
+    model_dir: str | os.PathLike[str] | None = None,
+    *,
+    name: str = "prm",
+    route_prefix: str = "/prm",
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    **build_kwargs: Any,
+) -> str:
+    """Start (or update) the PRM application on the connected Ray cluster.
+
+    Calls ``ray.init`` when Ray is not initialised yet (joining ``RAY_ADDRESS`` if set,
+    else a local cluster), starts Serve's HTTP proxy on ``host:port``, deploys
+    :func:`build_app` and waits until every replica is healthy.
+
+    Args:
+        model_dir: model directory (``None``: the shipped default PRM).
+        name: Serve application name.
+        route_prefix: URL prefix of the routes.
+        host: HTTP host of Serve's proxy (``"0.0.0.0"`` to serve other machines).
+        port: HTTP port of Serve's proxy.
+        **build_kwargs: passed to :func:`build_app` (``num_replicas``, ``num_gpus``, ...).
+
+    Returns:
+        The base URL for :class:`~prm_plugins.adapters.ray.RemotePRM`.
+    """
+    app = build_app(model_dir, **build_kwargs)
+    serve.start(http_options={"host": host, "port": port})
+    serve.run(app, name=name, route_prefix=route_prefix)
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    return f"http://{shown}:{port}{route_prefix.rstrip('/')}"
