@@ -276,7 +276,7 @@ def _call_with_deadline(
         )
     if "error" in box:
         raise box["error"]
-    return box["value"]  # type: ignore[no-any-return]
+    return box["value"]
 
 
 @dataclass(frozen=True)
