@@ -41,17 +41,22 @@ __all__ = [
     "DTYPES",
     "EXTERNAL_DATA_THRESHOLD",
     "MAX_LENGTH_CAP",
+    "OPTIMIZE_MODES",
     "ExportConfig",
     "export_prm",
+    "export_torch_graph",
     "resolve_max_length",
 ]
 
 logger = logging.getLogger(__name__)
 
 DTYPES: tuple[str, ...] = ("fp32", "fp16")
-QUANTIZATIONS: tuple[str, ...] = ("int8",)
+QUANTIZATIONS: tuple[str, ...] = ("int8", "int8-weights")
 DEVICES: tuple[str, ...] = ("cpu", "cuda")
 EXPORTERS: tuple[str, ...] = ("dynamo", "legacy")
+#: Graph optimisation modes: ``plain`` (the exporter's graph) and ``fused`` (opset-23
+#: Attention/RMSNormalization/RotaryEmbedding, see :mod:`prm_plugins.onnx_export.fuse`).
+OPTIMIZE_MODES: tuple[str, ...] = ("plain", "fused")
 #: Default ``max_length`` is the model's context, capped here (PRM chains are rarely longer).
 MAX_LENGTH_CAP = 4096
 #: Graphs whose weights pass this many bytes keep them in ``model.onnx.data``.
@@ -89,8 +94,12 @@ class ExportConfig:
     opset: int | None = field(default=None, metadata={
         "help": "ONNX opset (default: the exporter's own)"})
     quantize: str | None = field(default=None, metadata={
-        "help": "int8: dynamic int8 quantisation for CPU; the directory then holds only the "
-                "int8 graph", "choices": QUANTIZATIONS})
+        "help": "CPU int8 graphs; the directory then holds only the int8 graph. int8: dynamic "
+                "quantisation (fastest; activation scales are per batch, so a chain's scores "
+                "move slightly with its batch mates). int8-weights: 8-bit weight blocks "
+                "(MatMulNBits) and embeddings, activations quantised per row: the same scores "
+                "alone or in any batch, closer to fp32, about 1.4x the time of int8",
+        "choices": QUANTIZATIONS})
     max_length: int | None = field(default=None, metadata={
         "help": f"longest chain in tokens (default: the model's max_position_embeddings, "
                 f"capped at {MAX_LENGTH_CAP})"})
@@ -123,6 +132,11 @@ class ExportConfig:
     quantize_embeddings: bool = field(default=False, metadata={
         "help": "int8: quantise the embedding tables (Gather) too; they dominate a small "
                 "model's size (the default PRM: 28 -> 11 MiB at the same step AUROC)"})
+    optimize: str = field(default="plain", metadata={
+        "help": "graph: plain (the exporter's graph, any format) or fused (decoder trunks "
+                "only: opset-23 Attention with the padding mask, RMSNormalization, "
+                "RotaryEmbedding, grouped K/V fed to Attention; the fast path on ONNX Runtime "
+                "CUDA; op counts go into prm.json)", "choices": OPTIMIZE_MODES})
     checks: tuple[str, ...] = field(default=(), metadata={
         "help": "deterministic step checks the runtime applies after the model by default "
                 "(written to prm.json extra.checks; e.g. arithmetic)"})
@@ -137,14 +151,20 @@ class ExportConfig:
         if self.quantize is not None and self.quantize not in QUANTIZATIONS:
             raise bad("quantize", self.quantize, f"None or one of {list(QUANTIZATIONS)}")
         if self.quantize_embeddings and self.quantize != "int8":
-            raise InvalidInputError("--quantize-embeddings needs --quantize int8")
-        if self.quantize == "int8" and self.dtype != "fp32":
             raise InvalidInputError(
-                f"--quantize int8 starts from the fp32 graph; got dtype {self.dtype!r}. "
-                "Drop --dtype or --quantize"
+                "--quantize-embeddings needs --quantize int8 (int8-weights always quantises "
+                "the embeddings)")
+        if self.quantize is not None and self.dtype != "fp32":
+            raise InvalidInputError(
+                f"--quantize {self.quantize} starts from the fp32 graph; got dtype "
+                f"{self.dtype!r}. Drop --dtype or --quantize"
             )
         if self.device not in DEVICES:
             raise bad("device", self.device, f"one of {list(DEVICES)}")
+        if self.optimize not in OPTIMIZE_MODES:
+            raise bad("optimize", self.optimize, f"one of {list(OPTIMIZE_MODES)}")
+        if self.optimize == "fused":
+            self._validate_fused()
         if self.exporter not in EXPORTERS:
             raise bad("exporter", self.exporter, f"one of {list(EXPORTERS)}")
         if self.opset is not None and not (isinstance(self.opset, int) and 14 <= self.opset):
@@ -179,6 +199,26 @@ class ExportConfig:
             raise InvalidInputError(
                 f"format_options must be JSON-serialisable (they go into prm.json): {exc}"
             ) from exc
+
+    def _validate_fused(self) -> None:
+        from prm_plugins.onnx_export.fuse import FUSED_OPSET
+
+        if self.exporter != "dynamo":
+            raise InvalidInputError(
+                f"--optimize fused needs --exporter dynamo (got {self.exporter!r}): only the "
+                "dynamo exporter writes scaled-dot-product attention as the Attention op"
+            )
+        if self.opset is not None and self.opset != FUSED_OPSET:
+            raise InvalidInputError(
+                f"--optimize fused exports opset {FUSED_OPSET} (the first with Attention, "
+                f"RMSNormalization and RotaryEmbedding); got --opset {self.opset}. Drop "
+                "--opset, or use --optimize plain"
+            )
+        if self.quantize is not None:
+            raise InvalidInputError(
+                f"--optimize fused is the GPU graph and --quantize {self.quantize} a CPU one; "
+                "choose one (for CPU: --quantize with --optimize plain)"
+            )
 
 
 def _with_saved_format(config: ExportConfig, model_dir: Path) -> ExportConfig:
@@ -293,6 +333,11 @@ def export_prm(config: ExportConfig) -> Path:
     options = fmt_cls.options_from_hf(hf_tok, **config.format_options)
     options = json.loads(json.dumps(options))  # JSON-safe, exactly as prm.json will hold
     hf_config = _load_hf_config(model_dir)
+    if config.optimize == "fused":
+        _check_fusable(hf_config, model_dir)
+        from prm_plugins.onnx_export.fuse import FUSED_OPSET
+
+        config = replace(config, opset=FUSED_OPSET)
     max_length = resolve_max_length(config.max_length, hf_config)
     pad_id = _pad_token_id(hf_tok)
 
@@ -323,6 +368,14 @@ def export_prm(config: ExportConfig) -> Path:
         t0 = time.perf_counter()
         _export_graph(model, sample, graph, config, max_length, external)
         logger.info("exported %s in %.1f s", graph.name, time.perf_counter() - t0)
+        fusion: dict[str, Any] = {}
+        if config.optimize == "fused":
+            from prm_plugins.onnx_export.fuse import fuse_decoder_graph
+
+            t0 = time.perf_counter()
+            fusion = fuse_decoder_graph(graph, graph, external_data=external,
+                                        what=_describe(hf_config, model_dir)).to_dict()
+            logger.info("fused in %.1f s: %s", time.perf_counter() - t0, fusion["fused_ops"])
         opset = _check_graph(graph)
 
         device_note = f"{config.dtype} on {config.device}"
@@ -336,18 +389,32 @@ def export_prm(config: ExportConfig) -> Path:
         }
         report = _measure(measure_parity, graph, model, fmt, chains, graph_tol, providers,
                           config, parity_kwargs)
-        report.check(f"the exported {config.dtype} graph")
+        report.check(f"the exported {config.optimize} {config.dtype} graph")
         parity = report.to_dict()
+        if fusion:
+            fusion = {"mode": "fused", **fusion,
+                      "parity": _fusion_parity(parity, config, providers)}
 
         final_dtype = config.dtype
         quant_info: dict[str, Any] = {}
-        if config.quantize == "int8":
-            from prm_plugins.onnx_export.quantize import DEFAULT_OP_TYPES, quantize_int8
+        if config.quantize is not None:
+            from prm_plugins.onnx_export.quantize import (
+                DEFAULT_OP_TYPES,
+                quantize_int8,
+                quantize_int8_weights,
+            )
 
             t0 = time.perf_counter()
             op_types = (*DEFAULT_OP_TYPES, *(("Gather",) if config.quantize_embeddings else ()))
-            quantize_int8(graph, staging / MODEL_FILE, per_channel=config.per_channel,
-                          op_types=op_types, external_data=external)
+            if config.quantize == "int8-weights":
+                if external:
+                    raise InvalidInputError(
+                        "--quantize int8-weights does not handle graphs over 2 GB yet; use "
+                        "--quantize int8 or fp32")
+                quantize_int8_weights(graph, staging / MODEL_FILE)
+            else:
+                quantize_int8(graph, staging / MODEL_FILE, per_channel=config.per_channel,
+                              op_types=op_types, external_data=external)
             logger.info("quantised to int8 in %.1f s", time.perf_counter() - t0)
             shutil.rmtree(graph_dir)
             graph = staging / MODEL_FILE
@@ -363,6 +430,11 @@ def export_prm(config: ExportConfig) -> Path:
             quant_info = {"method": "onnxruntime.quantization.quantize_dynamic",
                           "weight_type": "QInt8", "per_channel": config.per_channel,
                           "op_types": list(op_types), "matmul_const_b_only": True}
+            if config.quantize == "int8-weights":
+                quant_info = {"method": "onnxruntime.quantization.MatMulNBitsQuantizer",
+                              "bits": 8, "block_size": 32, "accuracy_level": 4,
+                              "embeddings": "quantize_dynamic Gather QInt8",
+                              "batch_independent": True}
 
         names = sorted(p.name for p in staging.iterdir() if p.is_file())
         manifest = Manifest(
@@ -376,6 +448,7 @@ def export_prm(config: ExportConfig) -> Path:
             source=_source(model_dir, hf_config, model),
             model_file=MODEL_FILE,
             tokenizer_file=TOKENIZER_FILE,
+            fusion=fusion or {"mode": "plain"},
             extra={"pad_token_id": pad_id, "exporter": f"torch.onnx ({config.exporter})",
                    "export_device": config.device,
                    **({"checks": list(config.checks)} if config.checks else {}),
@@ -421,6 +494,43 @@ def _check_out_dir(out_dir: Path, model_dir: Path, overwrite: bool) -> None:
             f"{MANIFEST_NAME} (holds {present[:6]}); refusing to write into a directory that "
             "is not a model directory. Choose a new or empty directory"
         )
+
+
+def _check_fusable(hf_config: Any, model_dir: Path) -> None:
+    """Refuse ``--optimize fused`` early for a trunk without RMSNorm and rotary positions."""
+    configs = [c for c in (hf_config, getattr(hf_config, "text_config", None)) if c is not None]
+    has_rms = any(getattr(c, "rms_norm_eps", None) is not None for c in configs)
+    has_rope = any(getattr(c, a, None) is not None for c in configs
+                   for a in ("rope_theta", "rope_parameters", "rope_scaling"))
+    if not (has_rms and has_rope):
+        from prm_plugins.onnx_export.fuse import FusionError
+
+        raise FusionError(
+            f"--optimize fused needs a decoder trunk with RMSNorm and rotary positions "
+            f"(Qwen2, Llama, Mistral); {_describe(hf_config, model_dir)} has "
+            f"{'no rms_norm_eps' if not has_rms else ''}"
+            f"{' and ' if not (has_rms or has_rope) else ''}"
+            f"{'no rotary settings' if not has_rope else ''} in its config (an encoder such as "
+            "BERT, or another architecture). Export it with --optimize plain"
+        )
+
+
+def _describe(hf_config: Any, model_dir: Path) -> str:
+    archs = getattr(hf_config, "architectures", None) or [getattr(hf_config, "model_type", "?")]
+    return f"{model_dir.name} ({archs[0]})"
+
+
+def _fusion_parity(parity: dict[str, Any], config: ExportConfig, providers: list[str]
+                   ) -> dict[str, Any]:
+    """The fused graph's parity figures in short, per dtype, for ``prm.json`` ``fusion``."""
+    figures = {"max_abs_diff": parity["max_abs_diff"], "mean_abs_diff": parity["mean_abs_diff"],
+               "by_padding": parity.get("by_padding", {}), "tolerance": parity["tolerance"],
+               "provider": parity.get("backend") or providers[0]}
+    other = "fp32" if config.dtype == "fp16" else "fp16"
+    how = "--dtype fp16 --device cuda" if other == "fp16" else "--dtype fp32"
+    return {config.dtype: figures,
+            other: f"not measured by this export; export with --optimize fused {how} to "
+                   "measure it"}
 
 
 def _providers(config: ExportConfig) -> list[str]:
@@ -521,7 +631,8 @@ def _run_exporter(model: Any, sample: tuple[Any, Any], path: Path, config: Expor
                     model, sample, None, input_names=list(INPUT_NAMES),
                     output_names=[OUTPUT_NAME], opset_version=config.opset, dynamo=True,
                     dynamic_shapes={"input_ids": axes, "attention_mask": axes},
-                    optimize=True, verbose=False,
+                    # fused: fuse.py cleans and fuses, counting ops before and after.
+                    optimize=config.optimize != "fused", verbose=False,
                 )
             except Exception as exc:
                 raise ModelLoadError(
@@ -557,6 +668,46 @@ def _run_exporter(model: Any, sample: tuple[Any, Any], path: Path, config: Expor
         onnx.save_model(proto, str(path), save_as_external_data=external,
                         all_tensors_to_one_file=True, location=path.name + ".data")
         shutil.rmtree(tmp)
+
+
+def export_torch_graph(model: Any, sample: tuple[Any, Any], path: str | Path, *,
+                       optimize: str = "plain", opset: int | None = None,
+                       max_length: int = MAX_LENGTH_CAP, external: bool = False,
+                       what: str = "the model") -> dict[str, Any]:
+    """Export an already built step-probability module to ``path`` (no parity, no manifest).
+
+    The building block of :func:`export_prm`, for benchmarks and experiments that make the
+    torch module themselves (e.g. random weights from a config).
+
+    Args:
+        model: ``(input_ids, attention_mask) -> step_probs`` torch module, in eval mode.
+        sample: example ``(input_ids, attention_mask)`` (batch >= 2, length >= 3).
+        path: the ``.onnx`` file to write.
+        optimize: ``"plain"`` or ``"fused"`` (see :mod:`prm_plugins.onnx_export.fuse`).
+        opset: ONNX opset for ``plain`` (``fused`` is always 23).
+        max_length: upper bound of the dynamic sequence axis.
+        external: keep the weights in ``<path>.data``.
+        what: the model's name for error messages.
+
+    Returns:
+        ``{"mode": "plain"}``, or the fusion report with ``mode`` ``"fused"``.
+
+    Examples:
+        >>> export_torch_graph(model, sample, "m.onnx", optimize="fused")  # doctest: +SKIP
+    """
+    from prm_plugins.onnx_export.fuse import FUSED_OPSET, fuse_decoder_graph
+
+    config = ExportConfig("-", "-", optimize=optimize,
+                          opset=FUSED_OPSET if optimize == "fused" else opset)
+    config.validate()
+    path = Path(path)
+    _export_graph(model, sample, path, config, max_length, external)
+    fusion: dict[str, Any] = {"mode": "plain"}
+    if optimize == "fused":
+        fusion = {"mode": "fused", **fuse_decoder_graph(path, path, external_data=external,
+                                                         what=what).to_dict()}
+    _check_graph(path)
+    return fusion
 
 
 def _check_graph(path: Path) -> int:

@@ -190,7 +190,7 @@ def _summary(out_dir: Path, *, as_json: bool) -> None:
         _write(json.dumps({
             "out_dir": str(out_dir), "format": man.format, "dtype": man.dtype,
             "opset": man.opset, "max_length": man.max_length, "parity": par,
-            "files": man.files,
+            "fusion": man.fusion, "files": man.files,
         }, ensure_ascii=False))
         return
     _write(f"wrote {out_dir} ({man.format}, {man.dtype}, opset {man.opset}, "
@@ -205,6 +205,10 @@ def _summary(out_dir: Path, *, as_json: bool) -> None:
         fp32 = par["fp32_graph"]
         _write(f"fp32 graph before quantisation: max |Δp| {fp32['max_abs_diff']:.3g}, "
                f"mean {fp32['mean_abs_diff']:.3g}")
+    if man.fusion.get("mode") == "fused":
+        ops = ", ".join(f"{k} {v}" for k, v in man.fusion["fused_ops"].items())
+        _write(f"fused graph: {ops} ({man.fusion['nodes_before']} -> "
+               f"{man.fusion['nodes_after']} nodes)")
     check = par.get("runtime_check")
     if check:
         _write(f"load_prm() on the parity chains: max |Δp| {check['max_abs_diff']:.3g}")

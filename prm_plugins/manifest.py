@@ -51,6 +51,10 @@ class Manifest:
         tokenizer_file: name of the tokenizer.
         manifest_version: manifest schema version.
         extra: anything else (model card pointers, training figures).
+        fusion: how the graph was optimised: ``{"mode": "plain"}``, or for ``prm export
+            --optimize fused`` the fused op counts (``fused_ops``: op type -> count), the
+            rules that fired, op counts before/after and the parity per dtype. Empty in
+            manifests written before this field existed (they still load).
     """
 
     format: str
@@ -66,6 +70,7 @@ class Manifest:
     tokenizer_file: str = "tokenizer.json"
     manifest_version: int = MANIFEST_VERSION
     extra: dict[str, Any] = field(default_factory=dict)
+    fusion: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def read(cls, model_dir: str | Path) -> Manifest:

@@ -22,8 +22,9 @@ from prm_plugins.batching import pad_batch, plan_batches
 from prm_plugins.errors import ChainTooLongError, InvalidInputError, ModelLoadError
 from prm_plugins.formats import PRMFormat, Rendered, get_format
 from prm_plugins.manifest import Manifest, verify_files
-from prm_plugins.steps import validate_steps
+from prm_plugins.steps import check_unicode, validate_steps
 from prm_plugins.types import StepScores
+from prm_plugins.windows import plan_windows
 
 __all__ = ["OnnxPRM", "default_model_dir", "load_prm"]
 
@@ -82,6 +83,20 @@ class OnnxPRM:
         calibrate: apply the Platt calibration in the manifest's ``extra.calibration``
             (written by ``prm calibrate``; see :mod:`prm_plugins.calibration`) before the
             checks; ``False`` gives the model's raw probabilities.
+        buckets: pad every batch to one of a few lengths: ``"auto"`` (powers of two from
+            64, capped at ``max_length``) or a list of lengths; each batch holds chains of
+            one bucket, at most ``token_budget`` padded tokens. ``None`` (default) keeps the
+            fine-grained length ladder of :func:`prm_plugins.batching.plan_batches`. Scores
+            are the same either way; buckets keep the set of shapes small, so memory stops
+            growing after warm-up and CUDA graphs can be captured.
+        io_binding: run through ONNX Runtime IO binding with device buffers
+            (:class:`prm_plugins.iobinding.BoundRunner`); ``None`` (default) uses it on CUDA.
+        cuda_graph: capture one CUDA graph per bucketed shape of at most
+            :data:`prm_plugins.iobinding.CUDA_GRAPH_MAX_TOKENS` tokens (rows padded to a power
+            of two) and replay it; needs the CUDA provider with every node on the GPU (the
+            session is created with ``enable_cuda_graph``; if ONNX Runtime refuses, a warning
+            says why and the model runs without graphs). Implies ``buckets="auto"`` unless
+            buckets are given.
 
     Examples:
         >>> from prm_plugins import load_prm
@@ -103,6 +118,9 @@ class OnnxPRM:
         verify: bool = True,
         checks: Sequence[str] | None = None,
         calibrate: bool = True,
+        buckets: str | Sequence[int] | None = None,
+        io_binding: bool | None = None,
+        cuda_graph: bool = False,
     ) -> None:
         if device not in ("auto", "cpu", "cuda"):
             raise InvalidInputError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
@@ -112,6 +130,11 @@ class OnnxPRM:
             )
         if not isinstance(token_budget, int) or token_budget < 1:
             raise InvalidInputError(f"token_budget must be a positive int, got {token_budget!r}")
+        if cuda_graph and device == "cpu":
+            raise InvalidInputError(
+                "cuda_graph=True needs device='cuda' (or 'auto' on a GPU machine); CUDA graphs "
+                "do not exist on the CPU provider"
+            )
         self.model_dir = Path(model_dir)
         if not self.model_dir.is_dir():
             raise ModelLoadError(
@@ -134,7 +157,16 @@ class OnnxPRM:
         fmt_cls = get_format(self.manifest.format)
         self.format: PRMFormat = fmt_cls(self.tokenizer, self.manifest.format_options)
         self._pad_id = self._find_pad_id()
-        self._session, self.provider = self._create_session(device, intra_op_num_threads)
+        if cuda_graph and buckets is None:
+            buckets = "auto"
+        from prm_plugins.buckets import resolve_length_buckets
+
+        self.buckets: tuple[int, ...] | None = (
+            None if buckets is None else resolve_length_buckets(buckets, self.max_length))
+        self._session, self.provider = self._create_session(device, intra_op_num_threads,
+                                                            cuda_graph=cuda_graph)
+        self.cuda_graph = cuda_graph and self._cuda_graph_session
+        self._runner = self._make_runner(io_binding)
         self._input_names = {i.name for i in self._session.get_inputs()}
         missing = {"input_ids", "attention_mask"} - self._input_names
         outputs = [o.name for o in self._session.get_outputs()]
@@ -184,8 +216,21 @@ class OnnxPRM:
                 return int(tid)
         return 0  # masked out anyway
 
-    def _create_session(self, device: Device, threads: int | None) -> tuple[Any, str]:
+    def _make_runner(self, io_binding: bool | None) -> Any:
+        """The IO-binding runner: on CUDA by default, on CPU when asked (tests, profiling)."""
+        on_cuda = self.provider == "CUDAExecutionProvider"
+        if io_binding is False or (io_binding is None and not on_cuda):
+            return None
+        from prm_plugins.iobinding import BoundRunner
+
+        return BoundRunner(self._session, device="cuda" if on_cuda else "cpu",
+                           cuda_graph=self.cuda_graph)
+
+    def _create_session(self, device: Device, threads: int | None, *,
+                        cuda_graph: bool = False) -> tuple[Any, str]:
         import onnxruntime as ort
+
+        self._cuda_graph_session = False
 
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -204,8 +249,9 @@ class OnnxPRM:
                     f"(available: {available}). Install onnxruntime-gpu "
                     '(pip install "prm-plugins[cuda]") or use device="auto" / "cpu"'
                 )
+            sess = self._cuda_graph_session_or_none(path, opts) if cuda_graph else None
             try:
-                sess = ort.InferenceSession(
+                sess = sess or ort.InferenceSession(
                     path, opts, providers=["CUDAExecutionProvider", "CPUExecutionProvider"]
                 )
             except Exception as exc:  # CUDA libraries missing or the device failing
@@ -224,11 +270,21 @@ class OnnxPRM:
                     )
                 warnings.warn("CUDA provider could not start; running on CPU",
                               RuntimeWarning, stacklevel=3)
+        if cuda_graph:
+            warnings.warn("cuda_graph=True but the model runs on CPU; no CUDA graphs",
+                          RuntimeWarning, stacklevel=3)
         try:
             sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
         except Exception as exc:
             raise ModelLoadError(f"ONNX Runtime cannot load {path}: {exc}") from exc
         return sess, "CPUExecutionProvider"
+
+    def _cuda_graph_session_or_none(self, path: str, opts: Any) -> Any:
+        from prm_plugins.iobinding import cuda_graph_session
+
+        sess = cuda_graph_session(path, opts)
+        self._cuda_graph_session = sess is not None
+        return sess
 
     def __repr__(self) -> str:
         return (f"OnnxPRM(model_dir={str(self.model_dir)!r}, format={self.manifest.format!r}, "
@@ -307,7 +363,7 @@ class OnnxPRM:
                 f"item {index}: question must be a str, got {type(question).__name__}"
             )
         try:
-            return question, validate_steps(steps)
+            return check_unicode(question, "question"), validate_steps(steps)
         except InvalidInputError as exc:
             raise InvalidInputError(f"item {index}: {exc}") from None
 
@@ -325,54 +381,70 @@ class OnnxPRM:
         return self._windows(idx, question, steps)
 
     def _windows(self, idx: int, question: str, steps: list[str]) -> list[_Job]:
-        """Windows that keep the question and as many preceding steps as fit."""
-        jobs: list[_Job] = []
-        start, nxt, n = 0, 0, len(steps)
-        while nxt < n:
-            # Drop leading context until step `nxt` fits after the question.
-            while True:
-                r = self.format.render(question, steps[start : nxt + 1])
-                if len(r) <= self.max_length:
-                    break
-                if start == nxt:
-                    raise ChainTooLongError(
-                        f"item {idx}: step {nxt} with the question alone renders to {len(r)} "
-                        f"tokens, over max_length {self.max_length}; no window can score it. "
-                        "Shorten that step or the question",
-                        n_tokens=len(r), max_length=self.max_length,
-                    )
-                start += 1
-            end = nxt + 1
-            while end < n:
-                r2 = self.format.render(question, steps[start : end + 1])
-                if len(r2) > self.max_length:
-                    break
-                r, end = r2, end + 1
-            local = list(range(nxt - start, end - start))
-            jobs.append(_Job(idx, r, [start + i for i in local],
-                             [r.step_positions[i] for i in local]))
-            nxt = end
-        return jobs
+        """Windows that keep the question and the preceding steps that fit in half a window.
+
+        See :mod:`prm_plugins.windows` for the plan and why half a window.
+        """
+
+        def too_long(step: int, n_tokens: int) -> ChainTooLongError:
+            return ChainTooLongError(
+                f"item {idx}: step {step} with the question alone renders to {n_tokens} "
+                f"tokens, over max_length {self.max_length}; no window can score it. "
+                "Shorten that step or the question",
+                n_tokens=n_tokens, max_length=self.max_length,
+            )
+
+        plan = plan_windows(lambda a, b: self.format.render(question, steps[a:b]), len(steps),
+                            self.max_length, too_long)
+        return [
+            _Job(idx, w.rendered, list(range(w.first_new, w.end)),
+                 [w.rendered.step_positions[i - w.start] for i in range(w.first_new, w.end)])
+            for w in plan
+        ]
 
     def _run(self, jobs: list[_Job]) -> list[np.ndarray]:
         out: list[np.ndarray | None] = [None] * len(jobs)
-        lengths = [len(j.rendered) for j in jobs]
-        for batch in plan_batches(lengths, token_budget=self.token_budget,
-                                  max_batch_size=self.max_batch_size,
-                                  max_length=self.max_length):
+        for batch in self._plan([len(j.rendered) for j in jobs]):
             ids, mask = pad_batch([jobs[i].rendered.input_ids for i in batch.indices],
                                   batch.length, self._pad_id)
-            (probs,) = self._session.run([OUTPUT_NAME], {"input_ids": ids,
-                                                         "attention_mask": mask})
+            if self.cuda_graph:  # rows padded too: one captured graph per (rows, length)
+                ids, mask = self._pad_rows(ids, mask, batch.length)
+            probs = self._forward(ids, mask, keep=self.buckets is not None)
             for row, i in enumerate(batch.indices):
                 out[i] = np.asarray(probs[row], dtype=np.float32)
         return out  # type: ignore[return-value]
 
+    def _plan(self, lengths: list[int]) -> list[Any]:
+        if self.buckets is None:
+            return plan_batches(lengths, token_budget=self.token_budget,
+                                max_batch_size=self.max_batch_size, max_length=self.max_length)
+        from prm_plugins.buckets import plan_bucketed_batches
+
+        return plan_bucketed_batches(lengths, self.buckets, token_budget=self.token_budget,
+                                     max_batch_size=self.max_batch_size)
+
+    def _pad_rows(self, ids: np.ndarray, mask: np.ndarray, length: int
+                  ) -> tuple[np.ndarray, np.ndarray]:
+        """Add fully masked rows up to the batch's row bucket (their outputs are dropped)."""
+        from prm_plugins.buckets import row_bucket, rows_cap
+
+        cap = rows_cap(length, token_budget=self.token_budget, max_batch_size=self.max_batch_size)
+        extra = row_bucket(len(ids), cap) - len(ids)
+        if extra <= 0:
+            return ids, mask
+        return (np.concatenate([ids, np.full((extra, length), self._pad_id, np.int64)]),
+                np.concatenate([mask, np.zeros((extra, length), np.int64)]))
+
+    def _forward(self, ids: np.ndarray, mask: np.ndarray, *, keep: bool) -> np.ndarray:
+        if self._runner is not None:
+            return self._runner.run(ids, mask, keep=keep)
+        (probs,) = self._session.run([OUTPUT_NAME], {"input_ids": ids, "attention_mask": mask})
+        return np.asarray(probs)
+
     def run_graph(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         """Run the raw graph: ``step_probs [B, T]`` for padded ``int64`` inputs."""
-        (probs,) = self._session.run([OUTPUT_NAME], {"input_ids": input_ids,
-                                                     "attention_mask": attention_mask})
-        return np.asarray(probs)
+        return self._forward(np.asarray(input_ids, dtype=np.int64),
+                             np.asarray(attention_mask, dtype=np.int64), keep=False)
 
 
 def load_prm(

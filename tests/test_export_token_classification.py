@@ -231,6 +231,28 @@ def test_int8_via_cli(tiny_token_classifier_dir: Path, tmp_path: Path, hf: tuple
                                    reference_scores(hf, question, steps), atol=0.25)
 
 
+def test_int8_weights_scores_a_chain_the_same_in_any_batch(
+        tiny_token_classifier_dir: Path, tmp_path: Path, hf: tuple[Any, Any],
+        export_small: Any) -> None:
+    out = export_small(tiny_token_classifier_dir, tmp_path / "w8", FORMAT, exporter="legacy",
+                       quantize="int8-weights", tolerance=0.25, mean_tolerance=0.05)
+    man = Manifest.read(out)
+    assert man.dtype == "int8" and man.extra["quantization"]["batch_independent"] is True
+    assert man.extra["quantization"]["method"].endswith("MatMulNBitsQuantizer")
+    import onnx
+
+    ops = {n.op_type for n in onnx.load(str(out / "model.onnx")).graph.node}
+    assert "MatMulNBits" in ops and not ops & {"DynamicQuantizeLinear", "MatMulInteger"}
+    prm = load_prm(out, device="cpu")
+    long_chain = ("Q: " + "big numbers 987654 " * 3, ["9 * 9 = 81 " * 3, "81 + 1 = 82"])
+    for question, steps in CHAINS:
+        alone = prm.score(question, steps).scores
+        # the same chain batched behind a long chain with other activations: same scores
+        batched = prm.score_batch([long_chain, (question, steps)])[1].scores
+        assert batched == alone
+        np.testing.assert_allclose(alone, reference_scores(hf, question, steps), atol=0.25)
+
+
 def test_cli_refuses_non_empty_out_dir(tiny_token_classifier_dir: Path, tmp_path: Path,
                                        capsys: pytest.CaptureFixture[str]) -> None:
     from prm_plugins.cli import main
