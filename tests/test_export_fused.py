@@ -277,3 +277,18 @@ def test_other_decoder_formats_fuse(family: str, tmp_path: Path,
     assert man.fusion["fused_ops"] == {"Attention": LAYERS, "RMSNormalization": 2 * LAYERS + 1,
                                        "RotaryEmbedding": 2 * LAYERS}
     assert man.parity["passed"] and man.parity["by_padding"]["left"]["max_abs_diff"] <= 1e-4
+
+
+def test_mistral_math_shepherd_fuses_and_matches_torch(tmp_path: Path,
+                                                       export_small: Callable[..., Path]) -> None:
+    """The third decoder family of the issue: a Mistral trunk (sliding-window config)."""
+    from tests.tiny_models import make_tiny_causal_lm
+
+    ckpt = make_tiny_causal_lm(tmp_path / "ckpt", arch="mistral",
+                               config_overrides={"sliding_window": 4096})
+    out = export_small(ckpt, tmp_path / "m", "math-shepherd", optimize="fused")
+    man = Manifest.read(out)
+    assert man.fusion["fused_ops"] == {"Attention": LAYERS, "RMSNormalization": 2 * LAYERS + 1,
+                                       "RotaryEmbedding": 2 * LAYERS}
+    worst = torch_vs_graph(out, ckpt, "math-shepherd")
+    assert worst["right"] < 1e-4 and worst["left"] < 1e-4, worst
