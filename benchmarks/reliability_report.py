@@ -220,11 +220,13 @@ def hostile_files(t: Tally, tmp: Path) -> None:
     scored = [r for r in rows if "step_scores" in r]
     complete = all(len(r["step_scores"]) == len(r["steps"]) for r in scored)
     n_bad = len(lines) - len(good)
-    ok = len(scored) == len(good) and complete and rc != 0
+    ok = (len(scored) == len(good) and complete and rc != 0 and len(rows) == len(lines)
+          and err.getvalue().count("line ") == n_bad)
     t.add("files", f"prm score --input: {len(good)} good lines + {n_bad} bad ones",
           "scored" if ok else "defect",
-          f"exit {rc}; {len(scored)}/{len(good)} good lines scored in full; bad lines reported: "
-          f"{err.getvalue().count(str(src))}",
+          f"exit {rc}; {len(scored)}/{len(good)} good lines scored in full; {len(rows)} output "
+          f"rows for {len(lines)} input lines; bad lines reported on stderr: "
+          f"{err.getvalue().count('line ')}",
           time.perf_counter() - start)
 
 
@@ -264,7 +266,8 @@ def faults(t: Tally, prm: OnnxPRM, tmp: Path, model_dir: Path) -> None:
             failed_calls += 1
             continue
         answered += 1
-        lost += sum(1 for c in r.candidates if c.ok and c.scores is None)
+        lost += sum(1 for c in r.candidates if c.ok and (c.step_scores is None or len(
+            c.step_scores.scores) != len(c.steps)))
     gen.release.set()
     t.add(s, "100 best-of-4 calls, generator fails 30% and hangs 5% (timeout 0.2 s, 4 attempts)",
           "defect" if lost or answered + failed_calls != 100 else "scored",

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 
 from prm_plugins.errors import InvalidInputError, PRMError
+from prm_plugins.steps import check_unicode, validate_steps
 from prm_plugins.types import StepScorer, StepScores
 
 __all__ = ["MicroBatcher", "MicroBatcherStats"]
@@ -134,16 +135,24 @@ class MicroBatcher:
         """Score one chain in the next batch; raises what scoring that chain raised.
 
         Raises:
+            InvalidInputError: at once, before queueing, for input that no scorer takes (a
+                question that is not text, empty or non-text steps, lone surrogates), so
+                bad input never costs the other callers a batch. What only the model can
+                judge (a chain over ``max_length``) fails in the batch, and then only its
+                own caller.
             PRMError: the batcher is closed.
         """
         if self._closing:
             raise PRMError("this MicroBatcher is closed; make a new one")
+        if not isinstance(question, str):
+            raise InvalidInputError(
+                f"question must be a str, got {type(question).__name__}")
+        check_unicode(question, "question")
+        checked = validate_steps(steps)
         await self.start()
         assert self._queue is not None
         future: asyncio.Future[StepScores] = asyncio.get_running_loop().create_future()
-        await self._queue.put(_Request(question, list(steps) if not isinstance(steps, str)
-                                       else steps,  # type: ignore[arg-type]
-                                       future, time.monotonic()))
+        await self._queue.put(_Request(question, checked, future, time.monotonic()))
         self.stats.requests += 1
         try:
             return await future

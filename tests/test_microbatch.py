@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from graph_models import make_model_dir
 
-from prm_plugins import InvalidInputError, PRMError, load_prm
+from prm_plugins import ChainTooLongError, InvalidInputError, PRMError, load_prm
 from prm_plugins.microbatch import MicroBatcher
 
 
@@ -67,6 +67,37 @@ def test_a_bad_chain_fails_only_its_caller(prm) -> None:  # type: ignore[no-unty
     assert isinstance(out[3], InvalidInputError)
     good = out[:3] + out[4:]
     for g, e in zip(good, prm.score_batch(chains), strict=True):
+        assert g.scores == pytest.approx(e.scores, abs=1e-6)  # type: ignore[union-attr]
+
+
+def test_invalid_input_is_refused_before_it_can_cost_a_batch(prm) -> None:  # type: ignore[no-untyped-def]
+    chains = _chains(6, seed=3)
+
+    async def main() -> tuple[list[object], MicroBatcher]:
+        async with MicroBatcher(prm, max_batch=16, max_wait_ms=50) as batcher:
+            calls = [batcher.score(q, s) for q, s in chains]
+            calls += [batcher.score("q", ["ok", " "]), batcher.score("q", "not a list"),
+                      batcher.score(3, ["ok"]), batcher.score("q", ["a\ud800"])]
+            return await asyncio.gather(*calls, return_exceptions=True), batcher
+
+    out, batcher = asyncio.run(main())
+    assert all(isinstance(o, InvalidInputError) for o in out[6:])
+    assert batcher.stats.batches == 1 and batcher.stats.requests == 6  # one clean batch
+
+
+def test_an_over_long_chain_fails_alone_in_its_batch(prm) -> None:  # type: ignore[no-untyped-def]
+    chains = _chains(5, seed=4)
+    too_long = ("q", [" ".join(f"w{i % 40}" for i in range(80))])
+
+    async def main() -> list[object]:
+        async with MicroBatcher(prm, max_batch=8, max_wait_ms=50) as batcher:
+            calls = [batcher.score(q, s) for q, s in chains]
+            calls.insert(2, batcher.score(*too_long))
+            return await asyncio.gather(*calls, return_exceptions=True)
+
+    out = asyncio.run(main())
+    assert isinstance(out[2], ChainTooLongError)
+    for g, e in zip(out[:2] + out[3:], prm.score_batch(chains), strict=True):
         assert g.scores == pytest.approx(e.scores, abs=1e-6)  # type: ignore[union-attr]
 
 

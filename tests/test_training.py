@@ -357,3 +357,33 @@ def test_export_takes_format_and_options_from_the_checkpoint(
     (bare / "prm_format.json").unlink()
     assert main(["export", str(bare), str(tmp_path / "d")]) == 2
     assert "--format is required" in capsys.readouterr().err
+
+
+def test_position_class_weights_balance_each_position() -> None:
+    from prm_plugins.training.trainer import EncodedChain, _collate, position_class_weights
+
+    # step 0: 3 good, 1 bad; step 1: 1 good, 3 bad; steps 2 and 3 pooled: 3 good, 5 bad
+    chains = [EncodedChain([5] * 9, [-100] * 9, [2, 4, 6, 8], labels)
+              for labels in ([1, 1, 1, 1], [1, 0, 0, 0], [1, 0, 1, 0], [0, 0, 0, 0])]
+    table = position_class_weights(chains, n_buckets=3)
+    assert [w for row in table for w in row] == pytest.approx([2.0, 4 / 6, 4 / 6, 2.0, 0.8, 8 / 6])
+    for k, row in enumerate(table[:2]):  # each position: both labels carry the same weight
+        good = sum(c.step_labels[k] for c in chains)
+        assert row[1] * good == pytest.approx(row[0] * (4 - good))
+    import torch
+
+    batch = _collate(chains[1:2], 0, torch, table)
+    assert batch["weights"][0].tolist() == pytest.approx([0, 0, 4 / 6, 0, 4 / 6, 0, 0.8, 0, 0.8])
+
+
+def test_position_balanced_training_learns_the_toy_task(base_dir: Path,
+                                                        tmp_path: Path) -> None:
+    data = _write(tmp_path / "train.jsonl", _toy_rows(160, 0))
+    cfg = TrainConfig(data=str(data), out=str(tmp_path / "ckpt"), base_model=str(base_dir),
+                      max_steps=60, batch_size=16, lr=1e-2, warmup_ratio=0.1, eval_every=60,
+                      log_every=10, val_fraction=0.2, device="cpu", progress=False,
+                      vocab_keep_top=50, max_length=128, seed=0, threads=1,
+                      class_weight="position-balanced")
+    train(cfg)
+    info = json.loads((tmp_path / "ckpt" / "training.json").read_text())
+    assert info["best_val_auroc"] > 0.85

@@ -19,6 +19,13 @@ from prm_plugins.errors import InvalidInputError
 __all__ = ["TrainConfig", "add_config_arguments", "config_from_args"]
 
 
+#: Loss weightings accepted by ``--class-weight``.
+CLASS_WEIGHTS: tuple[str, ...] = ("balanced", "position-balanced", "none")
+
+#: Step positions weighted separately by ``position-balanced`` (later steps share the last).
+POSITION_BUCKETS = 8
+
+
 @dataclass
 class TrainConfig:
     """Configuration of a token-classification PRM training run.
@@ -96,8 +103,10 @@ class TrainConfig:
         "help": "fraction of steps of linear warm-up before linear decay to 0"})
     grad_clip: float = field(default=1.0, metadata={"help": "max gradient norm; 0 disables"})
     class_weight: str = field(default="balanced", metadata={
-        "help": "loss weight per class: 'balanced' (inverse frequency over step labels) or "
-                "'none'"})
+        "help": "loss weight per class: 'balanced' (inverse frequency over step labels), "
+                "'position-balanced' (inverse frequency per step position, so the position "
+                "of a step says nothing about its label: in verifier-labelled data later "
+                "steps are far more often bad) or 'none'"})
     # -- running --------------------------------------------------------------------------
     device: str = field(default="auto", metadata={
         "help": "'cpu', 'cuda' or 'auto' (CUDA when torch sees a GPU)"})
@@ -131,9 +140,9 @@ class TrainConfig:
             raise InvalidInputError(f"max_steps must be >= 1, got {self.max_steps}")
         if self.epochs <= 0:
             raise InvalidInputError(f"epochs must be > 0, got {self.epochs}")
-        if self.class_weight not in ("balanced", "none"):
+        if self.class_weight not in CLASS_WEIGHTS:
             raise InvalidInputError(
-                f"class_weight must be 'balanced' or 'none', got {self.class_weight!r}")
+                f"class_weight must be one of {list(CLASS_WEIGHTS)}, got {self.class_weight!r}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise InvalidInputError(f"device must be 'auto', 'cpu' or 'cuda', got {self.device!r}")
         if not 0.0 <= self.warmup_ratio < 1.0:

@@ -24,7 +24,7 @@ from typing import Any
 from prm_plugins.errors import InvalidInputError, require
 from prm_plugins.formats.base import Rendered
 from prm_plugins.formats.token_classification import TokenClassificationFormat
-from prm_plugins.training.config import TrainConfig
+from prm_plugins.training.config import POSITION_BUCKETS, TrainConfig
 from prm_plugins.training.metrics import step_auroc_report
 from prm_plugins.training.tokenizer import (
     digit_splitting_tokenizer,
@@ -45,6 +45,7 @@ __all__ = [
     "encode_rows",
     "length_bucketed_batches",
     "load_stepwise",
+    "position_class_weights",
     "lr_factor",
     "token_labels",
     "train",
@@ -200,17 +201,56 @@ def length_bucketed_batches(
     return batches
 
 
-def _collate(chains: Sequence[EncodedChain], pad_id: int, torch: Any) -> dict[str, Any]:
+def _collate(chains: Sequence[EncodedChain], pad_id: int, torch: Any,
+             position_weights: Sequence[Sequence[float]] | None = None) -> dict[str, Any]:
     t = max(len(c) for c in chains)
     ids = torch.full((len(chains), t), pad_id, dtype=torch.long)
     mask = torch.zeros((len(chains), t), dtype=torch.long)
     labels = torch.full((len(chains), t), IGNORE_INDEX, dtype=torch.long)
+    weights = torch.zeros((len(chains), t), dtype=torch.float)
     for i, c in enumerate(chains):
         n = len(c)
         ids[i, :n] = torch.tensor(c.input_ids, dtype=torch.long)
         mask[i, :n] = 1
         labels[i, :n] = torch.tensor(c.labels, dtype=torch.long)
-    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+        if position_weights is not None:
+            last = len(position_weights) - 1
+            for k, (pos, lab) in enumerate(zip(c.step_positions, c.step_labels, strict=True)):
+                weights[i, pos] = position_weights[min(k, last)][int(lab)]
+    out = {"input_ids": ids, "attention_mask": mask, "labels": labels}
+    if position_weights is not None:
+        out["weights"] = weights
+    return out
+
+
+def position_class_weights(chains: Sequence[EncodedChain],
+                           n_buckets: int = 8) -> list[list[float]]:
+    """Loss weight per (step position, label): ``n_k / (2 * n_k,label)``.
+
+    ``k`` is the step's index, with steps from ``n_buckets - 1`` on pooled. Within each
+    position both labels then carry the same total weight, so the position of a step is no
+    evidence of its label (verifier-labelled chains are bad from the first error on, so later
+    steps are bad far more often: 9% at step 1 against 40% at step 4 in GSM8K train). A
+    position with one label only gets weight 1 for it.
+
+    Examples:
+        >>> c = EncodedChain([0] * 4, [0] * 4, [1, 3], [1, 0])
+        >>> d = EncodedChain([0] * 4, [0] * 4, [1, 3], [1, 1])
+        >>> position_class_weights([c, d], n_buckets=2)
+        [[1.0, 1.0], [1.0, 1.0]]
+    """
+    counts = [[0, 0] for _ in range(n_buckets)]
+    for c in chains:
+        for k, lab in enumerate(c.step_labels):
+            counts[min(k, n_buckets - 1)][int(lab)] += 1
+    table = []
+    for neg, pos in counts:
+        total = neg + pos
+        if neg and pos:
+            table.append([total / (2 * neg), total / (2 * pos)])
+        else:
+            table.append([1.0, 1.0])
+    return table
 
 
 # -- model ----------------------------------------------------------------------------------
@@ -421,10 +461,15 @@ def train(config: TrainConfig) -> TrainResult:
     logger.info("model: %s, %d layers, %.1f M parameters, device %s",
                 type(model).__name__, model.config.num_hidden_layers,
                 _count_params(model) / 1e6, device)
+    position_weights = None
     if config.class_weight == "balanced":
         weight = torch.tensor([n_steps / (2 * n_neg), n_steps / (2 * n_pos)], dtype=torch.float)
     else:
         weight = torch.ones(2)
+    if config.class_weight == "position-balanced":
+        position_weights = position_class_weights(train_chains, POSITION_BUCKETS)
+        logger.info("position-balanced loss weights (bad, good) by step: %s",
+                    [[round(w, 2) for w in row] for row in position_weights])
     loss_fn = torch.nn.CrossEntropyLoss(weight=weight.to(device), ignore_index=IGNORE_INDEX)
 
     head_names = {n for n, _ in model.named_parameters() if n.startswith("classifier.")}
@@ -469,11 +514,18 @@ def train(config: TrainConfig) -> TrainResult:
         for group, base_lr in zip(optimizer.param_groups, base_lrs, strict=True):
             group["lr"] = base_lr * factor
         idx = next(stream)
-        batch = _collate([train_chains[i] for i in idx], pad_id, torch)
+        batch = _collate([train_chains[i] for i in idx], pad_id, torch, position_weights)
         batch = {k: v.to(device) for k, v in batch.items()}
         logits = model(input_ids=batch["input_ids"],
                        attention_mask=batch["attention_mask"]).logits
-        loss = loss_fn(logits.float().view(-1, 2), batch["labels"].view(-1))
+        if position_weights is None:
+            loss = loss_fn(logits.float().view(-1, 2), batch["labels"].view(-1))
+        else:  # weighted mean over the labelled tokens, as CrossEntropyLoss(weight=...) does
+            per_token = torch.nn.functional.cross_entropy(
+                logits.float().view(-1, 2), batch["labels"].view(-1),
+                ignore_index=IGNORE_INDEX, reduction="none")
+            w = batch["weights"].view(-1)
+            loss = (per_token * w).sum() / w.sum().clamp_min(1e-8)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if config.grad_clip > 0:
