@@ -377,9 +377,13 @@ def write(t: Tally, argv: list[str], total: float) -> Path:
     soak_line = ""
     if soak.is_file():
         data = json.loads(soak.read_text())
-        soak_line = ("\nThe 10-minute soak (`benchmarks/results/soak_microbatch.md`) held "
-                     f"{data.get('requests', data.get('total_requests', '?'))} requests "
-                     "through one MicroBatcher with none lost.\n")
+        soak_line = (f"\nSoak (`benchmarks/results/soak_microbatch.md`, "
+                     f"`{data.get('command', '?')}`): {data.get('answered', '?')} requests "
+                     f"answered in {data.get('seconds', '?')} s through one MicroBatcher, "
+                     f"{data.get('lost', '?')} lost or wrong (beyond "
+                     f"{data.get('tolerance', '?')}), {data.get('failed', '?')} failed, "
+                     f"threads {data.get('threads_before', '?')} -> "
+                     f"{data.get('threads_after', '?')}.\n")
     meta = {"command": "python " + shlex.join(["benchmarks/reliability_report.py", *argv]),
             "python": platform.python_version(), "platform": platform.platform(),
             "cpus": os.cpu_count(), "onnxruntime": ort.__version__,

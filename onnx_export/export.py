@@ -98,7 +98,7 @@ class ExportConfig:
                 "quantisation (fastest; activation scales are per batch, so a chain's scores "
                 "move slightly with its batch mates). int8-weights: 8-bit weight blocks "
                 "(MatMulNBits) and embeddings, activations quantised per row: the same scores "
-                "alone or in any batch, closer to fp32, about 1.4x the time of int8",
+                "alone or in any batch, closer to fp32, about 1.6x the time of int8",
         "choices": QUANTIZATIONS})
     max_length: int | None = field(default=None, metadata={
         "help": f"longest chain in tokens (default: the model's max_position_embeddings, "
