@@ -261,7 +261,7 @@ def _markdown(r: dict[str, Any]) -> str:
     lines = ["# Ray scale-out on one machine", "",
              f"Command: `{r['command']}`  ", f"Machine: {r['machine']['cpus']} CPU cores "
              f"({r['machine']['processor']}), {r['machine']['platform']}, Python "
-             f"{r['machine']['python']}; shared with another engineer's jobs (1-minute load "
+             f"{r['machine']['python']}; shared with any other jobs (1-minute load "
              f"average {r['machine']['load_average_1m_before_after'][0]} before, "
              f"{r['machine']['load_average_1m_before_after'][1]} after), so figures are "
              "noisy.  ",
@@ -302,7 +302,7 @@ def _conclusion(r: dict[str, Any]) -> str:
         f"{s2 / s1:.2f}x the requests/s of one ({s2} vs {s1}) and a second Ray Data actor "
         f"{d2 / d1:.2f}x the rows/s of one ({d2} vs {d1}): the work is divided, but far from "
         "linearly, because both replicas/actors share the same 2 cores with Serve's HTTP "
-        "proxy, the client threads, Ray's own processes and another engineer's jobs (and Ray "
+        "proxy, the client threads, Ray's own processes and any other jobs on the machine (and Ray "
         "runs its workers at nice 15, so they yield to any busy process at nice 0). The "
         f"in-process scorer is still the fastest here ({best_req[0]} requests/s, "
         f"{best_req[1]}; {best_rows[0]} rows/s, {best_rows[1]}): on one small machine Ray "
