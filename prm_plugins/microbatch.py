@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 
 from prm_plugins.errors import InvalidInputError, PRMError
-from prm_plugins.steps import check_unicode, validate_steps
+from prm_plugins.steps import validate_chain
 from prm_plugins.types import StepScorer, StepScores
 
 __all__ = ["MicroBatcher", "MicroBatcherStats"]
@@ -144,11 +144,7 @@ class MicroBatcher:
         """
         if self._closing:
             raise PRMError("this MicroBatcher is closed; make a new one")
-        if not isinstance(question, str):
-            raise InvalidInputError(
-                f"question must be a str, got {type(question).__name__}")
-        check_unicode(question, "question")
-        checked = validate_steps(steps)
+        question, checked = validate_chain(question, steps)
         await self.start()
         assert self._queue is not None
         future: asyncio.Future[StepScores] = asyncio.get_running_loop().create_future()

@@ -22,7 +22,7 @@ from prm_plugins.batching import pad_batch, plan_batches
 from prm_plugins.errors import ChainTooLongError, InvalidInputError, ModelLoadError
 from prm_plugins.formats import PRMFormat, Rendered, get_format
 from prm_plugins.manifest import Manifest, verify_files
-from prm_plugins.steps import check_unicode, validate_steps
+from prm_plugins.steps import validate_chain
 from prm_plugins.types import StepScores
 from prm_plugins.windows import plan_windows
 
@@ -358,12 +358,8 @@ class OnnxPRM:
                 f"{'' if not isinstance(item, (tuple, list)) else f' of length {len(item)}'}"
             )
         question, steps = item
-        if not isinstance(question, str):
-            raise InvalidInputError(
-                f"item {index}: question must be a str, got {type(question).__name__}"
-            )
         try:
-            return check_unicode(question, "question"), validate_steps(steps)
+            return validate_chain(question, steps)
         except InvalidInputError as exc:
             raise InvalidInputError(f"item {index}: {exc}") from None
 

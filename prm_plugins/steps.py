@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from prm_plugins.errors import InvalidInputError
 
 __all__ = ["JOIN_MODES", "SPLIT_MODES", "check_unicode", "join_steps", "split_step_spans",
-           "split_steps", "validate_steps"]
+           "split_steps", "validate_chain", "validate_steps"]
 
 #: Modes accepted by :func:`split_steps`.
 SPLIT_MODES: tuple[str, ...] = ("auto", "blank_lines", "newlines", "step_markers", "regex")
@@ -285,6 +285,24 @@ def validate_steps(steps: object) -> list[str]:
             )
         check_unicode(item, f"steps[{index}]")
     return items
+
+
+def validate_chain(question: object, steps: object) -> tuple[str, list[str]]:
+    """Check one ``(question, steps)`` chain before scoring; return it with steps as a list.
+
+    What any scorer refuses, checked without a model: the question must be text that UTF-8
+    can hold, and the steps pass :func:`validate_steps`.
+
+    Raises:
+        InvalidInputError: naming what is wrong.
+
+    Examples:
+        >>> validate_chain("2 + 3?", ("2 + 3 = 5",))
+        ('2 + 3?', ['2 + 3 = 5'])
+    """
+    if not isinstance(question, str):
+        raise InvalidInputError(f"question must be a str, got {type(question).__name__}")
+    return check_unicode(question, "question"), validate_steps(steps)
 
 
 def check_unicode(text: str, what: str) -> str:
