@@ -321,7 +321,9 @@ def export_prm(config: ExportConfig) -> Path:
     out_dir = Path(config.out_dir)
     _check_out_dir(out_dir, model_dir, config.overwrite)
     config = _with_saved_format(config, model_dir)
-    fmt_cls = get_format(config.format)
+    format_name = config.format
+    assert format_name is not None, "_with_saved_format always sets the format"
+    fmt_cls = get_format(format_name)
     providers = _providers(config)
     if config.device == "cuda" and not torch.cuda.is_available():
         raise InvalidInputError(
@@ -438,7 +440,7 @@ def export_prm(config: ExportConfig) -> Path:
 
         names = sorted(p.name for p in staging.iterdir() if p.is_file())
         manifest = Manifest(
-            format=config.format,
+            format=format_name,
             format_options=options,
             max_length=max_length,
             dtype=final_dtype,

@@ -5,6 +5,8 @@ Every error says what was wrong, what was received, and how to fix it.
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "PRMError",
     "InvalidInputError",
@@ -67,7 +69,7 @@ class MissingExtraError(PRMError, ImportError):
     """An optional dependency is missing; the message names the pip extra."""
 
 
-def require(module: str, extra: str) -> object:
+def require(module: str, extra: str) -> Any:
     """Import ``module`` or raise :class:`MissingExtraError` naming the extra.
 
     Args:

@@ -384,7 +384,7 @@ class LocalHFGenerator:
         torch = self._torch
         tokenizer = self.tokenizer
 
-        class _RowStop(transformers.StoppingCriteria):  # type: ignore[misc]
+        class _RowStop(transformers.StoppingCriteria):
             def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
                 texts = tokenizer.batch_decode(input_ids[:, start:], skip_special_tokens=True)
                 return torch.tensor([bool(done(t)) for t in texts], dtype=torch.bool,
