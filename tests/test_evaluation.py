@@ -411,6 +411,24 @@ def test_bon_curves_share_tied_picks_and_skip_rows_with_fewer_candidates() -> No
     assert r["accuracy"]["random"][2] == pytest.approx(1 / 3)
 
 
+def test_bon_weighted_vote_sums_chain_scores_per_answer() -> None:
+    # Answer "7" has two weak candidates, "9" one strong one. Plain majority picks "7";
+    # the min-weighted vote sums 0.3 + 0.25 = 0.55 for "7" against 0.9 for "9"; the
+    # last-step vote sums 0.6 + 0.5 = 1.1 for "7" against 0.95 for "9".
+    rows = [CandidateSet("q", ["a\n#### 7", "b\n#### 7", "c\n#### 9", "d"],
+                         [False, False, True, False])]
+    scores = [[[0.3, 0.6], [0.25, 0.5], [0.9, 0.95], [0.99]]]  # "d" states no answer
+    r = best_of_n_curves(rows, scores, [np.array([[0, 1, 2, 3]])])
+    acc = r["accuracy"]
+    assert acc["majority"][2] == 0.0
+    assert acc["weighted_min"][:3] == [0.0, 0.0, 1.0]
+    assert acc["weighted_last"][2] == 0.0
+    # a candidate with no answer does not vote, however high its score
+    assert acc["weighted_min"][3] == 1.0 and acc["min"][3] == 0.0
+    # N=1 and N=2 vote only over "7": wrong
+    assert acc["weighted_last"][:2] == [0.0, 0.0]
+
+
 def test_bon_without_matplotlib_writes_json_then_names_the_extra(
     model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

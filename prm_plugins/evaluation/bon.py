@@ -19,6 +19,11 @@ fewer than N candidates do not count at that N). Methods:
 - ``majority``: the most frequent normalised final answer (:mod:`.answers`); its accuracy is
   the share of correct candidates among those giving it (ties between answers averaged); 0 when
   no candidate states an answer.
+- ``weighted_min``, ``weighted_last``: PRM-weighted majority vote (as
+  :func:`prm_plugins.weighted_best_of_n`): each candidate votes for its final answer with its
+  chain score under ``min`` or ``last`` aggregation, and the answer with the largest total
+  wins; accuracy is counted as for ``majority``. Candidates with no answer or no score do not
+  vote.
 - ``random``: the expected accuracy of a random pick, i.e. the fraction correct among the N.
 - ``oracle``: whether any of the N is correct.
 """
@@ -47,6 +52,7 @@ from prm_plugins.types import StepScorer
 __all__ = [
     "AGGREGATION_METHODS",
     "METHODS",
+    "WEIGHTED_METHODS",
     "CandidateSet",
     "best_of_n_curves",
     "evaluate_best_of_n",
@@ -60,8 +66,11 @@ logger = logging.getLogger(__name__)
 
 #: PRM chain-score aggregations compared (see :func:`prm_plugins.aggregate_scores`).
 AGGREGATION_METHODS: tuple[str, ...] = ("min", "prod", "mean", "last")
+#: Aggregations whose chain scores weight a vote over final answers.
+WEIGHTED_METHODS: dict[str, str] = {"weighted_min": "min", "weighted_last": "last"}
 #: Every method in the output, in plotting order.
-METHODS: tuple[str, ...] = (*AGGREGATION_METHODS, "majority", "random", "oracle")
+METHODS: tuple[str, ...] = (*AGGREGATION_METHODS, "majority", *WEIGHTED_METHODS, "random",
+                            "oracle")
 
 _EXAMPLE = ('{"question": "...", "answer": "72", "candidates": [{"solution": "...", '
             '"is_correct": true}]}')
@@ -294,6 +303,7 @@ def best_of_n_curves(
             tied: dict[str, list[int]] = {m: [] for m in AGGREGATION_METHODS}
             votes: Counter[str] = Counter()
             vote_correct: dict[str, float] = {}
+            weights: dict[str, Counter[str]] = {m: Counter() for m in WEIGHTED_METHODS}
             n_correct = 0.0
             for n, c in enumerate(order):
                 c = int(c)
@@ -314,6 +324,15 @@ def best_of_n_curves(
                     leaders = [a for a, v in votes.items() if v == top]
                     acc["majority"][n] += sum(vote_correct[a] / votes[a] for a in leaders) / len(
                         leaders)
+                for m, how in WEIGHTED_METHODS.items():
+                    w = chain[how][c]
+                    if key is not None and w > -math.inf:
+                        weights[m][key] += w
+                    if weights[m]:
+                        top_w = max(weights[m].values())
+                        leaders = [a for a, v in weights[m].items() if v == top_w]
+                        acc[m][n] += sum(vote_correct[a] / votes[a] for a in leaders) / len(
+                            leaders)
                 acc["random"][n] += n_correct / (n + 1)
                 acc["oracle"][n] += float(n_correct > 0)
         for m in METHODS:
@@ -344,7 +363,8 @@ def write_bon_plot(result: dict[str, Any], path: str | Path) -> Path:
         ) from exc
     path = Path(path)
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
-    styles = {"oracle": ":", "random": "--", "majority": "-."}
+    styles = {"oracle": ":", "random": "--", "majority": "-.", "weighted_min": (0, (5, 1)),
+              "weighted_last": (0, (5, 1))}
     for m in METHODS:
         ys = result["accuracy"][m]
         ax.plot(result["n"], [math.nan if y is None else y for y in ys], marker="o",

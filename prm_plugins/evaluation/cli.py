@@ -266,10 +266,10 @@ def _run_bon(cfg: BonEvalConfig) -> int:
         _out(f"best-of-N on {cfg.data}: {c['rows']} questions, {c['candidates']} candidates "
              f"({c['scored_candidates']} scored), {c['permutations']} permutations")
         shown = sorted({1, 2, 4, 8, 16, 32, 64, 128, result["n"][-1]} & set(result["n"]))
-        _out(f"{'method':<9}" + "".join(f"{'N=' + str(n):>8}" for n in shown))
+        _out(f"{'method':<14}" + "".join(f"{'N=' + str(n):>8}" for n in shown))
         for m in METHODS:
             accs = result["accuracy"][m]
-            _out(f"{m:<9}" + "".join(
+            _out(f"{m:<14}" + "".join(
                 f"{'-' if accs[n - 1] is None else format(accs[n - 1], '.3f'):>8}"
                 for n in shown))
         _out(f"wrote {cfg.out}/bon.json" + ("" if cfg.no_plot else " and bon.png"))

@@ -20,6 +20,7 @@ from prm_plugins.training.trainer import (
     build_format,
     encode_rows,
     load_stepwise,
+    outcome_rows,
     token_labels,
     train,
 )
@@ -36,6 +37,7 @@ __all__ = [
     "encode_rows",
     "load_stepwise",
     "minilm_dir",
+    "outcome_rows",
     "step_auroc_report",
     "token_labels",
     "train",

@@ -22,6 +22,9 @@ __all__ = ["TrainConfig", "add_config_arguments", "config_from_args"]
 #: Loss weightings accepted by ``--class-weight``.
 CLASS_WEIGHTS: tuple[str, ...] = ("balanced", "position-balanced", "none")
 
+#: Label sources accepted by ``--supervision``.
+SUPERVISIONS: tuple[str, ...] = ("process", "outcome")
+
 #: Step positions weighted separately by ``position-balanced`` (later steps share the last).
 POSITION_BUCKETS = 8
 
@@ -107,6 +110,11 @@ class TrainConfig:
                 "'position-balanced' (inverse frequency per step position, so the position "
                 "of a step says nothing about its label: in verifier-labelled data later "
                 "steps are far more often bad) or 'none'"})
+    supervision: str = field(default="process", metadata={
+        "help": "'process' (each step's own label: a PRM) or 'outcome' (every step labelled "
+                "with the chain's outcome, i.e. whether all its steps are correct: an "
+                "outcome reward model as in Uesato et al. 2022, for comparisons; score it "
+                "by its last step). Validation uses the same labels"})
     # -- running --------------------------------------------------------------------------
     device: str = field(default="auto", metadata={
         "help": "'cpu', 'cuda' or 'auto' (CUDA when torch sees a GPU)"})
@@ -143,6 +151,9 @@ class TrainConfig:
         if self.class_weight not in CLASS_WEIGHTS:
             raise InvalidInputError(
                 f"class_weight must be one of {list(CLASS_WEIGHTS)}, got {self.class_weight!r}")
+        if self.supervision not in SUPERVISIONS:
+            raise InvalidInputError(
+                f"supervision must be one of {list(SUPERVISIONS)}, got {self.supervision!r}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise InvalidInputError(f"device must be 'auto', 'cpu' or 'cuda', got {self.device!r}")
         if not 0.0 <= self.warmup_ratio < 1.0:

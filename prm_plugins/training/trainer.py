@@ -47,6 +47,7 @@ __all__ = [
     "load_stepwise",
     "position_class_weights",
     "lr_factor",
+    "outcome_rows",
     "token_labels",
     "train",
 ]
@@ -93,6 +94,21 @@ def load_stepwise(path: str | Path) -> list[StepwiseRow]:
     if not rows:
         raise InvalidInputError(f"{path} holds no rows")
     return rows
+
+
+def outcome_rows(rows: Sequence[StepwiseRow]) -> list[StepwiseRow]:
+    """Rows relabelled for outcome supervision: every step gets the chain's outcome.
+
+    The outcome of a chain is whether all of its steps are correct (with the labelling
+    convention of :mod:`prm_plugins.labeling`, whether its final answer is right).
+
+    Examples:
+        >>> r = StepwiseRow("q", ["a", "b", "c"], [True, False, False])
+        >>> outcome_rows([r])[0].labels
+        [False, False, False]
+    """
+    return [StepwiseRow(r.prompt, r.completions, [all(r.labels)] * len(r.labels),
+                        r.perturbation) for r in rows]
 
 
 def build_format(tokenizer: Any, config: TrainConfig) -> TokenClassificationFormat:
@@ -421,6 +437,8 @@ def train(config: TrainConfig) -> TrainResult:
         train_rows, val_rows = rows, load_stepwise(config.val_data)
     else:
         train_rows, val_rows = split_by_question(rows, config.val_fraction, config.seed)
+    if config.supervision == "outcome":
+        train_rows, val_rows = outcome_rows(train_rows), outcome_rows(val_rows)
     rng = random.Random(config.seed)
     if config.max_train_rows is not None and len(train_rows) > config.max_train_rows:
         train_rows = rng.sample(train_rows, config.max_train_rows)

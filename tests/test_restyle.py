@@ -1,0 +1,63 @@
+"""restyle_steps: surface variants keep every step's arithmetic, the answer and the labels."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+
+from prm_plugins.checks import check_arithmetic
+from prm_plugins.errors import InvalidInputError
+from prm_plugins.evaluation.answers import extract_answer, normalize_answer
+from prm_plugins.labeling.gsm8k import read_gsm8k_jsonl
+from prm_plugins.labeling.restyle import restyle_steps
+from prm_plugins.labeling.verifier import build_verifier_dataset
+
+GSM8K_TRAIN = Path(__file__).resolve().parents[2] / "shared" / "data" / "gsm8k" / "train.jsonl"
+
+
+def _chains() -> list[dict]:
+    if not GSM8K_TRAIN.is_file():
+        pytest.skip(f"GSM8K not found at {GSM8K_TRAIN}")
+    rows = [r for _, r in zip(range(150), read_gsm8k_jsonl(GSM8K_TRAIN), strict=False)]
+    return list(build_verifier_dataset(rows, seed=0))
+
+
+def test_variants_keep_arithmetic_answer_and_step_count() -> None:
+    chains = _chains()
+    assert len(chains) > 250  # references and perturbed chains
+    distinct = 0
+    for k, chain in enumerate(chains):
+        steps = chain["completions"]
+        variants = {tuple(restyle_steps(steps, random.Random(k * 10 + s))) for s in range(4)}
+        distinct += len(variants) > 1
+        for v in variants:
+            assert len(v) == len(steps)
+            for before, after in zip(steps, v, strict=True):
+                # the calculator check sees the same thing: a slip stays a slip
+                assert check_arithmetic(after)[0] == check_arithmetic(before)[0], (before, after)
+            assert normalize_answer(extract_answer("\n".join(v))) == normalize_answer(
+                extract_answer("\n".join(steps)))
+    assert distinct > 0.9 * len(chains)
+
+
+def test_rewrites_on_a_known_chain() -> None:
+    steps = ["He has 5*12=60 apples.", "He sells 18, so 60-18=42 are left.",
+             "She eats 10 - 3 + 2 = 9 of them.", "The answer is 42."]
+    seen = {tuple(restyle_steps(steps, random.Random(s))) for s in range(40)}
+    texts = {t for v in seen for t in v}
+    assert "He has 12 * 5 = 60 apples." in texts or "He has 12*5=60 apples." in texts
+    assert any(t.startswith(("So he sells", "Then he sells", "Now he sells")) for t in texts)
+    assert "So the answer is 42." in texts
+    # never a swap inside a longer expression: 10 - 2 + 3 is 11, not 9
+    assert not any("10 - 2 + 3" in t or "10-2+3" in t for t in texts)
+    # deterministic under a seed
+    assert restyle_steps(steps, random.Random(7)) == restyle_steps(steps, random.Random(7))
+
+
+def test_bad_input_is_refused() -> None:
+    with pytest.raises(InvalidInputError, match="sequence of step strings"):
+        restyle_steps("one step", random.Random(0))  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError):
+        restyle_steps(["ok", 3], random.Random(0))  # type: ignore[list-item]
