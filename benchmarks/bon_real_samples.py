@@ -213,9 +213,12 @@ def _table(results: dict[str, dict[str, Any]]) -> list[str]:
         lines += [f"**{name}** (best-of-N accuracy, mean over permutations)", "",
                   "| method | " + " | ".join(f"N={n}" for n in show) + " |",
                   "|---|" + "---:|" * len(show)]
-        for method in ("min", "prod", "mean", "last", "majority", "random", "oracle"):
+        for method in ("min", "prod", "mean", "last", "weighted_min", "weighted_last",
+                       "majority", "random", "oracle"):
             label = {"min": "PRM-min", "prod": "PRM-prod", "mean": "PRM-mean",
-                     "last": "last step (outcome-style)"}.get(method, method)
+                     "last": "last step (outcome-style)",
+                     "weighted_min": "PRM-min-weighted vote",
+                     "weighted_last": "last-step-weighted vote"}.get(method, method)
             lines.append(f"| {label} | " + " | ".join(
                 f"{acc[method][ns.index(n)]:.3f}" for n in show) + " |")
         lines.append("")

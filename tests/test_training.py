@@ -387,3 +387,27 @@ def test_position_balanced_training_learns_the_toy_task(base_dir: Path,
     train(cfg)
     info = json.loads((tmp_path / "ckpt" / "training.json").read_text())
     assert info["best_val_auroc"] > 0.85
+
+
+def test_outcome_supervision_labels_every_step_with_the_chain_outcome(
+        base_dir: Path, tmp_path: Path) -> None:
+    from prm_plugins.errors import InvalidInputError
+    from prm_plugins.training import StepwiseRow, outcome_rows
+
+    rows = outcome_rows([StepwiseRow("q", ["a", "b"], [True, True]),
+                         StepwiseRow("q", ["a", "b", "c"], [True, False, True])])
+    assert [r.labels for r in rows] == [[True, True], [False, False, False]]
+    with pytest.raises(InvalidInputError, match="supervision"):
+        TrainConfig(data="d", out="o", supervision="final").validate()
+    # An ORM on the toy task: a chain is bad when any step says 'subtract'. The encoder sees
+    # the whole chain, so even a first step is scored by the chain's outcome.
+    data = _write(tmp_path / "train.jsonl", _toy_rows(160, 0))
+    cfg = TrainConfig(data=str(data), out=str(tmp_path / "orm"), base_model=str(base_dir),
+                      max_steps=60, batch_size=16, lr=1e-2, warmup_ratio=0.1, eval_every=60,
+                      log_every=10, val_fraction=0.2, device="cpu", progress=False,
+                      vocab_keep_top=50, max_length=128, seed=0, threads=1,
+                      supervision="outcome")
+    train(cfg)
+    info = json.loads((tmp_path / "orm" / "training.json").read_text())
+    assert info["config"]["supervision"] == "outcome"
+    assert info["best_val_auroc"] > 0.85
