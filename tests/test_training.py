@@ -411,3 +411,50 @@ def test_outcome_supervision_labels_every_step_with_the_chain_outcome(
     info = json.loads((tmp_path / "orm" / "training.json").read_text())
     assert info["config"]["supervision"] == "outcome"
     assert info["best_val_auroc"] > 0.85
+
+
+def test_question_batches_keep_a_question_together_and_cover_every_chain() -> None:
+    from prm_plugins.training.trainer import EncodedChain, question_batches
+
+    chains = [EncodedChain([0] * (5 + i % 7), [-100] * (5 + i % 7), [1], [1], None,
+                           f"q{i // 3}" if i < 60 else None) for i in range(70)]
+    batches = question_batches(chains, 8, random.Random(0), pool=2)
+    flat = [i for b in batches for i in b]
+    assert sorted(flat) == list(range(70))
+    where = {i: n for n, b in enumerate(batches) for i in b}
+    for q in range(20):
+        assert len({where[3 * q + k] for k in range(3)}) == 1
+    assert all(len(b) >= 8 for b in batches[:-1]) or len(batches) > 1
+
+
+def test_pairwise_loss_trains_on_question_pairs(base_dir: Path, tmp_path: Path) -> None:
+    from prm_plugins.errors import InvalidInputError
+
+    rng = random.Random(0)
+    rows = []
+    for i in range(80):  # each question: a correct chain and one with a 'subtract' step
+        q = f"tom has {rng.randint(1, 99)} apples. q{i}"
+        steps = [f"then add {rng.randint(1, 99)}" for _ in range(3)]
+        k = rng.randint(0, 2)
+        bad = [*steps[:k], f"then subtract {rng.randint(1, 99)}", *steps[k + 1:]]
+        rows.append({"prompt": q, "completions": steps, "labels": [True] * 3})
+        rows.append({"prompt": q, "completions": bad,
+                     "labels": [j < k for j in range(3)], "perturbation": "toy"})
+    data = _write(tmp_path / "pairs.jsonl", rows)
+    cfg = TrainConfig(data=str(data), out=str(tmp_path / "pw"), base_model=str(base_dir),
+                      max_steps=40, batch_size=16, lr=1e-2, warmup_ratio=0.1, eval_every=40,
+                      log_every=10, val_fraction=0.2, device="cpu", progress=False,
+                      vocab_keep_top=50, max_length=128, seed=0, threads=1, pair_weight=1.0)
+    train(cfg)
+    info = json.loads((tmp_path / "pw" / "training.json").read_text())
+    assert info["config"]["pair_weight"] == 1.0
+    assert info["data"]["pairs"] == info["data"]["train_chains"] // 2  # every flawed chain
+    assert info["best_val_auroc"] > 0.85
+    # without any question that has both a correct and a flawed chain it says so
+    lone = _write(tmp_path / "lone.jsonl", _toy_rows(40, 1))
+    with pytest.raises(InvalidInputError, match="pair-weight"):
+        train(TrainConfig(data=str(lone), out=str(tmp_path / "x"), base_model=str(base_dir),
+                          max_steps=2, device="cpu", progress=False, vocab_keep_top=50,
+                          max_length=128, threads=1, pair_weight=1.0, val_fraction=0.2))
+    with pytest.raises(InvalidInputError, match="pair_weight"):
+        TrainConfig(data="d", out="o", pair_weight=-1).validate()

@@ -110,6 +110,12 @@ class TrainConfig:
                 "'position-balanced' (inverse frequency per step position, so the position "
                 "of a step says nothing about its label: in verifier-labelled data later "
                 "steps are far more often bad) or 'none'"})
+    pair_weight: float = field(default=0.0, metadata={
+        "help": "weight of a pairwise loss that ranks each flawed chain's first wrong step "
+                "below the step at the same position of its question's correct chain (the "
+                "two share the question and usually the steps before, so only the error "
+                "tells them apart); batches then keep a question's chains together. 0 "
+                "disables it"})
     supervision: str = field(default="process", metadata={
         "help": "'process' (each step's own label: a PRM) or 'outcome' (every step labelled "
                 "with the chain's outcome, i.e. whether all its steps are correct: an "
@@ -151,6 +157,8 @@ class TrainConfig:
         if self.class_weight not in CLASS_WEIGHTS:
             raise InvalidInputError(
                 f"class_weight must be one of {list(CLASS_WEIGHTS)}, got {self.class_weight!r}")
+        if self.pair_weight < 0:
+            raise InvalidInputError(f"pair_weight must be >= 0, got {self.pair_weight}")
         if self.supervision not in SUPERVISIONS:
             raise InvalidInputError(
                 f"supervision must be one of {list(SUPERVISIONS)}, got {self.supervision!r}")

@@ -46,6 +46,8 @@ __all__ = [
     "length_bucketed_batches",
     "load_stepwise",
     "position_class_weights",
+    "question_batches",
+    "question_pairs",
     "lr_factor",
     "outcome_rows",
     "token_labels",
@@ -150,6 +152,7 @@ class EncodedChain:
     step_positions: list[int]
     step_labels: list[int]
     kind: str | None = None
+    group: str | None = None  # the question; chains of one question form pairs
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -180,7 +183,8 @@ def encode_rows(
             rendered = fmt.render(row.prompt, row.completions[:n])
         labels = [int(v) for v in row.labels[:n]]
         chains.append(EncodedChain(rendered.input_ids, token_labels(rendered, labels),
-                                   list(rendered.step_positions), labels, row.perturbation))
+                                   list(rendered.step_positions), labels, row.perturbation,
+                                   row.prompt))
     return chains, stats
 
 
@@ -213,6 +217,76 @@ def length_bucketed_batches(
     for start in range(0, len(order), step):
         chunk = sorted(order[start:start + step], key=lambda i: lengths[i])
         batches.extend(chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size))
+    rng.shuffle(batches)
+    return batches
+
+
+def question_pairs(chains: Sequence[EncodedChain]) -> dict[int, tuple[int, int, int]]:
+    """Pairs for the pairwise loss: each flawed chain with its question's correct chain.
+
+    Returns:
+        ``{flawed index: (correct index, token position of the correct chain's step k,
+        token position of the flawed chain's step k)}``, where k is the flawed chain's first
+        wrong step; flawed chains whose question has no correct chain with more than k steps
+        get no pair.
+
+    Examples:
+        >>> good = EncodedChain([1, 2, 3, 4], [-100] * 4, [1, 3], [1, 1], None, "q")
+        >>> bad = EncodedChain([1, 2, 5, 6], [-100] * 4, [1, 3], [1, 0], "slip", "q")
+        >>> question_pairs([good, bad])
+        {1: (0, 3, 3)}
+    """
+    correct: dict[str, list[int]] = {}
+    for i, c in enumerate(chains):
+        if c.group is not None and all(c.step_labels):
+            correct.setdefault(c.group, []).append(i)
+    pairs: dict[int, tuple[int, int, int]] = {}
+    for i, c in enumerate(chains):
+        if c.group is None or all(c.step_labels):
+            continue
+        k = c.step_labels.index(0)
+        for j in correct.get(c.group, []):
+            if len(chains[j].step_positions) > k:
+                pairs[i] = (j, chains[j].step_positions[k], c.step_positions[k])
+                break
+    return pairs
+
+
+def question_batches(
+    chains: Sequence[EncodedChain], batch_size: int, rng: random.Random, *, pool: int = 50
+) -> list[list[int]]:
+    """Like :func:`length_bucketed_batches`, but a question's chains stay in one batch.
+
+    Questions are shuffled, cut into pools of about ``pool * batch_size`` chains, each pool
+    sorted by its questions' longest chain and packed into batches of at least
+    ``batch_size`` chains (a batch closes once it is full), and the batches shuffled.
+    """
+    groups: dict[str | None, list[int]] = {}
+    singles: list[list[int]] = []
+    for i, c in enumerate(chains):
+        if c.group is None:
+            singles.append([i])
+        else:
+            groups.setdefault(c.group, []).append(i)
+    units = list(groups.values()) + singles
+    rng.shuffle(units)
+    batches: list[list[int]] = []
+    start = 0
+    while start < len(units):
+        chunk, count = [], 0
+        while start < len(units) and count < pool * batch_size:
+            chunk.append(units[start])
+            count += len(units[start])
+            start += 1
+        chunk.sort(key=lambda u: max(len(chains[i]) for i in u))
+        current: list[int] = []
+        for unit in chunk:
+            current.extend(unit)
+            if len(current) >= batch_size:
+                batches.append(current)
+                current = []
+        if current:
+            batches.append(current)
     rng.shuffle(batches)
     return batches
 
@@ -508,10 +582,21 @@ def train(config: TrainConfig) -> TrainResult:
     base_lrs = [g["lr"] for g in optimizer.param_groups]
     budget_s = None if config.max_minutes is None else 60.0 * config.max_minutes
     lengths = [len(c) for c in train_chains]
+    pairs = question_pairs(train_chains) if config.pair_weight > 0 else {}
+    if config.pair_weight > 0:
+        logger.info("pairwise loss (weight %g): %d flawed chains paired with their "
+                    "question's correct chain", config.pair_weight, len(pairs))
+        if not pairs:
+            raise InvalidInputError(
+                "--pair-weight needs questions with both a correct chain (all labels true) and "
+                "a flawed one in the training data; none were found")
 
     def batch_stream() -> Iterator[list[int]]:
         while True:
-            yield from length_bucketed_batches(lengths, config.batch_size, rng)
+            if pairs:
+                yield from question_batches(train_chains, config.batch_size, rng)
+            else:
+                yield from length_bucketed_batches(lengths, config.batch_size, rng)
 
     history: list[dict[str, Any]] = []
     best_auroc, best_state, best_step = -1.0, None, 0
@@ -544,6 +629,18 @@ def train(config: TrainConfig) -> TrainResult:
                 ignore_index=IGNORE_INDEX, reduction="none")
             w = batch["weights"].view(-1)
             loss = (per_token * w).sum() / w.sum().clamp_min(1e-8)
+        if pairs:
+            local = {g: n for n, g in enumerate(idx)}
+            sel = [(local[pairs[i][0]], pairs[i][1], local[i], pairs[i][2])
+                   for i in idx if i in pairs and pairs[i][0] in local]
+            if sel:
+                rows_g, pos_g, rows_b, pos_b = (torch.tensor(v, device=device)
+                                                for v in zip(*sel, strict=True))
+                margin = logits.float()[..., 1] - logits.float()[..., 0]
+                # the correct chain's step k should score above the flawed chain's step k
+                pair_loss = torch.nn.functional.softplus(
+                    margin[rows_b, pos_b] - margin[rows_g, pos_g]).mean()
+                loss = loss + config.pair_weight * pair_loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if config.grad_clip > 0:
@@ -610,7 +707,7 @@ def train(config: TrainConfig) -> TrainResult:
         "data": {"train_chains": len(train_chains), "train_steps": n_steps,
                  "train_correct": n_pos, "train_incorrect": n_neg,
                  "val_chains": len(val_chains), "train_encode": train_stats,
-                 "val_encode": val_stats},
+                 "val_encode": val_stats, "pairs": len(pairs)},
         "model": {"architecture": type(model).__name__,
                   "layers": int(model.config.num_hidden_layers),
                   "hidden_size": int(model.config.hidden_size),
