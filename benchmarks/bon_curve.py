@@ -28,7 +28,8 @@ step. Candidate sets are built here, with no LLM:
 
 Each model scores every candidate once; it is evaluated alone (``checks=()``) and with the
 arithmetic check the default manifest recommends (the shipped configuration), applied to
-the same scores. Limits, stated in the results: correct candidates are restyled copies of
+the same scores; the PRM also with the opt-in ``coverage`` check added. Limits, stated in
+the results: correct candidates are restyled copies of
 the reference solution (a real generator would also plan differently), and wrong ones are
 the labeller's perturbation kinds, which the models were trained on (other seeds, other
 questions: the training data is GSM8K *train*).
@@ -217,14 +218,17 @@ def main(argv: list[str] | None = None) -> int:
     models = [("PRM", "", args.model)] + ([] if args.orm is None else [("ORM", "orm_", args.orm)])
     for kind, prefix, model in models:
         once = _ScoreOnce(load_prm(model, device="cpu", checks=(), **session))
-        for name, scorer, tag in ((f"{kind}, model alone", once, "model"),
-                                  (f"{kind}, model + arithmetic check", HybridPRM(once),
-                                   "hybrid")):
+        configs = [(f"{kind}, model alone", once, "model"),
+                   (f"{kind}, model + arithmetic check", HybridPRM(once), "hybrid")]
+        if kind == "PRM":  # the opt-in coverage check (prm_plugins.checks), on the same scores
+            configs.append((f"{kind}, model + arithmetic and coverage checks",
+                            HybridPRM(once, checks=("arithmetic", "coverage")), "coverage"))
+        for name, scorer, tag in configs:
             t = time.perf_counter()
             res = evaluate_best_of_n(scorer, cands, args.out / f"bon_curve_{prefix}{tag}",
                                      split="newlines", permutations=args.permutations,
                                      seed=args.seed, config={"model": str(model),
-                                                             "checks": tag == "hybrid"})
+                                                             "checks": tag})
             res["seconds"] = round(time.perf_counter() - t, 1)
             results[name] = res
             logger.info("%s: N=%d min %.3f last %.3f majority %.3f (%.0f s)", name,

@@ -2,9 +2,19 @@
 
 A calculator catches arithmetic slips in written equations ("48/2 = 26") better than any
 small model; a learned PRM is for what a calculator cannot see (the wrong quantity, the
-wrong operation for the situation, a missing step). :class:`HybridPRM` combines them: a
-step whose written arithmetic is wrong has its score capped, and, following the labelling
-convention (a chain is wrong from its first error on), so do the steps after it.
+wrong operation for the situation, a missing step). :class:`HybridPRM` combines them.
+
+Checks (names as listed in a manifest's ``extra.checks`` and in ``load_prm(checks=...)``):
+
+- ``arithmetic``: a step whose written arithmetic is wrong has its score capped, and,
+  following the labelling convention (a chain is wrong from its first error on), so do the
+  steps after it.
+- ``coverage``: a final-answer step ("The answer is 53.", ``#### 53``, ``\boxed{53}``) reached
+  without ever using one of the numbers the question gives is capped (a skipped step or an
+  ignored condition; "he sells 18 and gives away 7" answered without the 18). Only the
+  final-answer step is capped, since the check cannot tell where the missing step belonged,
+  and never a partial chain, so search over prefixes is unaffected. Problems with
+  deliberately irrelevant numbers trip it: leave it off for such data.
 """
 
 from __future__ import annotations
@@ -25,7 +35,11 @@ __all__ = [
     "EquationCheck",
     "HybridPRM",
     "apply_arithmetic_check",
+    "apply_checks",
+    "apply_coverage_check",
     "check_arithmetic",
+    "states_final_answer",
+    "unused_quantities",
 ]
 
 _TOKEN = re.compile(
@@ -248,7 +262,88 @@ def check_arithmetic(step: str) -> tuple[ArithmeticCheck, list[EquationCheck]]:
 
 
 #: Names of the checks a model's manifest may list under ``extra.checks``.
-KNOWN_CHECKS: tuple[str, ...] = ("arithmetic",)
+KNOWN_CHECKS: tuple[str, ...] = ("arithmetic", "coverage")
+
+_QUANTITY = re.compile(r"(?<![\w.])[$€£]?(\d[\d,]*(?:\.\d+)?|\.\d+)(%?)")
+_FINAL_ANSWER = re.compile(r"(?i)\banswer\s*(?:is|:)|####|\\boxed\{")
+
+
+def _values(text: str) -> set[Fraction]:
+    out: set[Fraction] = set()
+    for m in _QUANTITY.finditer(text):
+        try:
+            value = Fraction(m.group(1).replace(",", ""))
+        except (ValueError, ZeroDivisionError):
+            continue
+        out.add(value)
+        if m.group(2):
+            out.add(value / 100)
+    return out
+
+
+def unused_quantities(question: str, steps: Sequence[str]) -> list[str]:
+    """Numbers written in the question whose value no step writes (as written, in order).
+
+    A percentage counts as used when either form is written (``25%`` as ``25`` or ``0.25``),
+    and so does a number written x100 or /100 (``0.5`` as ``50``).
+
+    Examples:
+        >>> unused_quantities("He sells 18 apples and gives away 7.", ["60 - 7 = 53"])
+        ['18']
+        >>> unused_quantities("A 25% tip on $1,200?", ["0.25 * 1200 = 300"])
+        []
+    """
+    used: set[Fraction] = set()
+    for step in steps:
+        used |= _values(step)
+    out = []
+    for m in _QUANTITY.finditer(question):
+        values = _values(m.group())
+        if values and not any(v in used or v * 100 in used or v / 100 in used
+                              for v in values):
+            out.append(m.group().lstrip("$€£"))
+    return list(dict.fromkeys(out))
+
+
+def states_final_answer(step: str) -> bool:
+    """Whether a step states the final answer ("The answer is 5", ``#### 5``, ``\boxed{5}``).
+
+    Examples:
+        >>> states_final_answer("The answer is 53."), states_final_answer("60 - 7 = 53")
+        (True, False)
+    """
+    return bool(_FINAL_ANSWER.search(step))
+
+
+def apply_coverage_check(scored: StepScores, *, cap: float = 0.3) -> StepScores:
+    """Cap a final-answer step reached without using every number of the question.
+
+    ``meta["unused_quantities"]`` lists the numbers not used (empty when the check passed
+    or did not apply); a chain whose last step states no final answer is left alone.
+    """
+    unused: list[str] = []
+    scores = list(scored.scores)
+    if scored.steps and scored.question and states_final_answer(scored.steps[-1]):
+        unused = unused_quantities(scored.question, scored.steps)
+        if unused:
+            scores[-1] = min(scores[-1], cap)
+    meta = {**scored.meta, "unused_quantities": unused}
+    meta.setdefault("model_scores", list(scored.scores))
+    return StepScores(steps=scored.steps, scores=scores, question=scored.question, meta=meta)
+
+
+def apply_checks(scored: StepScores, checks: Sequence[str], *, cap: float = 0.05,
+                 propagate: bool = True) -> StepScores:
+    """Apply the named checks (:data:`KNOWN_CHECKS`) in order."""
+    for name in checks:
+        if name == "arithmetic":
+            scored = apply_arithmetic_check(scored, cap=cap, propagate=propagate)
+        elif name == "coverage":
+            scored = apply_coverage_check(scored)
+        else:
+            raise InvalidInputError(f"unknown step check {name!r}; known checks: "
+                                    f"{', '.join(KNOWN_CHECKS)}")
+    return scored
 
 
 def apply_arithmetic_check(
@@ -264,17 +359,19 @@ def apply_arithmetic_check(
         wrong_seen = wrong_seen or verdict == "wrong"
         if verdict == "wrong" or (propagate and wrong_seen):
             scores[i] = min(scores[i], cap)
-    meta = {**scored.meta, "arithmetic": checks, "model_scores": list(scored.scores)}
+    meta = {**scored.meta, "arithmetic": checks}
+    meta.setdefault("model_scores", list(scored.scores))
     return StepScores(steps=scored.steps, scores=scores, question=scored.question, meta=meta)
 
 
 class HybridPRM:
-    """A learned PRM plus a calculator check of the arithmetic written in each step.
+    """A learned PRM plus deterministic checks (by default the calculator check).
 
     Args:
         prm: any scorer (``OnnxPRM``, a remote scorer, ...).
         cap: highest score a step with wrong written arithmetic keeps.
         propagate: also cap every later step (a chain is wrong from its first error on).
+        checks: the checks to apply, in order (:data:`KNOWN_CHECKS`).
 
     Examples:
         >>> from prm_plugins import load_prm  # doctest: +SKIP
@@ -283,9 +380,14 @@ class HybridPRM:
         True
     """
 
-    def __init__(self, prm: StepScorer, *, cap: float = 0.05, propagate: bool = True) -> None:
+    def __init__(self, prm: StepScorer, *, cap: float = 0.05, propagate: bool = True,
+                 checks: Sequence[str] = ("arithmetic",)) -> None:
         if not 0.0 <= cap <= 1.0:
             raise InvalidInputError(f"cap must be in [0, 1], got {cap!r}")
+        if isinstance(checks, str) or any(c not in KNOWN_CHECKS for c in checks):
+            raise InvalidInputError(f"checks must be a list of names from {KNOWN_CHECKS}, "
+                                    f"got {checks!r}")
+        self.checks = tuple(checks)
         self.prm = prm
         self.cap = float(cap)
         self.propagate = propagate
@@ -301,7 +403,7 @@ class HybridPRM:
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def _combine(self, scored: StepScores) -> StepScores:
-        return apply_arithmetic_check(scored, cap=self.cap, propagate=self.propagate)
+        return apply_checks(scored, self.checks, cap=self.cap, propagate=self.propagate)
 
     def score(self, question: str, steps: Sequence[str]) -> StepScores:
         """Model scores, capped where the written arithmetic is wrong."""

@@ -343,10 +343,10 @@ class OnnxPRM:
             if self.calibration is not None:
                 raw = self.calibration.apply(raw)
             scored = StepScores(steps=list(steps), scores=raw, question=question)
-            if "arithmetic" in self.checks:
-                from prm_plugins.checks import apply_arithmetic_check
+            if self.checks:
+                from prm_plugins.checks import apply_checks
 
-                scored = apply_arithmetic_check(scored)
+                scored = apply_checks(scored, self.checks)
             out.append(scored)
         return out
 

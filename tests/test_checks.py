@@ -94,3 +94,42 @@ def test_manifest_recommended_checks_apply_on_load(tmp_path) -> None:  # type: i
     assert s.meta["model_scores"] == r.scores
     with pytest.raises(InvalidInputError, match="unknown step check"):
         load_prm(d, device="cpu", checks=["spelling"])
+
+
+@pytest.mark.parametrize(("question", "steps", "unused"), [
+    ("He sells 18 apples and gives away 7.", ["60 - 7 = 53", "The answer is 53."], ["18"]),
+    ("He sells 18 apples and gives away 7.", ["60 - 18 = 42", "42 - 7 = 35"], []),
+    ("A 25% tip on a $1,200 bill?", ["0.25 * 1200 = 300"], []),  # 25% written as 0.25
+    ("Half of 0.5 kg?", ["50 / 2 = 25 grams"], []),  # 0.5 written x100
+    ("She has 3 cats and 2.5 dogs.", ["3 cats"], ["2.5"]),
+    ("No numbers here.", ["The answer is 4."], []),
+])
+def test_unused_quantities(question: str, steps: list[str], unused: list[str]) -> None:
+    from prm_plugins.checks import unused_quantities
+
+    assert unused_quantities(question, steps) == unused
+
+
+def test_coverage_caps_only_a_final_answer_step(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    prm = load_prm(make_model_dir(tmp_path / "m"), device="cpu")
+    q = "w5 sells 18 and gives 7"
+    raw = prm.score(q, ["60 - 7 = 53", "The answer is 53."])
+    cov = HybridPRM(prm, checks=("coverage",))
+    s = cov.score(q, ["60 - 7 = 53", "The answer is 53."])
+    assert s.scores[0] == raw.scores[0] and s.scores[1] == min(raw.scores[1], 0.3)
+    assert s.meta["unused_quantities"] == ["18"] and s.meta["model_scores"] == raw.scores
+    # a partial chain (no final answer yet) is left alone: search over prefixes is unaffected
+    partial = cov.score(q, ["60 - 7 = 53"])
+    assert partial.scores == prm.score(q, ["60 - 7 = 53"]).scores
+    # every number used: nothing capped
+    full = cov.score(q, ["60 - 18 = 42", "42 - 7 = 35", "#### 35"])
+    assert full.meta["unused_quantities"] == []
+    assert full.scores == prm.score(q, ["60 - 18 = 42", "42 - 7 = 35", "#### 35"]).scores
+    # both checks, through load_prm, in the manifest's order
+    both = load_prm(make_model_dir(tmp_path / "m2"), device="cpu",
+                    checks=("arithmetic", "coverage"))
+    b = both.score(q, ["60 - 7 = 54", "The answer is 54."])
+    assert b.meta["arithmetic"] == ["wrong", "none"] and b.meta["unused_quantities"] == ["18"]
+    assert max(b.scores) <= 0.05
+    with pytest.raises(InvalidInputError, match="checks must be a list"):
+        HybridPRM(prm, checks=("spelling",))
