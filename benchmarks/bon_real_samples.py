@@ -265,7 +265,9 @@ def evaluate(args: argparse.Namespace, settings: dict[str, Any], command: str,
     results: dict[str, dict[str, Any]] = {}
     session = {"intra_op_num_threads": args.threads}
     for name, tag, kwargs in (("model + checks in its manifest (shipped)", "hybrid", {}),
-                              ("model alone (checks=())", "model", {"checks": ()})):
+                              ("model alone (checks=())", "model", {"checks": ()}),
+                              ("model + arithmetic and coverage checks", "coverage",
+                               {"checks": ("arithmetic", "coverage")})):
         prm = load_prm(args.model, device="cpu", **kwargs, **session)
         t = time.perf_counter()
         res = evaluate_best_of_n(prm, args.candidates, RESULTS / f"{args.prefix}_{tag}",
@@ -319,7 +321,7 @@ def evaluate(args: argparse.Namespace, settings: dict[str, Any], command: str,
         *_table(results),
         "Steps are the samples' lines (`split=\"newlines\"`). Scoring took "
         + ", ".join(f"{r['seconds']:.0f} s ({k})" for k, r in results.items()) + ".", "",
-        f"Plots: `{args.prefix}_hybrid/bon.png`, `{args.prefix}_model/bon.png`.", "",
+        f"Plots: `{args.prefix}_{{hybrid,model,coverage}}/bon.png`.", "",
         "Limits: one small generator, few questions, so each accuracy has a wide error bar "
         f"(one question is {1 / max(stats['questions'], 1):.3f}); with few correct samples "
         "the oracle caps every method, and the gap between the PRM's picks and random is the "
