@@ -303,7 +303,7 @@ def best_of_n_curves(
             tied: dict[str, list[int]] = {m: [] for m in AGGREGATION_METHODS}
             votes: Counter[str] = Counter()
             vote_correct: dict[str, float] = {}
-            weights: dict[str, Counter[str]] = {m: Counter() for m in WEIGHTED_METHODS}
+            weights: dict[str, dict[str, float]] = {m: {} for m in WEIGHTED_METHODS}
             n_correct = 0.0
             for n, c in enumerate(order):
                 c = int(c)
@@ -327,7 +327,7 @@ def best_of_n_curves(
                 for m, how in WEIGHTED_METHODS.items():
                     w = chain[how][c]
                     if key is not None and w > -math.inf:
-                        weights[m][key] += w
+                        weights[m][key] = weights[m].get(key, 0.0) + w
                     if weights[m]:
                         top_w = max(weights[m].values())
                         leaders = [a for a, v in weights[m].items() if v == top_w]
