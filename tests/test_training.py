@@ -109,6 +109,16 @@ def _write(path: Path, rows: list[dict[str, object]]) -> Path:
     return path
 
 
+def _toy_config(base_dir: Path, data: Path, out: Path, steps: int = 60,
+                **changes: object) -> TrainConfig:
+    """A quick CPU run on toy data: one thread, a 50-token vocabulary, validation at the end."""
+    return TrainConfig(**{  # type: ignore[arg-type]
+        "data": str(data), "out": str(out), "base_model": str(base_dir), "max_steps": steps,
+        "batch_size": 16, "lr": 1e-2, "warmup_ratio": 0.1, "eval_every": steps,
+        "log_every": 10, "val_fraction": 0.2, "device": "cpu", "progress": False,
+        "vocab_keep_top": 50, "max_length": 128, "seed": 0, "threads": 1, **changes})
+
+
 @pytest.fixture(scope="session")
 def trained(base_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     """Run ``train`` once on the toy task; return the checkpoint dir and training.json."""
@@ -379,12 +389,7 @@ def test_position_class_weights_balance_each_position() -> None:
 def test_position_balanced_training_learns_the_toy_task(base_dir: Path,
                                                         tmp_path: Path) -> None:
     data = _write(tmp_path / "train.jsonl", _toy_rows(160, 0))
-    cfg = TrainConfig(data=str(data), out=str(tmp_path / "ckpt"), base_model=str(base_dir),
-                      max_steps=60, batch_size=16, lr=1e-2, warmup_ratio=0.1, eval_every=60,
-                      log_every=10, val_fraction=0.2, device="cpu", progress=False,
-                      vocab_keep_top=50, max_length=128, seed=0, threads=1,
-                      class_weight="position-balanced")
-    train(cfg)
+    train(_toy_config(base_dir, data, tmp_path / "ckpt", class_weight="position-balanced"))
     info = json.loads((tmp_path / "ckpt" / "training.json").read_text())
     assert info["best_val_auroc"] > 0.85
 
@@ -402,12 +407,7 @@ def test_outcome_supervision_labels_every_step_with_the_chain_outcome(
     # An ORM on the toy task: a chain is bad when any step says 'subtract'. The encoder sees
     # the whole chain, so even a first step is scored by the chain's outcome.
     data = _write(tmp_path / "train.jsonl", _toy_rows(160, 0))
-    cfg = TrainConfig(data=str(data), out=str(tmp_path / "orm"), base_model=str(base_dir),
-                      max_steps=60, batch_size=16, lr=1e-2, warmup_ratio=0.1, eval_every=60,
-                      log_every=10, val_fraction=0.2, device="cpu", progress=False,
-                      vocab_keep_top=50, max_length=128, seed=0, threads=1,
-                      supervision="outcome")
-    train(cfg)
+    train(_toy_config(base_dir, data, tmp_path / "orm", supervision="outcome"))
     info = json.loads((tmp_path / "orm" / "training.json").read_text())
     assert info["config"]["supervision"] == "outcome"
     assert info["best_val_auroc"] > 0.85
@@ -441,11 +441,7 @@ def test_pairwise_loss_trains_on_question_pairs(base_dir: Path, tmp_path: Path) 
         rows.append({"prompt": q, "completions": bad,
                      "labels": [j < k for j in range(3)], "perturbation": "toy"})
     data = _write(tmp_path / "pairs.jsonl", rows)
-    cfg = TrainConfig(data=str(data), out=str(tmp_path / "pw"), base_model=str(base_dir),
-                      max_steps=40, batch_size=16, lr=1e-2, warmup_ratio=0.1, eval_every=40,
-                      log_every=10, val_fraction=0.2, device="cpu", progress=False,
-                      vocab_keep_top=50, max_length=128, seed=0, threads=1, pair_weight=1.0)
-    train(cfg)
+    train(_toy_config(base_dir, data, tmp_path / "pw", steps=40, pair_weight=1.0))
     info = json.loads((tmp_path / "pw" / "training.json").read_text())
     assert info["config"]["pair_weight"] == 1.0
     assert info["data"]["pairs"] == info["data"]["train_chains"] // 2  # every flawed chain
