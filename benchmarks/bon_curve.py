@@ -127,11 +127,13 @@ def build_candidates(gsm8k: Path, questions: int, n_max: int, beta: tuple[float,
         cands = []
         for _ in range(n_max):
             if rng.random() < p:
-                cands.append({"solution": text(pool["reference"]), "is_correct": True})
+                cands.append({"solution": text(pool["reference"]), "is_correct": True,
+                              "kind": "correct"})
             else:
                 chosen = wrong[int(rng.integers(len(wrong)))]
                 kinds[pool["wrong"][chosen]] = kinds.get(pool["wrong"][chosen], 0) + 1
-                cands.append({"solution": text(chosen.split("\n")), "is_correct": False})
+                cands.append({"solution": text(chosen.split("\n")), "is_correct": False,
+                              "kind": pool["wrong"][chosen]})
         n_correct += sum(c["is_correct"] for c in cands)
         n_total += len(cands)
         out.append({"id": qid, "question": pool["question"], "answer": pool["gold"],
@@ -144,6 +146,21 @@ def build_candidates(gsm8k: Path, questions: int, n_max: int, beta: tuple[float,
             "distinct_wrong_chains_per_question": float(np.mean(
                 [len(p["wrong"]) for p in pools.values() if p["wrong"]]))}
     return out, info
+
+
+def _by_kind(rows: list[dict[str, Any]], scorer: StepScorer) -> dict[str, dict[str, float]]:
+    """Mean chain score (min over steps) and step count of the candidates of each kind."""
+    acc: dict[str, list[tuple[float, int]]] = {}
+    items = [(r["question"], c["solution"].split("\n"), c["kind"])
+             for r in rows for c in r["candidates"]]
+    for start in range(0, len(items), 64):
+        chunk = items[start:start + 64]
+        for (_, steps, kind), res in zip(
+                chunk, scorer.score_batch([(q, s) for q, s, _ in chunk]), strict=True):
+            acc.setdefault(kind, []).append((min(res.scores), len(steps)))
+    return {k: {"candidates": len(v), "mean_min": float(np.mean([m for m, _ in v])),
+                "mean_steps": float(np.mean([n for _, n in v]))}
+            for k, v in sorted(acc.items())}
 
 
 def _table(results: dict[str, dict[str, Any]], ns: list[int]) -> list[str]:
@@ -230,6 +247,8 @@ def main(argv: list[str] | None = None) -> int:
                                      seed=args.seed, config={"model": str(model),
                                                              "checks": tag})
             res["seconds"] = round(time.perf_counter() - t, 1)
+            if kind == "PRM":  # from the scores already computed (memoised): no extra scoring
+                res["by_kind"] = _by_kind(rows, scorer)
             results[name] = res
             logger.info("%s: N=%d min %.3f last %.3f majority %.3f (%.0f s)", name,
                         res["n"][-1], res["accuracy"]["min"][-1], res["accuracy"]["last"][-1],
@@ -274,7 +293,17 @@ def main(argv: list[str] | None = None) -> int:
             md.append(f"| {tag} | " + " | ".join(
                 f"{prm_acc[n - 1] - orm_acc[n - 1]:+.3f}" for n in show) + " |")
         md.append("")
-    md += ["Plots: `bon_curve_*/bon.png`.", "",
+    md += ["**Where the PRM's single picks go wrong**: mean chain score (min over steps) of the "
+           "candidates of each kind, and their mean step count",  "",
+           "| kind | candidates | mean steps | " + " | ".join(
+               k.replace("PRM, ", "") for k in results if k.startswith("PRM")) + " |",
+           "|---|---:|---:|" + "---:|" * sum(k.startswith("PRM") for k in results)]
+    prm_results = [v for k, v in results.items() if k.startswith("PRM")]
+    for kind_name, first in prm_results[0]["by_kind"].items():
+        md.append(f"| {kind_name} | {first['candidates']} | {first['mean_steps']:.2f} | "
+                  + " | ".join(f"{r['by_kind'][kind_name]['mean_min']:.3f}"
+                               for r in prm_results) + " |")
+    md += ["", "Plots: `bon_curve_*/bon.png`.", "",
            "Limits: correct candidates are restyled copies of one reference solution (the "
            "same plan in other words; a real generator also finds other plans), and the wrong "
            "ones use the perturbation kinds the models were trained on (other questions and "
