@@ -42,9 +42,11 @@ __all__ = [
     "unused_quantities",
 ]
 
+#: A number as written in a step or question: "$1,200.50", "15%", ".5".
+_NUMBER = r"(?<![\w.])[$€£]?(?:\d[\d,]*(?:\.\d+)?|\.\d+)%?"
 _TOKEN = re.compile(
-    r"""
-    (?P<num>(?<![\w.])[$€£]?(?:\d[\d,]*(?:\.\d+)?|\.\d+)%?)
+    rf"""
+    (?P<num>{_NUMBER})
   | (?P<op>[-+*/×÷–−])
   | (?P<lp>\()
   | (?P<rp>\))
@@ -264,20 +266,20 @@ def check_arithmetic(step: str) -> tuple[ArithmeticCheck, list[EquationCheck]]:
 #: Names of the checks a model's manifest may list under ``extra.checks``.
 KNOWN_CHECKS: tuple[str, ...] = ("arithmetic", "coverage")
 
-_QUANTITY = re.compile(r"(?<![\w.])[$€£]?(\d[\d,]*(?:\.\d+)?|\.\d+)(%?)")
+_QUANTITY = re.compile(_NUMBER)
 _FINAL_ANSWER = re.compile(r"(?i)\banswer\s*(?:is|:)|####|\\boxed\{")
 
 
 def _values(text: str) -> set[Fraction]:
+    """Values of the numbers in ``text``; a percentage gives both ``25`` and ``0.25``."""
     out: set[Fraction] = set()
     for m in _QUANTITY.finditer(text):
-        try:
-            value = Fraction(m.group(1).replace(",", ""))
-        except (ValueError, ZeroDivisionError):
+        parsed = _number(m.group())
+        if parsed is None:
             continue
-        out.add(value)
-        if m.group(2):
-            out.add(value / 100)
+        out.add(parsed[0])
+        if m.group().endswith("%"):
+            out.add(parsed[0] * 100)
     return out
 
 

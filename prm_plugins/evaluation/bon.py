@@ -36,7 +36,7 @@ import math
 import os
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -261,6 +261,15 @@ def _chain_score(scores: list[float] | None, how: str) -> float:
     return scores[-1]
 
 
+def _vote_accuracy(totals: Mapping[str, float], votes: Mapping[str, int],
+                   vote_correct: Mapping[str, float]) -> float:
+    """Expected accuracy of the answer(s) with the largest total (ties averaged): for each,
+    the share of correct candidates among those giving it."""
+    top = max(totals.values())
+    leaders = [a for a, v in totals.items() if v == top]
+    return sum(vote_correct[a] / votes[a] for a in leaders) / len(leaders)
+
+
 def best_of_n_curves(
     rows: Sequence[CandidateSet],
     step_scores: Sequence[Sequence[list[float] | None]],
@@ -320,19 +329,13 @@ def best_of_n_curves(
                     votes[key] += 1
                     vote_correct[key] = vote_correct.get(key, 0.0) + correct[c]
                 if votes:
-                    top = max(votes.values())
-                    leaders = [a for a, v in votes.items() if v == top]
-                    acc["majority"][n] += sum(vote_correct[a] / votes[a] for a in leaders) / len(
-                        leaders)
+                    acc["majority"][n] += _vote_accuracy(votes, votes, vote_correct)
                 for m, how in WEIGHTED_METHODS.items():
                     w = chain[how][c]
                     if key is not None and w > -math.inf:
                         weights[m][key] = weights[m].get(key, 0.0) + w
                     if weights[m]:
-                        top_w = max(weights[m].values())
-                        leaders = [a for a, v in weights[m].items() if v == top_w]
-                        acc[m][n] += sum(vote_correct[a] / votes[a] for a in leaders) / len(
-                            leaders)
+                        acc[m][n] += _vote_accuracy(weights[m], votes, vote_correct)
                 acc["random"][n] += n_correct / (n + 1)
                 acc["oracle"][n] += float(n_correct > 0)
         for m in METHODS:
