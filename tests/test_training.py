@@ -248,6 +248,17 @@ def test_train_config_rejects_bad_values() -> None:
         TrainConfig(data="d", out="o", class_weight="sqrt").validate()
     with pytest.raises(InvalidInputError, match="--data"):
         TrainConfig(out="o").validate()
+    # each of these crashed mid-run (a modulo by zero) or trained nonsense before
+    for field_name, value, message in [
+        ("eval_every", 0, "--eval-every"), ("log_every", -1, "--log-every"),
+        ("max_val_rows", 0, "max_val_rows"), ("max_train_rows", 0, "max_train_rows"),
+        ("max_minutes", 0.0, "max_minutes"), ("threads", 0, "threads"), ("lr", 0.0, "lr"),
+        ("head_lr", -1e-3, "head_lr"), ("grad_clip", -1.0, "grad_clip"),
+        ("dropout", 1.0, "dropout"),
+    ]:
+        with pytest.raises(InvalidInputError, match=message):
+            TrainConfig(data="d", out="o", **{field_name: value}).validate()
+    TrainConfig(data="d", out="o", eval_every=1, log_every=1, threads=1).validate()
 
 
 def test_cli_train_parser_is_pluggable() -> None:

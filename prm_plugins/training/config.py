@@ -166,6 +166,26 @@ class TrainConfig:
             raise InvalidInputError(f"device must be 'auto', 'cpu' or 'cuda', got {self.device!r}")
         if not 0.0 <= self.warmup_ratio < 1.0:
             raise InvalidInputError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        for name in ("eval_every", "log_every", "max_val_rows"):
+            if getattr(self, name) < 1:
+                raise InvalidInputError(
+                    f"{name} must be >= 1, got {getattr(self, name)} (--{name.replace('_', '-')})")
+        if self.max_train_rows is not None and self.max_train_rows < 1:
+            raise InvalidInputError(f"max_train_rows must be >= 1, got {self.max_train_rows}")
+        if self.max_minutes is not None and self.max_minutes <= 0:
+            raise InvalidInputError(f"max_minutes must be > 0, got {self.max_minutes}")
+        if self.threads is not None and self.threads < 1:
+            raise InvalidInputError(f"threads must be >= 1, got {self.threads}")
+        for name in ("lr", "head_lr"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise InvalidInputError(f"{name} must be > 0, got {value}")
+        if self.weight_decay < 0 or self.grad_clip < 0:
+            raise InvalidInputError(
+                f"weight_decay and grad_clip must be >= 0, got {self.weight_decay} and "
+                f"{self.grad_clip}")
+        if self.dropout is not None and not 0.0 <= self.dropout < 1.0:
+            raise InvalidInputError(f"dropout must be in [0, 1), got {self.dropout}")
 
     def to_dict(self) -> dict[str, Any]:
         """The config as a JSON-able dict."""
@@ -211,7 +231,7 @@ def add_config_arguments(
         if kind is bool:
             parser.add_argument(_flag(f.name), dest=f.name, default=default,
                                 action=argparse.BooleanOptionalAction,
-                                help=f"{help_text} (default: {default})")
+                                help=help_text)
             continue
 
         def convert(text: str, _kind: type = kind, _optional: bool = optional) -> Any:
@@ -222,7 +242,7 @@ def add_config_arguments(
         convert.__name__ = kind.__name__  # argparse shows it in errors
         parser.add_argument(_flag(f.name), dest=f.name, type=convert, default=default,
                             required=f.name in required, metavar=f.name.upper(),
-                            help=f"{help_text} (default: {default})")
+                            help=help_text)
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
