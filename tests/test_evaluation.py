@@ -36,6 +36,7 @@ from prm_plugins.evaluation.metrics import (
     auroc,
     auroc_or_none,
     f1_score,
+    paired_bootstrap,
     processbench_scores,
 )
 from prm_plugins.evaluation.steps import (
@@ -409,6 +410,61 @@ def test_bon_curves_share_tied_picks_and_skip_rows_with_fewer_candidates() -> No
     # majority on row 1 at N=3: answer "1" twice, half of its candidates correct -> 0.5
     assert r["accuracy"]["majority"][2] == 0.5
     assert r["accuracy"]["random"][2] == pytest.approx(1 / 3)
+
+
+def test_bon_per_row_figures_average_to_the_curves_and_go_to_json(
+        model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rows = [CandidateSet("q", ["#### 1", "#### 1", "#### 2"], [True, False, False]),
+            CandidateSet("q", ["#### 4", "#### 5"], [False, True])]
+    r = best_of_n_curves(rows, [[[0.8], [0.8], [0.3]], [[0.2], [0.1]]],
+                         [np.array([[0, 1, 2]]), np.array([[0, 1]])])
+    # row 1: candidates 0 and 1 tie at N=2 (half right); row 2 keeps its wrong first pick
+    assert r["per_row"]["min"][0].tolist() == [1.0, 0.5, 0.5]
+    assert r["per_row"]["min"][1, :2].tolist() == [0.0, 0.0]
+    assert math.isnan(r["per_row"]["min"][1, 2])  # row 2 has no third candidate
+    for m, arr in r["per_row"].items():
+        assert np.nanmean(arr, axis=0).tolist() == pytest.approx(r["accuracy"][m])
+
+    data = _jsonl(tmp_path / "cands.jsonl", BON_ROWS)
+    out = tmp_path / "bon"
+    assert main(["eval", "bon", str(model_dir), "--data", str(data), "--out", str(out),
+                 "--permutations", "2", "--per-row", "--json", "--no-plot",
+                 "--no-progress"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    written = json.loads((out / "bon.json").read_text())
+    assert printed["per_row"] == written["per_row"]
+    assert len(written["per_row"]["min"]) == len(BON_ROWS)
+    assert np.mean(written["per_row"]["majority"], axis=0).tolist() == pytest.approx(
+        written["accuracy"]["majority"])
+    # without --per-row bon.json stays small: no per-row figures
+    assert main(["eval", "bon", str(model_dir), "--data", str(data), "--out", str(out),
+                 "--permutations", "2", "--no-plot", "--no-progress"]) == 0
+    assert "per_row" not in json.loads((out / "bon.json").read_text())
+
+
+def test_paired_bootstrap_interval_brackets_the_mean_and_rejects_bad_input() -> None:
+    rng = np.random.default_rng(1)
+    b = rng.random(200)
+    a = b + 0.1 + rng.normal(0, 0.05, 200)  # a beats b by 0.1 on every unit, give or take
+    r = paired_bootstrap(a, b, resamples=4000, seed=3)
+    assert r["mean"] == pytest.approx(float(np.mean(a - b)))
+    assert r["low"] < r["mean"] < r["high"]
+    assert 0.08 < r["low"] and r["high"] < 0.12 and r["units"] == 200
+    # a noise-only difference: the interval straddles zero
+    noise = paired_bootstrap(b + rng.normal(0, 0.05, 200), b, resamples=4000)
+    assert noise["low"] < 0 < noise["high"]
+    # paired: the width follows the spread of the differences (sd 0.05 / sqrt(200)), not
+    # that of the figures themselves (sd 0.29), which would give a width near 0.1
+    assert r["high"] - r["low"] < 0.03
+    assert paired_bootstrap(a, b, seed=3, resamples=4000) == r  # seeded
+    with pytest.raises(InvalidInputError, match="same length"):
+        paired_bootstrap([1.0, 2.0], [1.0])
+    with pytest.raises(InvalidInputError, match="finite"):
+        paired_bootstrap([1.0, float("nan")], [1.0, 0.0])
+    with pytest.raises(InvalidInputError, match="confidence"):
+        paired_bootstrap([1.0], [0.0], confidence=1.0)
+    with pytest.raises(InvalidInputError, match="at least one"):
+        paired_bootstrap([], [])
 
 
 def test_bon_weighted_vote_sums_chain_scores_per_answer() -> None:

@@ -285,7 +285,10 @@ def best_of_n_curves(
 
     Returns:
         ``{"n": [1..max], "n_rows": [rows with >= N candidates], "accuracy": {method:
-        [figure per N]}}``; a figure is ``None`` where no row has N candidates.
+        [figure per N]}, "per_row": {method: array [rows, max N]}}``; a figure is ``None``
+        where no row has N candidates. ``per_row`` holds each row's expected accuracy (NaN
+        past its candidate count), for paired comparisons of methods or models on the same
+        rows (:func:`prm_plugins.evaluation.metrics.paired_bootstrap`).
     """
     if not (len(rows) == len(step_scores) == len(permutations)):
         raise InvalidInputError(
@@ -295,7 +298,8 @@ def best_of_n_curves(
     max_n = max((len(r.solutions) for r in rows), default=0)
     sums = {m: np.zeros(max_n) for m in METHODS}
     n_rows = np.zeros(max_n, dtype=np.int64)
-    for row, scores, perms in zip(rows, step_scores, permutations, strict=True):
+    per_row = {m: np.full((len(rows), max_n), np.nan) for m in METHODS}
+    for r, (row, scores, perms) in enumerate(zip(rows, step_scores, permutations, strict=True)):
         k = len(row.solutions)
         perms = np.asarray(perms)
         if perms.ndim != 2 or perms.shape[1] != k:
@@ -339,13 +343,15 @@ def best_of_n_curves(
                 acc["random"][n] += n_correct / (n + 1)
                 acc["oracle"][n] += float(n_correct > 0)
         for m in METHODS:
-            sums[m][:k] += acc[m] / len(perms)
+            per_row[m][r, :k] = acc[m] / len(perms)
+            sums[m][:k] += per_row[m][r, :k]
         n_rows[:k] += 1
     accuracy = {
         m: [float(sums[m][i] / n_rows[i]) if n_rows[i] else None for i in range(max_n)]
         for m in METHODS
     }
-    return {"n": list(range(1, max_n + 1)), "n_rows": n_rows.tolist(), "accuracy": accuracy}
+    return {"n": list(range(1, max_n + 1)), "n_rows": n_rows.tolist(), "accuracy": accuracy,
+            "per_row": per_row}
 
 
 def write_bon_plot(result: dict[str, Any], path: str | Path) -> Path:
@@ -386,6 +392,46 @@ def write_bon_plot(result: dict[str, Any], path: str | Path) -> Path:
     return path
 
 
+def paired_difference(
+    a: dict[str, Any], method_a: str, b: dict[str, Any], method_b: str, n: int, *,
+    resamples: int = 10_000, seed: int = 0,
+) -> dict[str, float]:
+    """Accuracy of ``method_a`` in result ``a`` minus ``method_b`` in ``b`` at N = ``n``, with
+    a paired bootstrap 95% interval over the rows both have N candidates for.
+
+    ``a`` and ``b`` are results of :func:`evaluate_best_of_n` (or :func:`best_of_n_curves`)
+    on the same rows, e.g. two models, or one result twice for two methods.
+
+    Examples:
+        >>> rows = [CandidateSet("q", ["#### 1", "#### 2"], [True, False])] * 3
+        >>> r = best_of_n_curves(rows, [[[0.9], [0.1]]] * 3, [np.array([[1, 0]])] * 3)
+        >>> paired_difference(r, "min", r, "random", 2)["mean"]
+        0.5
+    """
+    from prm_plugins.evaluation.metrics import paired_bootstrap
+
+    x = np.asarray(a["per_row"][method_a])
+    y = np.asarray(b["per_row"][method_b])
+    if x.shape[0] != y.shape[0]:
+        raise InvalidInputError(f"paired_difference needs results on the same rows; got "
+                                f"{x.shape[0]} and {y.shape[0]} rows")
+    if not 1 <= n <= min(x.shape[1], y.shape[1]):
+        raise InvalidInputError(f"n must be in [1, {min(x.shape[1], y.shape[1])}], got {n}")
+    keep = ~(np.isnan(x[:, n - 1]) | np.isnan(y[:, n - 1]))
+    return paired_bootstrap(x[keep, n - 1], y[keep, n - 1], resamples=resamples, seed=seed)
+
+
+def result_as_json(result: dict[str, Any], *, per_row: bool = False) -> dict[str, Any]:
+    """``result`` of :func:`evaluate_best_of_n` as plain JSON values: without the per-row
+    arrays, or (``per_row=True``) with them as lists, ``None`` past a row's candidates."""
+    out = {k: v for k, v in result.items() if k != "per_row"}
+    if per_row and "per_row" in result:
+        out["per_row"] = {
+            m: [[None if math.isnan(v) else round(float(v), 6) for v in row] for row in arr]
+            for m, arr in result["per_row"].items()}
+    return out
+
+
 def evaluate_best_of_n(
     scorer: StepScorer,
     data: str | Path,
@@ -399,6 +445,7 @@ def evaluate_best_of_n(
     progress: bool = False,
     plot: bool = True,
     config: dict[str, Any] | None = None,
+    per_row: bool = False,
 ) -> dict[str, Any]:
     """Score candidate solutions and write best-of-N figures (``bon.json``, ``bon.png``).
 
@@ -414,11 +461,15 @@ def evaluate_best_of_n(
         progress: show a progress bar.
         plot: write ``bon.png``.
         config: the settings that ran (e.g. the CLI's), recorded in ``bon.json``.
+        per_row: also write each row's accuracy per method and N to ``bon.json``
+            (``per_row``: method -> one list per row, ``null`` past its candidate count), for
+            paired comparisons between runs. The returned dict always has them, as arrays.
 
     Returns:
         The figures written to ``bon.json``: ``n``, ``n_rows``, ``accuracy`` (method ->
         list per N), ``final`` (method -> accuracy at the largest N), ``counts`` and
-        ``skipped``.
+        ``skipped``; and ``per_row`` (method -> ``[rows, N]`` array, see
+        :func:`best_of_n_curves`).
 
     Raises:
         InvalidInputError: for a bad argument, a missing file or no usable row.
@@ -474,7 +525,8 @@ def evaluate_best_of_n(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tmp = out / "bon.json.tmp"
-    tmp.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    written = result_as_json(result, per_row=per_row)
+    tmp.write_text(json.dumps(written, indent=2) + "\n", encoding="utf-8")
     os.replace(tmp, out / "bon.json")
     if plot:
         write_bon_plot({**result, "title": f"best-of-N on {Path(data).name}"}, out / "bon.png")

@@ -116,6 +116,9 @@ class BonEvalConfig(_ScorerOptions):
     seed: int = field(default=0, metadata={"help": "seed of those orders"})
     limit: int | None = field(default=None, metadata={"help": "most rows to use"})
     no_plot: bool = field(default=False, metadata={"help": "write bon.json only"})
+    per_row: bool = field(default=False, metadata={
+        "help": "also write each question's accuracy per method and N to bon.json (and "
+                "--json), for paired comparisons between runs"})
 
 
 def _flag(name: str) -> str:
@@ -243,7 +246,7 @@ def _run_steps(cfg: StepsEvalConfig) -> int:
 
 def _run_bon(cfg: BonEvalConfig) -> int:
     from prm_plugins.errors import MissingExtraError, PRMError
-    from prm_plugins.evaluation.bon import METHODS, evaluate_best_of_n
+    from prm_plugins.evaluation.bon import METHODS, evaluate_best_of_n, result_as_json
 
     try:
         cfg.validate()
@@ -251,7 +254,8 @@ def _run_bon(cfg: BonEvalConfig) -> int:
         result = evaluate_best_of_n(
             prm, cfg.data, cfg.out, split=cfg.split, permutations=cfg.permutations,
             seed=cfg.seed, limit=cfg.limit, batch_size=cfg.batch_size,
-            progress=not cfg.no_progress, plot=not cfg.no_plot, config=asdict(cfg))
+            progress=not cfg.no_progress, plot=not cfg.no_plot, config=asdict(cfg),
+            per_row=cfg.per_row)
     except MissingExtraError as exc:
         _err(f"error: {exc}")
         return 1
@@ -260,7 +264,7 @@ def _run_bon(cfg: BonEvalConfig) -> int:
         return 2
     _report_skipped(result["skipped"])
     if cfg.json:
-        _out(json.dumps(result))
+        _out(json.dumps(result_as_json(result, per_row=cfg.per_row)))
     else:
         c = result["counts"]
         _out(f"best-of-N on {cfg.data}: {c['rows']} questions, {c['candidates']} candidates "
