@@ -158,10 +158,13 @@ def _markdown(r: dict[str, Any]) -> str:
             f"({o['n_error_steps']} erroneous), {sw['seconds']:.0f} s "
             f"({sw['n_scored'] / max(sw['seconds'], 1e-9):.1f} chains/s).",
             "Per kind, `AUROC` ranks that kind's erroneous steps against every correct step of "
-            "the set; `AUROC_in` uses that kind's rows only; `1st_err` is exact first-error "
-            "accuracy (-1 for a correct chain).", "",
+            "the set; `AUROC_1st` ranks only each chain's first erroneous step that way (error "
+            "detection where the error happens; the later bad steps of a chain are easier, by "
+            "position and by the error before them); `AUROC_in` uses that kind's rows only; "
+            "`1st_err` is exact first-error accuracy (-1 for a correct chain).", "",
             *_table(sw["groups"], o, [("n_samples", "chains"), ("n_error_steps", "neg steps"),
                                       ("step_auroc", "AUROC"),
+                                      ("first_error_auroc", "AUROC_1st"),
                                       ("within_rows_auroc", "AUROC_in"),
                                       ("first_error_acc", "1st_err")], "perturbation"),
             "",

@@ -42,6 +42,7 @@ from prm_plugins.evaluation.metrics import (
 from prm_plugins.evaluation.steps import (
     evaluate_steps,
     evaluate_stepwise,
+    format_steps_report,
     load_step_items,
 )
 from prm_plugins.types import StepScores
@@ -242,6 +243,14 @@ def test_stepwise_auroc_per_perturbation_and_first_error(tmp_path: Path) -> None
     all_s = [0.9, 0.8, 0.7, 0.2, 0.6, 0.95, 0.85]
     all_y = [1, 1, 1, 0, 0, 1, 0]
     assert report["overall"]["step_auroc"] == pytest.approx(auroc(all_s, all_y))
+    # first-error AUROC keeps only each flawed row's first bad step (.2 and .85; the
+    # carried-on .6 is left out): .2 is below all 4 positives, .85 below 2 of them
+    assert report["overall"]["first_error_auroc"] == pytest.approx((4 + 2) / 8)
+    assert report["overall"]["step_auroc"] == pytest.approx((4 + 4 + 2) / 12)
+    assert arith["first_error_auroc"] == 1.0
+    assert wrong["first_error_auroc"] == pytest.approx(2 / 4)
+    assert report["groups"]["none"]["first_error_auroc"] is None  # no flawed row
+    assert "AUROC_1st" in format_steps_report(report)
     # predicted first errors: -1, 1, -1 ; gold: -1, 1, 1
     assert report["overall"]["first_error_acc"] == pytest.approx(2 / 3)
     assert report["groups"]["wrong_op"]["first_error_acc"] == 0.0

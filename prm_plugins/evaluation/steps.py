@@ -425,6 +425,14 @@ def _pairs(item: StepItem, scores: list[float | None]) -> list[tuple[float, bool
             if s is not None and y is not None]
 
 
+def _first_error_pair(item: StepItem, scores: list[float | None]) -> list[tuple[float, bool]]:
+    """(score, False) of the item's first erroneous step, if it has one and it was scored."""
+    fe = item.first_error
+    if fe < 0 or fe >= len(scores) or scores[fe] is None:
+        return []
+    return [(scores[fe], False)]  # type: ignore[list-item]
+
+
 def _auroc_of(pairs: Sequence[tuple[float, bool]]) -> float | None:
     return auroc_or_none([p[0] for p in pairs], [p[1] for p in pairs])
 
@@ -511,10 +519,13 @@ def evaluate_stepwise(
     """Stepwise figures overall and per perturbation kind.
 
     Per kind: ``step_auroc`` ranks that kind's erroneous steps against every correct step of
-    the set (so kinds compare on the same positives); ``within_rows_auroc`` uses the rows of
-    that kind only; ``first_error_acc`` is the share of rows whose predicted first error (-1
-    for none) equals the gold one. Overall also gives ProcessBench's ``error_acc``,
-    ``correct_acc`` and ``f1``.
+    the set (so kinds compare on the same positives); ``first_error_auroc`` ranks only each
+    row's first erroneous step the same way (error detection itself: the steps after a
+    first error are labelled bad too, and a model can score those low from their position
+    or the error before them without seeing any error where it happens);
+    ``within_rows_auroc`` uses the rows of that kind only; ``first_error_acc`` is the share
+    of rows whose predicted first error (-1 for none) equals the gold one. Overall also
+    gives ProcessBench's ``error_acc``, ``correct_acc`` and ``f1``.
     """
     rows = list(_scored_steps(items, scores))
     all_pairs = [p for it, s in rows for p in _pairs(it, s)]
@@ -530,6 +541,8 @@ def evaluate_stepwise(
         "n_samples": len(rows), "n_steps": len(all_pairs),
         "n_error_steps": len(all_pairs) - len(positives),
         "step_auroc": _auroc_of(all_pairs),
+        "first_error_auroc": _auroc_of(
+            positives + [p for it, s in rows for p in _first_error_pair(it, s)]),
         "first_error_acc": mean_or_none(float(p == g) for p, g in zip(pred, gold, strict=True)),
         "error_acc": pb["error_acc"], "correct_acc": pb["correct_acc"], "f1": pb["f1"],
     }
@@ -544,6 +557,9 @@ def evaluate_stepwise(
         per_kind[kind] = {
             "n_samples": len(rs), "n_steps": len(pairs), "n_error_steps": len(negatives),
             "step_auroc": _auroc_of(positives + negatives) if negatives else None,
+            "first_error_auroc": (_auroc_of(positives + firsts)
+                                  if (firsts := [p for it, s in rs
+                                                 for p in _first_error_pair(it, s)]) else None),
             "within_rows_auroc": _auroc_of(pairs),
             "first_error_acc": mean_or_none(float(p == g) for p, g in zip(kp, kg, strict=True)),
         }
@@ -650,7 +666,8 @@ _COLUMNS: dict[str, list[tuple[str, str]]] = {
                  ("negative_f1", "F1_neg"), ("positive_f1", "F1_pos"),
                  ("prm_score", "PRMScore"), ("first_error_acc", "1st_err")],
     "stepwise": [("n_samples", "n"), ("n_error_steps", "neg"), ("step_auroc", "AUROC"),
-                 ("within_rows_auroc", "AUROC_in"), ("first_error_acc", "1st_err")],
+                 ("first_error_auroc", "AUROC_1st"), ("within_rows_auroc", "AUROC_in"),
+                 ("first_error_acc", "1st_err")],
 }
 
 
