@@ -219,6 +219,18 @@ def test_step_auroc_report_per_kind() -> None:
     # kind b: its negative 0.65 is above 0.6 only -> 3/4; within its own row, 0.65 > 0.6 -> 0.
     assert report["per_kind"]["b"]["auroc"] == pytest.approx(0.75)
     assert report["per_kind"]["b"]["within_rows"] == pytest.approx(0.0)
+    # first-error AUROC: each flawed row's first bad step (0.2, 0.65) against the 4 positives:
+    # 0.2 is below all 4, 0.65 below 3 of them
+    assert report["first_error_auroc"] == pytest.approx((4 + 3) / 8)
+    assert report["per_kind"]["b"]["first_error_auroc"] == pytest.approx(0.75)
+    # undefined figures are None, not NaN (training.json stays strict JSON)
+    assert report["per_kind"]["none"]["auroc"] is None
+    assert report["per_kind"]["none"]["first_error_auroc"] is None
+    assert report["per_kind"]["none"]["within_rows"] is None
+    carried = step_auroc_report([[0.9, 0.5, 0.1]], [[1, 0, 0]])  # error, then carried on
+    assert carried["auroc"] == 1.0 and carried["first_error_auroc"] == 1.0
+    late = step_auroc_report([[0.9, 0.95, 0.1], [0.8]], [[1, 0, 0], [1]])
+    assert late["first_error_auroc"] == 0.0 and late["auroc"] == pytest.approx(0.5)
 
 
 # -- config and CLI -----------------------------------------------------------------------------

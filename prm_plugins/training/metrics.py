@@ -72,8 +72,14 @@ def step_auroc_report(
         step_labels: per row, one label per step (1/True correct).
         kinds: per row, its perturbation kind (``None`` for unperturbed rows).
 
+    ``first_error_auroc`` (overall and per kind) keeps only each row's first incorrect step
+    as a negative: whether the model sees an error where it happens, apart from the steps
+    after it, which are labelled incorrect too and are easier (by position, and by the error
+    before them). Figures that cannot be computed (one class absent) are ``None``.
+
     Returns:
-        ``{"auroc", "n_steps", "n_pos", "n_neg", "n_rows", "per_kind": {kind: {...}}}``.
+        ``{"auroc", "first_error_auroc", "n_steps", "n_pos", "n_neg", "n_rows",
+        "per_kind": {kind: {...}}}``.
     """
     rows_s = [list(map(float, r)) for r in step_scores]
     rows_y = [[int(bool(v)) for v in r] for r in step_labels]
@@ -83,8 +89,23 @@ def step_auroc_report(
     all_s = np.array([v for r in rows_s for v in r], dtype=np.float64)
     all_y = np.array([v for r in rows_y for v in r], dtype=np.int64)
     pos_scores = all_s[all_y == 1]
+
+    def vs_positives(neg: np.ndarray) -> float | None:
+        if not (neg.size and pos_scores.size):
+            return None
+        return auroc(np.concatenate([pos_scores, neg]),
+                     np.concatenate([np.ones(pos_scores.size), np.zeros(neg.size)]))
+
+    def firsts(idx: Sequence[int]) -> np.ndarray:
+        return np.array([rows_s[i][rows_y[i].index(0)] for i in idx if 0 in rows_y[i]],
+                        dtype=np.float64)
+
+    def finite(x: float) -> float | None:
+        return None if np.isnan(x) else x
+
     report: dict[str, Any] = {
-        "auroc": auroc(all_s, all_y),
+        "auroc": finite(auroc(all_s, all_y)),
+        "first_error_auroc": vs_positives(firsts(range(len(rows_s)))),
         "n_rows": len(rows_s),
         "n_steps": int(all_y.size),
         "n_pos": int(all_y.sum()),
@@ -99,14 +120,12 @@ def step_auroc_report(
         ks = np.array([v for i in idx for v in rows_s[i]], dtype=np.float64)
         ky = np.array([v for i in idx for v in rows_y[i]], dtype=np.int64)
         neg = ks[ky == 0]
-        vs_all = (auroc(np.concatenate([pos_scores, neg]),
-                        np.concatenate([np.ones(pos_scores.size), np.zeros(neg.size)]))
-                  if neg.size else float("nan"))
         per_kind[k] = {
             "rows": len(idx),
             "neg_steps": int(neg.size),
-            "auroc": vs_all,
-            "within_rows": auroc(ks, ky),
+            "auroc": vs_positives(neg),
+            "first_error_auroc": vs_positives(firsts(idx)),
+            "within_rows": finite(auroc(ks, ky)),
         }
     report["per_kind"] = per_kind
     return report

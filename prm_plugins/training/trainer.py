@@ -661,14 +661,17 @@ def train(config: TrainConfig) -> TrainResult:
             progress = 1.0
         if step % config.eval_every == 0 or progress >= 1.0:
             report = _evaluate(model, val_chains, pad_id, device)
-            val = float(report["auroc"])
+            # None (one class absent from the validation steps) never counts as the best
+            val = float("nan") if report["auroc"] is None else float(report["auroc"])
             per_kind = {k: round(v["auroc"], 4) for k, v in report["per_kind"].items()
-                        if v["neg_steps"]}
+                        if v["auroc"] is not None}
+            first = report["first_error_auroc"]
             history.append({"step": step, "train_loss": running / max(1, running_n),
-                            "val_auroc": val, "val_per_kind": per_kind,
-                            "seconds": time.monotonic() - t_train})
-            logger.info("step %d: validation step AUROC %.4f (train loss %.4f); per kind %s",
-                        step, val, running / max(1, running_n),
+                            "val_auroc": report["auroc"], "val_first_error_auroc": first,
+                            "val_per_kind": per_kind, "seconds": time.monotonic() - t_train})
+            logger.info("step %d: validation step AUROC %.4f, first-error AUROC %s (train loss "
+                        "%.4f); per kind %s", step, val,
+                        "-" if first is None else f"{first:.4f}", running / max(1, running_n),
                         ", ".join(f"{k} {v:.3f}" for k, v in per_kind.items()))
             bar.set_postfix(loss=f"{running / max(1, running_n):.4f}", val_auroc=f"{val:.4f}")
             running, running_n = 0.0, 0
@@ -698,7 +701,9 @@ def train(config: TrainConfig) -> TrainResult:
                                         [c.kind for c in test_chains])
         test_report["data"] = config.eval_data
         test_report["encode"] = test_stats
-        logger.info("test %s: step AUROC %.4f", config.eval_data, test_report["auroc"])
+        logger.info("test %s: step AUROC %s, first-error AUROC %s", config.eval_data,
+                    *("-" if v is None else f"{v:.4f}"
+                      for v in (test_report["auroc"], test_report["first_error_auroc"])))
 
     out = Path(config.out)
     info = {
