@@ -77,12 +77,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--wait-minutes", type=float, default=0.0,
                    help="poll this long for the model directory to appear")
-    p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "default_prm_eval",
-                   help="output path without suffix (.md and .json are written)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="output path without suffix (.md and .json are written); default "
+                        "benchmarks/results/default_prm_eval, or ..._model_alone with "
+                        "--no-checks")
     p.add_argument("--skip", choices=["stepwise", "prmbench"], action="append", default=[])
     p.add_argument("--no-checks", action="store_true",
                    help="the model alone: turn off the step checks its manifest recommends")
     args = p.parse_args(argv)
+    if args.out is None:  # the two configurations never overwrite each other's results
+        args.out = ROOT / "benchmarks" / "results" / (
+            "default_prm_eval_model_alone" if args.no_checks else "default_prm_eval")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
     if not _wait_for_model(args.model, args.wait_minutes):
