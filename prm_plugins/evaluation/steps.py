@@ -425,12 +425,13 @@ def _pairs(item: StepItem, scores: list[float | None]) -> list[tuple[float, bool
             if s is not None and y is not None]
 
 
-def _first_error_pair(item: StepItem, scores: list[float | None]) -> list[tuple[float, bool]]:
-    """(score, False) of the item's first erroneous step, if it has one and it was scored."""
-    fe = item.first_error
-    if fe < 0 or fe >= len(scores) or scores[fe] is None:
-        return []
-    return [(scores[fe], False)]  # type: ignore[list-item]
+def _first_error_auroc(positives: list[tuple[float, bool]],
+                       rows: list[tuple[StepItem, list[float | None]]]) -> float | None:
+    """AUROC of each row's first erroneous step (where scored) against ``positives``;
+    ``None`` when no row has one."""
+    firsts = [(s[it.first_error], False) for it, s in rows
+              if 0 <= it.first_error < len(s) and s[it.first_error] is not None]
+    return _auroc_of(positives + firsts)  # type: ignore[operator]
 
 
 def _auroc_of(pairs: Sequence[tuple[float, bool]]) -> float | None:
@@ -541,8 +542,7 @@ def evaluate_stepwise(
         "n_samples": len(rows), "n_steps": len(all_pairs),
         "n_error_steps": len(all_pairs) - len(positives),
         "step_auroc": _auroc_of(all_pairs),
-        "first_error_auroc": _auroc_of(
-            positives + [p for it, s in rows for p in _first_error_pair(it, s)]),
+        "first_error_auroc": _first_error_auroc(positives, rows),
         "first_error_acc": mean_or_none(float(p == g) for p, g in zip(pred, gold, strict=True)),
         "error_acc": pb["error_acc"], "correct_acc": pb["correct_acc"], "f1": pb["f1"],
     }
@@ -557,9 +557,7 @@ def evaluate_stepwise(
         per_kind[kind] = {
             "n_samples": len(rs), "n_steps": len(pairs), "n_error_steps": len(negatives),
             "step_auroc": _auroc_of(positives + negatives) if negatives else None,
-            "first_error_auroc": (_auroc_of(positives + firsts)
-                                  if (firsts := [p for it, s in rs
-                                                 for p in _first_error_pair(it, s)]) else None),
+            "first_error_auroc": _first_error_auroc(positives, rs),
             "within_rows_auroc": _auroc_of(pairs),
             "first_error_acc": mean_or_none(float(p == g) for p, g in zip(kp, kg, strict=True)),
         }
