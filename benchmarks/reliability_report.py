@@ -19,6 +19,9 @@ Sections:
    and timeouts); a CUDA session that fails to start; damaged model directories.
 4. Load: 1,000 concurrent requests (5% invalid) through :class:`MicroBatcher`; each valid
    answer is compared with direct scoring, threads are counted before and after.
+5. Round two (``reliability_round_two.py``): outputs that are their own input, interrupted
+   runs, hostile lines and steps, strategies over hostile candidates and lying scorers, a
+   micro-batcher over broken scorers, graphs and manifests that lie.
 
 Writes ``benchmarks/results/reliability.md`` and ``.json``::
 
@@ -54,6 +57,9 @@ from prm_plugins.errors import PRMError
 from prm_plugins.microbatch import MicroBatcher
 from prm_plugins.runtime import OnnxPRM, default_model_dir
 from prm_plugins.strategies import AllCandidatesFailedError, RetryPolicy, best_of_n
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from reliability_round_two import round_two  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -414,6 +420,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default=None, help="model directory (default: the shipped one)")
     ap.add_argument("--fuzz", type=int, default=2000, help="random hostile chains to try")
+    ap.add_argument("--skip-round-two", action="store_true",
+                    help="skip the hostile set of round two (reliability_round_two.py)")
     args = ap.parse_args(argv)
     model_dir = Path(args.model) if args.model else default_model_dir()
     start = time.perf_counter()
@@ -425,6 +433,8 @@ def main(argv: list[str] | None = None) -> int:
         hostile_files(t, Path(tmp))
         faults(t, prm, Path(tmp), model_dir)
         load(t, prm)
+        if not args.skip_round_two:
+            round_two(t, prm, model_dir, Path(tmp))
     path = write(t, argv, time.perf_counter() - start)
     defects = [r for r in t.rows if r["outcome"] == "defect"]
     print(f"wrote {path}: {len(t.rows)} cases, {len(defects)} defects")
