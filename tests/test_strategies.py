@@ -399,9 +399,22 @@ def test_weighted_vote_majority_vote_and_best_of_n_disagree_as_computed() -> Non
     assert majority.weights == {"5": 2.0, "7": 3.0} and majority.method == "majority"
     assert all(c.score is None for c in majority.candidates)
 
-    # Best-of-N takes the single best chain; the weighted vote pools weaker agreeing ones.
+    # Best-of-N's top score takes the single best chain; the weighted vote (best-of-N's
+    # default when most candidates state an answer) pools weaker agreeing ones.
     texts = ["p1\nThe answer is 5.", "p2\n#### 7", "p3\n#### 7"]
-    assert best_of_n("q", FakeGenerator(texts), scorer, n=3).text == texts[0]
+    top = best_of_n("q", FakeGenerator(texts), scorer, n=3, selection="top_score")
+    assert top.text == texts[0] and top.selection == "top_score" and top.answer is None
+    default = best_of_n("q", FakeGenerator(texts), scorer, n=3)
+    assert default.selection == "weighted_vote" and default.text == texts[1]
+    assert default.answer == "7" and default.votes == pytest.approx({"5": 0.9, "7": 1.1})
+    assert default.score == pytest.approx(0.8) and default.best.answer == "7"
+    # No stated answers (the last-number fallback does not count): the top score.
+    plain = ["p1\nso 5", "p2\nso 7", "p3\nso 7"]
+    assert best_of_n("q", FakeGenerator(plain), scorer, n=3).selection == "top_score"
+    assert best_of_n("q", FakeGenerator(plain), scorer, n=3,
+                     selection="weighted_vote").text == plain[1]
+    with pytest.raises(InvalidInputError, match="selection must be one of .* got 'best'"):
+        best_of_n("q", FakeGenerator(plain), scorer, n=3, selection="best")  # type: ignore[arg-type]
     weighted = weighted_best_of_n("q", FakeGenerator(texts), scorer, n=3)
     assert weighted.answer == "7" and weighted.best.index == 1  # 0.8 + 0.3 > 0.9
     assert json.loads(json.dumps(weighted.to_dict()))["answer_key"] == "7"
