@@ -56,9 +56,11 @@ def _add_score(sub: Any) -> None:
     p.add_argument("--output", "-o", help="JSONL output file (default: stdout)")
     p.add_argument("--question", "-q", help="the question, for scoring one chain")
     p.add_argument("--steps", nargs="+", help="the steps of one chain")
-    p.add_argument("--solution", help="a whole solution, split into steps with --split")
-    p.add_argument("--split", default="auto",
-                   help="how --solution is split: auto, newlines, blank_lines, step_markers")
+    p.add_argument("--solution", help="a whole solution, split into steps the way the model's "
+                                      "own code does (its format's convention), or with --split")
+    p.add_argument("--split", default=None,
+                   help="split --solution generically instead: auto, newlines, blank_lines, "
+                        "step_markers (default: the model's convention)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--long-chains", default="error", choices=["error", "window"],
                    help="over-long chains: raise (default) or score in windows")
@@ -288,7 +290,12 @@ def _run_score(args: argparse.Namespace) -> int:
         _err("error: one chain needs --question and exactly one of --steps or --solution")
         return 2
     try:
-        steps = args.steps if args.steps is not None else split_steps(args.solution, args.split)
+        if args.steps is not None:
+            steps = args.steps
+        elif args.split is None:
+            steps = prm.format.split_solution(args.solution)
+        else:
+            steps = split_steps(args.solution, args.split)
         result = prm.score(args.question, steps)
         first = result.first_error(args.threshold)
     except PRMError as exc:

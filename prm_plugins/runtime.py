@@ -342,7 +342,8 @@ class OnnxPRM:
             raw = [float(s) for s in scores]  # type: ignore[arg-type]
             if self.calibration is not None:
                 raw = self.calibration.apply(raw)
-            scored = StepScores(steps=list(steps), scores=raw, question=question)
+            scored = StepScores(steps=list(steps), scores=raw, question=question,
+                                meta=self.format.step_notes(question, steps))
             if self.checks:
                 from prm_plugins.checks import apply_checks
 

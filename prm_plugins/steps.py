@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from prm_plugins.errors import InvalidInputError
 
 __all__ = ["JOIN_MODES", "SPLIT_MODES", "check_unicode", "join_steps", "split_step_spans",
-           "split_steps", "validate_chain", "validate_steps"]
+           "split_steps", "split_verbatim", "validate_chain", "validate_steps"]
 
 #: Modes accepted by :func:`split_steps`.
 SPLIT_MODES: tuple[str, ...] = ("auto", "blank_lines", "newlines", "step_markers", "regex")
@@ -75,6 +75,10 @@ def split_steps(
     every mode (a fence may be indented, as inside list items; a line such as
     ```` ```x``` ```` is inline code, not a fence). Each step is stripped of surrounding
     whitespace; nothing else is changed.
+
+    This is the generic splitter for free text. To score a solution with a published PRM,
+    split it the way that model's own code does: ``prm.format.split_solution(text)``
+    (``prm score --solution`` does), since whitespace a PRM was trained on changes its scores.
 
     Args:
         text: the answer to split.
@@ -157,6 +161,42 @@ def split_steps(
         return _split(text, regex, fences, keep_empty)
     separator = _NEWLINE if mode == "newlines" else _BLANK_LINES
     return _split(text, separator, fences, keep_empty)
+
+
+def split_verbatim(text: str, separator: str) -> list[str]:
+    """Split ``text`` at every ``separator`` and keep each piece exactly as written.
+
+    This is ``text.split(separator)``, the way published PRM code cuts a solution into
+    steps (Skywork's ``response.split("\\n")``, RLHFlow's ``ans.split("\\n\\n")``), minus the
+    pieces no scorer accepts: empty and whitespace-only pieces are dropped. Nothing is
+    stripped, so a step keeps its indentation and spaces; use :func:`split_steps` for free
+    text, or ``PRMFormat.split_solution`` for a model's own convention.
+
+    Args:
+        text: the solution text.
+        separator: the literal separator (not a regex); must not be empty.
+
+    Returns:
+        The non-blank pieces, in order, verbatim.
+
+    Raises:
+        InvalidInputError: ``text`` or ``separator`` is not a str, or ``separator`` is empty.
+
+    Examples:
+        >>> split_verbatim("  x = 1\\n\\n  y = 2 \\n", "\\n")
+        ['  x = 1', '  y = 2 ']
+    """
+    if not isinstance(text, str):
+        raise InvalidInputError(
+            f"split_verbatim() needs `text` to be a str; received {_describe(text)}. "
+            "Pass the solution text as a string."
+        )
+    if not isinstance(separator, str) or not separator:
+        raise InvalidInputError(
+            f"split_verbatim() needs a non-empty str separator; received "
+            f"{_describe(separator)}. Pass the literal text between steps, e.g. '\\n'."
+        )
+    return [piece for piece in text.split(separator) if piece.strip()]
 
 
 def split_step_spans(

@@ -50,9 +50,13 @@ def fmt(hf_tok: Any) -> RLHFlowFormat:
 
 
 def conversation(question: str, steps: list[str]) -> list[dict[str, str]]:
-    """RLHFlow's conversation: user (question + " " + step 1), then step k; assistant "+"."""
+    """RLHFlow's conversation: user (question + " " + step 1), then step k; assistant "+".
+
+    Each step is stripped first, as ``math-rm/prm_evaluate.py`` does
+    (``ans_list = [j.strip() for j in ans_list]``).
+    """
     conv = []
-    for k, step in enumerate(steps):
+    for k, step in enumerate(s.strip() for s in steps):
         conv.append({"content": question + " " + step if k == 0 else step, "role": "user"})
         conv.append({"content": "+", "role": "assistant"})
     return conv
@@ -78,6 +82,7 @@ class EvaluationLoopReference:
     def score(self, question: str, steps: list[str]) -> list[float]:
         single_step_score = []
         conv: list[dict[str, str]] = []
+        steps = [j.strip() for j in steps]  # prm_evaluate.py strips every step first
         for k in range(len(steps)):
             text = question + " " + steps[0] if k == 0 else steps[k]
             conv.append({"content": text, "role": "user"})

@@ -129,9 +129,15 @@ def test_injected_newlines_and_specials_keep_one_score_per_step(fmt: SkyworkForm
     n = len(INJECTIONS)
     assert len(r.step_positions) == n
     assert [r.input_ids[p] for p in r.step_positions] == [fmt.step_token_id] * n
-    # between two step tokens, no other "\n" token: newlines inside steps became spaces
-    for prev, pos in zip(r.step_positions, r.step_positions[1:], strict=False):
-        assert fmt.step_token_id not in r.input_ids[prev + 1:pos]
+    # newlines inside a step are kept, line by line as upstream renders them (issue 17
+    # item 1): one step token per upstream line, the score read after the step's last line
+    lines = [len(fmt.step_lines(s)) for s in INJECTIONS]
+    assert lines == [3, 2, 1, 1, 2]
+    prompt = len(fmt.render("Q\n<|endoftext|>", []))
+    flagged = [i for i in range(prompt, len(r)) if r.input_ids[i] == fmt.step_token_id]
+    assert len(flagged) == sum(lines)
+    ends = [sum(lines[: k + 1]) - 1 for k in range(n)]
+    assert [flagged[e] for e in ends] == r.step_positions
     bos = fmt.tokenizer.token_to_id("<|endoftext|>")
     assert r.input_ids.count(bos) == 1 and r.input_ids[0] == bos
 
@@ -206,6 +212,10 @@ def test_onnx_scores_equal_published_inference(
     results = prm.score_batch(chains)
     for (question, steps), scored in zip(chains, results, strict=True):
         assert len(scored.scores) == len(steps)
-        ref = reference.score(fmt.neutralise(question),
-                              [fmt.neutralise(fmt.neutralise_step(s)) for s in steps])
+        # upstream scores every line; a step's score is its last line's (issue 17 item 1)
+        lines = [fmt.step_lines(s) for s in steps]
+        ref_all = reference.score(fmt.neutralise(question),
+                                  [fmt.neutralise(line) for ls in lines for line in ls])
+        ends = [sum(len(ls) for ls in lines[: k + 1]) - 1 for k in range(len(steps))]
+        ref = [ref_all[e] for e in ends]
         assert max(abs(a - b) for a, b in zip(scored.scores, ref, strict=True)) < 1e-4

@@ -18,7 +18,7 @@ from prm_plugins.errors import InvalidInputError
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
 
-__all__ = ["PRMFormat", "Rendered", "break_token"]
+__all__ = ["PRMFormat", "Rendered", "break_token", "strip_trailing_tag"]
 
 #: Zero-width-free breaker inserted after the first character of a forbidden string.
 _BREAK = " "
@@ -143,6 +143,65 @@ class PRMFormat(ABC):
             )
         return tid
 
+    # -- the family's step convention -----------------------------------------------------
+    def split_solution(self, text: str) -> list[str]:
+        """Cut a whole solution into steps the way this family's published code does.
+
+        The default, for formats without a convention of their own, is the generic
+        :func:`prm_plugins.steps.split_steps` (``"auto"``). Families override it: Skywork
+        splits on ``"\\n"`` and keeps every line verbatim, Qwen2.5-Math-PRM on ``"\\n\\n"``
+        (or on the ``<extra_0>`` tags a response already holds), and so on.
+
+        Args:
+            text: the solution, as the policy model wrote it.
+
+        Returns:
+            The steps, each non-blank; ``render`` of them reproduces the family's input.
+        """
+        from prm_plugins.steps import split_steps
+
+        return split_steps(text)
+
+    def split_trailing_tag(self, step: str) -> tuple[str, bool]:
+        """``(text, True)`` when ``step`` already ends with the family's step tag.
+
+        A trailing tag is the step boundary the user already marked: the format takes it
+        as the step's end and does not add a second one. ``text`` is what stays of the
+        step without it. A tag anywhere else is neutralised (and reported by
+        :meth:`step_notes`). The default: the family has no tag, ``(step, False)``.
+        """
+        return step, False
+
+    def step_notes(self, question: str, steps: Sequence[str]) -> dict[str, Any]:
+        """What rendering did to this chain's text, for ``StepScores.meta``.
+
+        Keys appear only when they have something to say:
+
+        * ``"neutralised_question"``: ``True`` when a special token or step tag in the
+          question was broken.
+        * ``"neutralised_steps"``: indices of steps in which a special token, or a step tag
+          that is not at the step's end, was broken.
+        * ``"tagged_steps"``: indices of steps that ended with the family's tag, taken as
+          their boundary.
+
+        Formats add their own (Skywork: ``"upstream_steps"``).
+        """
+        notes: dict[str, Any] = {}
+        if self.neutralise(question) != question:
+            notes["neutralised_question"] = True
+        neutralised, tagged = [], []
+        for i, step in enumerate(steps):
+            text, has_tag = self.split_trailing_tag(step)
+            if has_tag:
+                tagged.append(i)
+            if self.neutralise(text) != text:
+                neutralised.append(i)
+        if neutralised:
+            notes["neutralised_steps"] = neutralised
+        if tagged:
+            notes["tagged_steps"] = tagged
+        return notes
+
     # -- the mapping ----------------------------------------------------------------------
     @abstractmethod
     def render(self, question: str, steps: Sequence[str]) -> Rendered:
@@ -161,6 +220,19 @@ class PRMFormat(ABC):
                 f"known options are {sorted(cls.default_options)}"
             )
         return {**cls.default_options, **overrides}
+
+
+def strip_trailing_tag(step: str, tag: str) -> tuple[str, bool]:
+    """Remove ``tag`` (and whitespace after it) from the end of ``step``, if it is there.
+
+    Returns:
+        ``(step without the tag, True)``, or ``(step, False)`` when it does not end with it.
+    """
+    if tag:
+        body = step.rstrip()
+        if body.endswith(tag):
+            return body[: len(body) - len(tag)], True
+    return step, False
 
 
 _WS = re.compile(r"\s+")

@@ -8,10 +8,13 @@ Convention (Math-Shepherd's published inference code)::
     scores = logits.softmax(-1)[:, :, 0][input_id == step_tag_id]
 
 This format renders the same string, tokenises it once with offsets, and reads each
-step's score at the token that holds the last character of the tag it inserted (found by
-character offset, never by searching for the tag id, so step text cannot create, merge or
-drop steps). Step text is neutralised first: the tag's core (``"ки"``) and special-token
-strings are broken, and line breaks become spaces, because ``"\\n"`` joins steps.
+step's score at the token that holds the last character of its tag (found by character
+offset, never by searching for the tag id, so step text cannot create, merge or drop
+steps). Step text is otherwise kept as written, line breaks and indentation included: the
+card's own steps are ``"Step k: ..."`` lines and a multi-line step is one step ending at its
+tag. A step that already ends with the tag (``"Step 1: ... ки"``, as in Math-Shepherd's data)
+ends there, rendered verbatim, without a second tag. The tag's core (``"ки"``) anywhere else
+in a step, and special-token strings, are broken (see ``StepScores.meta``).
 """
 
 from __future__ import annotations
@@ -21,12 +24,10 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from prm_plugins.errors import InvalidInputError
-from prm_plugins.formats.base import PRMFormat, Rendered
+from prm_plugins.formats.base import PRMFormat, Rendered, strip_trailing_tag
 
 __all__ = ["MathShepherdFormat"]
 
-#: Characters a tokenizer or a reader may take as a line break; "\n" joins steps.
-_LINE_BREAKS = re.compile(r"[\n\r\v\f\x85\u2028\u2029]+")
 
 
 class MathShepherdFormat(PRMFormat):
@@ -95,24 +96,56 @@ class MathShepherdFormat(PRMFormat):
     def step_tags(self) -> list[str]:
         return [self._tag_core]
 
+    def split_trailing_tag(self, step: str) -> tuple[str, bool]:
+        """A step whose text ends with the tag (``" ки"``, then maybe spaces) ends there."""
+        return strip_trailing_tag(step, self.options["step_tag"])
+
     def neutralise_step(self, text: str) -> str:
-        """Step text safe to render: line breaks become spaces, tags and specials broken."""
-        return self.neutralise(_LINE_BREAKS.sub(" ", text))
+        """Step text without a trailing tag, with tags and specials inside it broken."""
+        return self.neutralise(self.split_trailing_tag(text)[0])
+
+    def split_solution(self, text: str) -> list[str]:
+        """Steps of a Math-Shepherd output: each ends at a tag that ends a line.
+
+        The card's output is ``"Step 1: ... ки\\nStep 2: ... ки"``: the text is cut after
+        every tag followed by the end of a line, and the one ``"\\n"`` after it (the joiner)
+        is dropped, so ``render`` of the steps gives the card's string back. Each step keeps
+        its tag and its text verbatim (a step may span lines); non-blank text after the last
+        tag is a last step. A text with no tag at all is one step per line, verbatim.
+        """
+        from prm_plugins.steps import split_verbatim
+
+        ends = list(re.finditer(re.escape(self._tag_core) + r"[^\S\n]*(?:\n|\Z)", text))
+        if not ends:
+            return split_verbatim(text, "\n")
+        pieces, prev = [], 0
+        for m in ends:
+            end = m.end()
+            pieces.append(text[prev:end - 1] if text[m.start():end].endswith("\n")
+                          else text[prev:end])
+            prev = end
+        pieces.append(text[prev:])
+        return [p for p in pieces if p.strip()]
 
     def render_text(self, question: str, steps: Sequence[str]) -> tuple[str, list[int]]:
         """The prompt string and, per step, the character offset just past its tag.
 
-        This is the text Math-Shepherd's reference code tokenises (after neutralising).
+        This is the text Math-Shepherd's reference code tokenises (after neutralising):
+        ``f"{question} {output}"`` with ``output = "\\n".join(step + " ки")``, where a step
+        that already ends with the tag is taken as it is.
         """
         tag = self.options["step_tag"]
         parts = [self.neutralise(question), " "]
         length = len(parts[0]) + 1
         tag_ends: list[int] = []
         for i, step in enumerate(steps):
-            piece = ("\n" if i else "") + self.neutralise_step(step) + tag
+            body, tagged = self.split_trailing_tag(step)
+            tail = step[len(step.rstrip()):] if tagged else ""
+            piece = ("\n" if i else "") + self.neutralise(body) + tag
+            tag_ends.append(length + len(piece))
+            piece += tail
             parts.append(piece)
             length += len(piece)
-            tag_ends.append(length)
         return "".join(parts), tag_ends
 
     def render(self, question: str, steps: Sequence[str]) -> Rendered:

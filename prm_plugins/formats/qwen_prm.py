@@ -15,7 +15,11 @@ The Qwen2.5 ChatML template is rendered here in Python (no Jinja at run time)::
 
 and the token ids equal the reference's for plain text, including its whitespace: the
 question and steps are not stripped, and a newline inside a step stays a newline (a step
-ends at the ``<extra_0>`` token the format inserts, never at text).
+ends at the ``<extra_0>`` token the format inserts, never at text). A step that already
+ends with ``<extra_0>`` (a response the user joined with the tag) ends there: the tag is
+taken as its boundary, not broken and doubled. :meth:`QwenPRMFormat.split_solution` cuts a
+whole response at its ``<extra_0>`` tags if it has any, else at ``"\\n\\n"`` (the model card:
+"We recommend using double line breaks to separate individual steps").
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from prm_plugins.errors import InvalidInputError
-from prm_plugins.formats.base import PRMFormat, Rendered
+from prm_plugins.formats.base import PRMFormat, Rendered, strip_trailing_tag
 from prm_plugins.formats.token_sequence import TokenSequenceBuilder, added_token_id
 
 __all__ = ["QWEN_PRM_SYSTEM_PROMPT", "QwenPRMFormat"]
@@ -85,6 +89,20 @@ class QwenPRMFormat(PRMFormat):
     def step_tags(self) -> list[str]:
         return [self.options["step_tag"]]
 
+    def split_trailing_tag(self, step: str) -> tuple[str, bool]:
+        """A step ending with ``<extra_0>`` ends there (whitespace after the tag dropped)."""
+        return strip_trailing_tag(step, self.options["step_tag"])
+
+    def split_solution(self, text: str) -> list[str]:
+        """A response's steps: cut at its ``<extra_0>`` tags if it has any, else at ``"\\n\\n"``.
+
+        Pieces are kept verbatim (no stripping); blank pieces are dropped.
+        """
+        from prm_plugins.steps import split_verbatim
+
+        tag = self.options["step_tag"]
+        return split_verbatim(text, tag if tag in text else "\n\n")
+
     def render(self, question: str, steps: Sequence[str]) -> Rendered:
         b = TokenSequenceBuilder(self)
         for tid in self._head:
@@ -97,7 +115,7 @@ class QwenPRMFormat(PRMFormat):
         b.text("assistant\n")  # tokenised together with the first step, as in the reference
         positions = []
         for step in steps:
-            b.user(step)
+            b.user(self.split_trailing_tag(step)[0])
             positions.append(b.token(self.step_tag_id))
         b.token(self._im_end)
         b.text("\n")

@@ -1,7 +1,9 @@
 """``rlhflow``: RLHFlow Llama3.1-8B-PRM (Mistral-Data / Deepseek-Data) and look-alikes.
 
-Convention (RLHFlow's ``math-rm`` evaluation code)::
+Convention (RLHFlow's ``math-rm/prm_evaluate.py`` in ``RLHFlow/RLHF-Reward-Modeling``)::
 
+    steps = ans.split("\\n\\n")           # "ки\\n" for the Mistral-Data model
+    steps = [j.strip() for j in steps]  # each step stripped first
     conversation = []
     for k, step in enumerate(steps):
         text = question + " " + step if k == 0 else step
@@ -27,7 +29,10 @@ message; ``tokenizer.apply_chat_template(conversation)``, as RLHFlow calls it, t
 includes ``"Cutting Knowledge Date: December 2023\\nToday Date: 26 Jul 2024\\n\\n"``. That is
 the default ``system_block``; set it to ``None`` for the Llama 3.0 template (no system
 block). A template that fills the date with ``strftime_now`` renders a different date each
-day; pin it with this option. Message content is trimmed, as the template's ``| trim`` does.
+day; pin it with this option. Message content is trimmed, as the template's ``| trim`` does,
+after each step has been stripped on its own (so the first step's leading whitespace does
+not survive between the question and the step). The verdict is a turn of its own, so the
+family has no step tag in text.
 """
 
 from __future__ import annotations
@@ -65,6 +70,8 @@ class RLHFlowFormat(PRMFormat):
         end_of_turn: turn closer (``"<|eot_id|>"``).
         header_suffix: text after a header (``"\\n\\n"``).
         trim_content: strip each message's content, as Llama templates do.
+        solution_separator: what :meth:`split_solution` cuts a whole solution at:
+            ``"\\n\\n"`` (Deepseek-Data model, the default) or ``"ки\\n"`` (Mistral-Data).
 
     Examples:
         >>> fmt = RLHFlowFormat(tok, RLHFlowFormat.options_from_hf(hf_tok))  # doctest: +SKIP
@@ -87,12 +94,13 @@ class RLHFlowFormat(PRMFormat):
         "end_of_turn": "<|eot_id|>",
         "header_suffix": "\n\n",
         "trim_content": True,
+        "solution_separator": "\n\n",
     }
 
     def setup(self) -> None:
         opts = self.options
         for key in ("good_token", "bad_token", "start_header", "end_header", "end_of_turn",
-                    "header_suffix"):
+                    "header_suffix", "solution_separator"):
             if not isinstance(opts[key], str) or not opts[key]:
                 raise InvalidInputError(
                     f"format {self.name!r}: option {key} must be a non-empty string, got "
@@ -159,12 +167,19 @@ class RLHFlowFormat(PRMFormat):
             b.user(content.strip() if self.options["trim_content"] else content)
         b.token(self._eot)
 
+    def split_solution(self, text: str) -> list[str]:
+        """Steps as RLHFlow's evaluation cuts them: at ``solution_separator``, each stripped."""
+        from prm_plugins.steps import split_verbatim
+
+        return [p.strip() for p in split_verbatim(text, self.options["solution_separator"])]
+
     def render(self, question: str, steps: Sequence[str]) -> Rendered:
         b = TokenSequenceBuilder(self)
         for tid in self._head:
             b.token(tid)
         positions = []
         for k, step in enumerate(steps):
+            step = step.strip()  # upstream: ans_list = [j.strip() for j in ans_list]
             self._turn(b, "user", f"{question} {step}" if k == 0 else step)
             b.token(self._start)
             b.text("assistant")

@@ -9,6 +9,17 @@ Convention (Skywork's ``skywork-o1-prm-inference``, ``prepare_input``)::
 
 The value head is ``Linear(hidden, 1)`` on the causal LM's last hidden state. Each step is
 tokenised on its own and followed by the id of the step token, exactly as above.
+
+Upstream's step *is* a line: it splits the response on ``"\\n"``. A step given here that
+holds line breaks is therefore several upstream steps. The project keeps its text and
+renders it the way upstream renders those lines (each line tokenised on its own, verbatim,
+each followed by the step token's id), so the token ids are exactly upstream's for
+``"\\n".join(steps)``; the step's one score is read at the step token after its last line,
+which is upstream's score for that line. ``StepScores.meta["upstream_steps"]`` then says how
+many upstream steps each given step spans (its inner lines' own scores are not reported:
+pass the lines as steps to get them). A trailing ``"\\n"`` on a step is its boundary, not
+an extra empty line. :meth:`SkyworkFormat.split_solution` is ``response.split("\\n")`` with
+lines verbatim; a blank line is kept with the step after it (as upstream's empty step).
 """
 
 from __future__ import annotations
@@ -17,7 +28,7 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from prm_plugins.errors import InvalidInputError
-from prm_plugins.formats.base import PRMFormat, Rendered
+from prm_plugins.formats.base import PRMFormat, Rendered, strip_trailing_tag
 from prm_plugins.formats.token_sequence import TokenSequenceBuilder, added_token_id
 
 __all__ = ["SkyworkFormat"]
@@ -26,10 +37,10 @@ __all__ = ["SkyworkFormat"]
 class SkyworkFormat(PRMFormat):
     """Skywork-o1-Open-PRM convention: ``[bos] question\\n``, then ``step`` + ``"\\n"`` id.
 
-    A step that contains the step token would be cut in two by the reference code (it
-    splits the response on ``"\\n"``), so here a whitespace step token inside a step becomes
-    a space and any other step token is broken; special tokens are broken too. Every
-    given step gets exactly one score, read at the step token the format appends.
+    A step holding the step token is rendered line by line, as the reference code would
+    (see the module docstring); a step token other than whitespace is broken inside a step
+    instead; special tokens are broken too. Every given step gets exactly one score, read
+    at the step token after its last line.
 
     Options:
         bos_token: text put first (Skywork's tokenizer's BOS), or ``None`` for none.
@@ -76,10 +87,43 @@ class SkyworkFormat(PRMFormat):
         step_token = self.options["step_token"]
         return [] if step_token.isspace() else [step_token]
 
-    def neutralise_step(self, text: str) -> str:
-        """Steps may not hold the step token: a whitespace one becomes a space."""
+    def split_trailing_tag(self, step: str) -> tuple[str, bool]:
+        """A step ending with the step token ends there (one trailing token is removed)."""
         step_token = self.options["step_token"]
-        return text.replace(step_token, " ") if step_token.isspace() else text
+        if step_token.isspace():  # whitespace before it is text, so no rstrip here
+            return (step[: -len(step_token)], True) if step.endswith(step_token) else (step, False)
+        return strip_trailing_tag(step, step_token)
+
+    def step_lines(self, step: str) -> list[str]:
+        """The upstream steps (lines) that ``step`` spans, verbatim; at least one."""
+        text = self.split_trailing_tag(step)[0]
+        step_token = self.options["step_token"]
+        return text.split(step_token) if step_token.isspace() else [text]
+
+    def split_solution(self, text: str) -> list[str]:
+        """``response.split("\\n")`` with every line verbatim, as Skywork's ``prepare_input``.
+
+        Upstream scores an empty line as a step of its own; here a blank line goes with the
+        step after it, so the token ids stay upstream's (``meta["upstream_steps"]`` counts
+        it). Blank lines at the end are dropped.
+        """
+        step_token = self.options["step_token"]
+        steps: list[str] = []
+        pending: list[str] = []
+        for line in text.split(step_token):
+            pending.append(line)
+            if line.strip():
+                steps.append(step_token.join(pending))
+                pending = []
+        return steps
+
+    def step_notes(self, question: str, steps: Sequence[str]) -> dict[str, Any]:
+        """Base notes plus ``"upstream_steps"``: upstream steps per step, when one spans >1."""
+        notes = super().step_notes(question, steps)
+        counts = [len(self.step_lines(step)) for step in steps]
+        if any(n > 1 for n in counts):
+            notes["upstream_steps"] = counts
+        return notes
 
     def render(self, question: str, steps: Sequence[str]) -> Rendered:
         b = TokenSequenceBuilder(self)
@@ -90,8 +134,10 @@ class SkyworkFormat(PRMFormat):
         b.flush()
         positions = []
         for step in steps:
-            b.user(self.neutralise_step(step))
-            positions.append(b.token(self.step_token_id))
+            for line in self.step_lines(step):
+                b.user(line)
+                position = b.token(self.step_token_id)
+            positions.append(position)
         return Rendered(b.finish(), positions)
 
     @classmethod

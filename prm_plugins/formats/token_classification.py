@@ -1,9 +1,15 @@
 """``token-classification``: TRL ``PRMTrainer`` models (AutoModelForTokenClassification).
 
-Convention (TRL ``PRMTrainer.tokenize_row``): ``[bos] + prompt`` tokens, then each step
-tokenised on its own followed by the separator's tokens (default ``"\\n"``); the label,
-and so the score, sits on the separator's last token. The exported graph gives
-``P(correct) = softmax(logits)[..., 1]`` at every token.
+Convention (TRL ``PRMTrainer.tokenize_row``, ``trl/experimental/prm/prm_trainer.py``):
+``[bos] + prompt`` tokens, then each step tokenised on its own, verbatim, followed by the
+separator's tokens (default ``"\\n"``); the label, and so the score, sits on the separator's
+last token. The exported graph gives ``P(correct) = softmax(logits)[..., 1]`` at every token.
+
+Step text is tokenised as given, line breaks, indentation and edge spaces included, as TRL
+does: a score position comes from the rendering, never from searching the ids, so a
+``"\\n"`` inside a step cannot add a step. A separator that is not whitespace (``"[SEP]"``)
+is broken where it appears inside a step; at the end of a step it is the boundary the user
+already marked, and no second one is added.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from prm_plugins.errors import InvalidInputError
-from prm_plugins.formats.base import PRMFormat, Rendered
+from prm_plugins.formats.base import PRMFormat, Rendered, strip_trailing_tag
 
 __all__ = ["TokenClassificationFormat"]
 
@@ -59,12 +65,35 @@ class TokenClassificationFormat(PRMFormat):
         sep = self.options["separator"]
         return [] if sep.isspace() else [sep]
 
-    def neutralise_step(self, text: str) -> str:
-        """Steps may not contain the separator: whitespace separators become spaces."""
+    def split_trailing_tag(self, step: str) -> tuple[str, bool]:
+        """A step ending with a non-whitespace separator ends there; whitespace is text."""
         sep = self.options["separator"]
-        if sep.isspace():
-            text = text.replace(sep, " ")
-        return self.neutralise(text)
+        if sep.isspace():  # TRL tokenises "a\\n" + "\\n": a trailing newline is step text
+            return step, False
+        return strip_trailing_tag(step, sep)
+
+    def neutralise_step(self, text: str) -> str:
+        """The step's text as rendered: a trailing separator dropped, the rest verbatim.
+
+        Special tokens and a non-whitespace separator inside the step are broken; line
+        breaks and other whitespace are kept (TRL tokenises each completion as given).
+        """
+        return self.neutralise(self.split_trailing_tag(text)[0])
+
+    def split_solution(self, text: str) -> list[str]:
+        """Steps of a solution joined by the separator (TRL's convention), kept verbatim.
+
+        With a whitespace separator (``"\\n"``) every non-blank piece of
+        ``text.split(separator)`` is a step, spaces and indentation kept. With another
+        separator (``"[SEP]"``) a text that holds it is cut there; one that does not is
+        split by :func:`prm_plugins.steps.split_steps`.
+        """
+        from prm_plugins.steps import split_steps, split_verbatim
+
+        sep = self.options["separator"]
+        if sep.isspace() or sep in text:
+            return split_verbatim(text, sep)
+        return split_steps(text)
 
     def render(self, question: str, steps: Sequence[str]) -> Rendered:
         ids = [*self._prefix_ids, *self.encode_text(question), *self._suffix_ids]
