@@ -63,7 +63,11 @@ from prm_plugins.adapters.langchain import (  # noqa: E402
     build_next_step_prompt,
 )
 from prm_plugins.runtime import OnnxPRM  # noqa: E402
-from prm_plugins.strategies import AllCandidatesFailedError, verify  # noqa: E402
+from prm_plugins.strategies import (  # noqa: E402
+    AllCandidatesFailedError,
+    BestOfNResult,
+    verify,
+)
 
 Q = "w1 w2 + w3 = ?"
 #: With the graph PRM: min 0.595, every step >= 0.5.
@@ -300,7 +304,8 @@ def test_verifier_composes_with_pipe(graph_prm: OnnxPRM) -> None:
 
 def test_best_of_n_picks_the_highest_chain_score(graph_prm: OnnxPRM) -> None:
     answers = [BAD, GOOD, WORSE, "w14 = w15\nw3 + w4 = 7"]
-    bon = PRMBestOfN(generator=fake_llm(*answers), prm=graph_prm, n=4, max_concurrency=1)
+    bon = PRMBestOfN(generator=fake_llm(*answers), prm=graph_prm, n=4, max_concurrency=1,
+                     return_result=True)
     result = bon.invoke(Q)
     expected = [graph_min(graph_prm, a) for a in answers]
     assert [c.score for c in result.candidates] == pytest.approx(expected, abs=1e-6)
@@ -317,7 +322,7 @@ def test_best_of_n_on_the_exported_tiny_model(exported_prm: OnnxPRM) -> None:
                "first add 2 and 3\nthen multiply by 4 so 20"]
     question = "Tom has 3 apples and buys 2 more. How many does he have?"
     result = PRMBestOfN(generator=fake_llm(*answers), prm=exported_prm, n=3,
-                        max_concurrency=1).invoke(question)
+                        max_concurrency=1, return_result=True).invoke(question)
     expected = [exported_prm.score(question, a.split("\n")).min for a in answers]
     assert result.text == answers[max(range(3), key=expected.__getitem__)]
     assert [c.score for c in result.candidates] == pytest.approx(expected, abs=1e-5)
@@ -328,7 +333,7 @@ def test_best_of_n_reads_the_question_from_a_prompt_chain_input() -> None:
     prompt = ChatPromptTemplate.from_template("Solve step by step: {question}")
     recorder = RunRecorder()
     bon = PRMBestOfN(generator=prompt | fake_llm("wrong", "right"), prm=scorer, n=2,
-                     max_concurrency=1)
+                     max_concurrency=1, return_result=True)
     result = bon.invoke({"question": "What is 2 + 3?"}, {"callbacks": [recorder]})
     assert result.text == "right" and result.best.index == 1
     assert set(scorer.questions) == {"What is 2 + 3?"}
@@ -394,7 +399,8 @@ def test_custom_events_are_visible_in_astream_events(graph_prm: OnnxPRM) -> None
 
 def test_best_of_n_n_is_a_configurable_field() -> None:
     llm = GenericFakeChatModel(messages=iter(["a", "b", "c", "d", "e", "f"]))
-    bon = PRMBestOfN(generator=llm, prm=TableScorer({}), n=4).configurable_fields(
+    bon = PRMBestOfN(generator=llm, prm=TableScorer({}), n=4,
+                     return_result=True).configurable_fields(
         n=ConfigurableField(id="n"), threshold=ConfigurableField(id="bon_threshold"))
     assert len(bon.with_config(configurable={"n": 2}).invoke("q").candidates) == 2
     assert len(bon.invoke("q").candidates) == 4
@@ -403,11 +409,121 @@ def test_best_of_n_n_is_a_configurable_field() -> None:
 def test_best_of_n_threshold_stops_early_when_configured() -> None:
     scorer = TableScorer({"a": 0.2, "b": 0.95, "c": 0.5, "d": 0.5})
     bon = PRMBestOfN(generator=fake_llm("a", "b", "c", "d"), prm=scorer, n=4,
-                     max_concurrency=2).configurable_fields(
+                     max_concurrency=2, return_result=True).configurable_fields(
         threshold=ConfigurableField(id="threshold"))
     assert len(bon.invoke("q").candidates) == 4
     early = bon.with_config(configurable={"threshold": 0.9}).invoke("q")
     assert early.stopped_early and early.text == "b" and early.generator_calls == 2
+
+
+# -- drop-in: the generator's own output type -------------------------------------------------
+
+VOTES = {"p1": 0.9, "p2": 0.6, "p3": 0.55}
+#: p1 scores highest alone; p2 and p3 agree on 7 and together outweigh it (1.15 > 0.9).
+VOTING = ["p1\nThe answer is 5.", "p2\nThe answer is 7.", "p3\nThe answer is 7."]
+
+
+def test_best_of_n_drops_into_prompt_model_parser_chains() -> None:
+    from langchain_core.output_parsers import StrOutputParser
+
+    prompt = ChatPromptTemplate.from_template("Solve: {question}")
+    plain = prompt | fake_llm(*VOTING) | StrOutputParser()
+    bon = PRMBestOfN(generator=fake_llm(*VOTING), prm=TableScorer(VOTES), n=3,
+                     max_concurrency=1)
+    chain = prompt | bon | StrOutputParser()
+    assert isinstance(plain.invoke({"question": "q"}), str)
+    assert chain.invoke({"question": "q"}) == VOTING[1]  # the weighted vote: 7
+    # the same chain, streamed: the chosen text only, not the candidates' tokens
+    assert list(chain.stream({"question": "q"})) == [VOTING[1]]
+
+    async def astream() -> list[str]:
+        return [c async for c in chain.astream({"question": "q"})]
+
+    assert asyncio.run(astream()) == [VOTING[1]]
+
+
+def test_best_of_n_returns_the_models_message_with_the_report() -> None:
+    from langchain_core.load import dumpd
+
+    prompt = ChatPromptTemplate.from_template("Solve: {question}")
+    bon = PRMBestOfN(generator=fake_llm(*VOTING), prm=TableScorer(VOTES), n=3,
+                     max_concurrency=1)
+    message = (prompt | bon).invoke({"question": "q"})
+    assert isinstance(message, AIMessage) and message.content == VOTING[1]
+    report = message.response_metadata["prm"]
+    assert report["selection"] == "weighted_vote" and report["answer"] == "7"
+    assert report["index"] == 1 and report["score"] == pytest.approx(0.6)
+    assert report["scores"] == pytest.approx([0.9, 0.6, 0.55])
+    assert report["votes"] == pytest.approx({"5": 0.9, "7": 1.15})
+    assert report["step_scores"] == pytest.approx([0.6, 0.9])
+    assert [c["text"] for c in report["result"]["candidates"]] == VOTING
+    assert report["result"]["best"] == 1
+    json.dumps(message.response_metadata)  # JSON-ready: checkpointers and tracers keep it
+    assert dumpd(message)["kwargs"]["response_metadata"]["prm"]["answer"] == "7"
+    # the other selection is one argument away
+    top = (prompt | bon.model_copy(update={"selection": "top_score"})).invoke({"question": "q"})
+    assert top.content == VOTING[0] and top.response_metadata["prm"]["selection"] == "top_score"
+
+
+def test_best_of_n_returns_text_for_a_string_generator_and_the_result_on_request() -> None:
+    from langchain_core.output_parsers import StrOutputParser
+
+    prompt = ChatPromptTemplate.from_template("Solve: {question}")
+    text_gen = prompt | fake_llm(*VOTING) | StrOutputParser()
+    bon = PRMBestOfN(generator=text_gen, prm=TableScorer(VOTES), n=3, max_concurrency=1)
+    out = bon.invoke({"question": "q"})
+    assert type(out) is str and out == VOTING[1]
+    assert bon.OutputType is str
+    full = PRMBestOfN(generator=fake_llm(*VOTING), prm=TableScorer(VOTES), n=3,
+                      max_concurrency=1, return_result=True).invoke("q")
+    assert isinstance(full, BestOfNResult) and full.answer == "7" and full.best.index == 1
+
+
+def test_best_of_n_schemas_are_the_generators() -> None:
+    from langchain_core.output_parsers import StrOutputParser
+
+    prompt = ChatPromptTemplate.from_template("Solve: {question}")
+    llm = fake_llm("a")
+    bon = PRMBestOfN(generator=prompt | llm, prm=TableScorer({}))
+    assert (bon.get_input_schema().model_json_schema()
+            == (prompt | llm).get_input_schema().model_json_schema())
+    assert bon.InputType == (prompt | llm).InputType
+    assert bon.OutputType == llm.OutputType
+    assert (bon.get_output_schema().model_json_schema()
+            == llm.get_output_schema().model_json_schema())
+    chain = prompt | PRMBestOfN(generator=llm, prm=TableScorer({})) | StrOutputParser()
+    assert chain.get_input_schema().model_json_schema()["required"] == ["question"]
+    assert chain.OutputType is str
+    assert PRMBestOfN(generator=llm, prm=TableScorer({}),
+                      return_result=True).OutputType is BestOfNResult
+
+
+def test_best_of_n_stream_yields_the_chosen_message_as_one_chunk() -> None:
+    from langchain_core.messages import AIMessageChunk
+
+    llm = GenericFakeChatModel(messages=iter(VOTING))
+    bon = PRMBestOfN(generator=llm, prm=TableScorer(VOTES), n=3, max_concurrency=1)
+    chunks = list(bon.stream("q"))
+    assert len(chunks) == 1 and isinstance(chunks[0], AIMessageChunk)
+    assert chunks[0].content == VOTING[1]
+    assert chunks[0].response_metadata["prm"]["answer"] == "7"
+
+
+def test_self_critique_and_beam_search_return_the_generators_output_type(
+    graph_prm: OnnxPRM,
+) -> None:
+    critic = PRMSelfCritique(generator=fake_llm(BAD, FIXED), prm=graph_prm, max_rounds=2)
+    message = critic.invoke(Q)
+    assert isinstance(message, AIMessage)
+    assert message.content == "w14 = w15\n" + FIXED  # kept step 1, revised from step 2
+    report = message.response_metadata["prm"]
+    assert report["passed"] is True and report["round"] == 1 and report["rounds"] == 2
+    assert report["result"]["steps"] == ["w14 = w15", FIXED]
+    search = PRMBeamSearch(generator=_step_tree_generator(TREE), prm=TableScorer(
+        {"a1": 0.9, "b1": 0.6, "a2 The answer is 1.": 0.3, "b2 The answer is 2.": 0.95}),
+        n=2, beam_width=1, max_steps=3, max_concurrency=1)
+    out = search.invoke("q")
+    assert type(out) is str and out == "b1\nb2 The answer is 2."  # a str-output generator
 
 
 class PeakCounter:
@@ -480,7 +596,7 @@ def test_best_of_n_with_retry_reruns_a_failed_call() -> None:
         return "w14 = w15"
 
     bon = PRMBestOfN(generator=RunnableLambda(flaky), prm=TableScorer({}), n=3,
-                     max_concurrency=1)
+                     max_concurrency=1, return_result=True)
     with pytest.raises(AllCandidatesFailedError, match="3x ValueError: model is down"):
         bon.invoke("q")
     calls["n"] = 0
@@ -495,7 +611,7 @@ def test_best_of_n_batches_questions_independently() -> None:
         return "right" if "2 + 3" in prompt else "wrong"
 
     scorer = TableScorer({"right": 0.9, "wrong": 0.1})
-    bon = PRMBestOfN(generator=RunnableLambda(answer), prm=scorer, n=2)
+    bon = PRMBestOfN(generator=RunnableLambda(answer), prm=scorer, n=2, return_result=True)
     out = bon.batch(["What is 2 + 3?", "What is 7 * 8?"])
     assert [r.text for r in out] == ["right", "wrong"]
     assert [r.score for r in out] == [0.9, 0.1]
@@ -536,7 +652,8 @@ FIXED = "w16 w17 = 9"
 
 def test_self_critique_feeds_back_the_weak_step_and_revises(graph_prm: OnnxPRM) -> None:
     recorder = RunRecorder()
-    critic = PRMSelfCritique(generator=fake_llm(BAD, FIXED), prm=graph_prm, max_rounds=2)
+    critic = PRMSelfCritique(generator=fake_llm(BAD, FIXED), prm=graph_prm, max_rounds=2,
+                             return_result=True)
     result = critic.invoke(Q, {"callbacks": [recorder], "run_name": "critic"})
     assert [r.verdict.passed for r in result.history if r.verdict] == [False, True]
     assert result.passed and result.steps == ["w14 = w15", FIXED]
@@ -558,7 +675,8 @@ def test_self_critique_through_a_prompt_chain_and_from_a_given_answer(
 ) -> None:
     recorder = RunRecorder()
     prompt = ChatPromptTemplate.from_template("Solve: {question}")
-    critic = PRMSelfCritique(generator=prompt | fake_llm(FIXED), prm=graph_prm)
+    critic = PRMSelfCritique(generator=prompt | fake_llm(FIXED), prm=graph_prm,
+                             return_result=True)
     result = asyncio.run(critic.ainvoke({"question": Q, "answer": AIMessage(BAD)},
                                         {"callbacks": [recorder]}))
     assert result.passed and result.revisions == 1
@@ -604,7 +722,8 @@ def test_beam_search_follows_the_prm(method: str) -> None:
                           "b2 The answer is 2.": 0.95, "b2x": 0.1})
     generator = _step_tree_generator(TREE)
     search = PRMBeamSearch(generator=generator, prm=scorer, n=2,
-                           beam_width=1, max_steps=3, method=method, max_concurrency=1)
+                           beam_width=1, max_steps=3, method=method, max_concurrency=1,
+                           return_result=True)
     result = search.invoke({"question": "q", "style": "terse"})
     assert result.method == method
     # the generator got its own input shape, the question replaced by a next-step prompt
@@ -616,7 +735,7 @@ def test_beam_search_follows_the_prm(method: str) -> None:
 def test_beam_search_async_dispatches_events() -> None:
     recorder = RunRecorder()
     search = PRMBeamSearch(generator=_step_tree_generator(TREE), prm=TableScorer({}), n=2,
-                           beam_width=1, max_steps=3)
+                           beam_width=1, max_steps=3, return_result=True)
     result = asyncio.run(search.ainvoke("q", {"callbacks": [recorder], "run_name": "beam"}))
     (parent,) = recorder.run_ids("beam")
     scored = [d for n, d, _ in recorder.events if n == STEP_SCORED_EVENT]

@@ -9,9 +9,9 @@ callbacks and events to and from core calls. Install with ``pip install
 component                               what it is
 ======================================  ========================================================
 :class:`PRMStepVerifier`                Runnable: (question, answer) -> :class:`Verdict`
-:class:`PRMBestOfN`                     Runnable: sample N from a runnable, keep the best
-:class:`PRMSelfCritique`                Runnable: verify, then redo from the flagged step
-:class:`PRMBeamSearch`                  Runnable: step-level beam search / DVTS
+:class:`PRMBestOfN`                     drop-in model: sample N from a runnable, keep the best
+:class:`PRMSelfCritique`                drop-in model: verify, then redo from the flagged step
+:class:`PRMBeamSearch`                  drop-in model: step-level beam search / DVTS
 :class:`PRMOutputParser`                output parser; ``raise_on_fail`` for retries/fallbacks
 :class:`PRMVerifyStepsTool`             ``BaseTool`` an agent calls to check its own steps
 :class:`PRMCallbackHandler`             callback handler that scores finished LLM outputs
@@ -20,17 +20,22 @@ component                               what it is
 :class:`RunnableGenerator`              a runnable as a core generator (for core strategies)
 ======================================  ========================================================
 
-The Runnables dispatch two custom events, visible in ``astream_events(version="v2")`` and
-to callback handlers' ``on_custom_event``: ``prm.step_scored`` (every chain the PRM scores)
-and ``prm.candidate_selected`` (the chain a strategy chose).
+The "drop-in model" components return what the model they wrap returns (an ``AIMessage``
+with the PRM's report in ``response_metadata["prm"]``, or the text for a string
+generator), so they replace ``llm`` in ``prompt | llm | StrOutputParser()``;
+``return_result=True`` gives the core result object instead. The Runnables dispatch two
+custom events, visible in ``astream_events(version="v2")`` and to callback handlers'
+``on_custom_event``: ``prm.step_scored`` (every chain the PRM scores) and
+``prm.candidate_selected`` (the chain a strategy chose).
 
 Examples:
+    >>> from langchain_core.output_parsers import StrOutputParser  # doctest: +SKIP
     >>> from langchain_core.prompts import ChatPromptTemplate  # doctest: +SKIP
     >>> from prm_plugins import load_prm  # doctest: +SKIP
     >>> from prm_plugins.adapters.langchain import PRMBestOfN  # doctest: +SKIP
     >>> prompt = ChatPromptTemplate.from_template("Solve: {question}")  # doctest: +SKIP
-    >>> bon = PRMBestOfN(generator=prompt | llm, prm=load_prm(), n=4)  # doctest: +SKIP
-    >>> bon.invoke({"question": "What is 2 + 3 * 4?"}).text  # doctest: +SKIP
+    >>> chain = prompt | PRMBestOfN(generator=llm, prm=load_prm(), n=4) | StrOutputParser()
+    >>> chain.invoke({"question": "What is 2 + 3 * 4?"})  # doctest: +SKIP
     '3 * 4 = 12\\n2 + 12 = 14\\nThe answer is 14.'
 """
 

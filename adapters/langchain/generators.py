@@ -254,6 +254,8 @@ class RunnableGenerator:
         self.split = check_split(split)
         self.step_prompt = step_prompt
         self._base: tuple[Any, str, str] | None = None
+        #: The runnable's latest raw output (its type is what drop-in components return).
+        self.last_output: Any = None
 
     def bound_to(
         self, input: Any, question: str, question_key: str = "question"
@@ -277,7 +279,10 @@ class RunnableGenerator:
         return prompt if self.input_key is None else {self.input_key: prompt}
 
     def _texts(self, outputs: Sequence[Any]) -> list[str]:
-        return [GeneratedText(output_text(o), o) for o in outputs]
+        texts: list[str] = [GeneratedText(output_text(o), o) for o in outputs]
+        if outputs:
+            self.last_output = outputs[-1]
+        return texts
 
     def _first_steps(self, texts: Sequence[str]) -> list[str]:
         out: list[str] = []

@@ -55,6 +55,7 @@ from prm_plugins.strategies import (  # noqa: E402
     verify,
 )
 from prm_plugins.strategies._retry import check_scorer  # noqa: E402
+from prm_plugins.strategies.best_of_n import Selection  # noqa: E402
 from prm_plugins.strategies.verify import (  # noqa: E402
     check_aggregate,
     check_split,
@@ -324,9 +325,11 @@ class PRMBestOfNMiddleware(AgentMiddleware):
 
     The model is called once; if that response calls tools it is returned as is (tool
     turns are not reasoning answers). Otherwise ``n - 1`` more responses are sampled and
-    the one whose text the PRM scores highest against the user's last message is returned
-    (core :class:`~prm_plugins.strategies.BestOfN`: failed or empty candidates are
-    skipped; when all fail, the first response is returned). Dispatches
+    the one the PRM prefers, scored against the user's last message, is returned (core
+    :class:`~prm_plugins.strategies.BestOfN`, whose default ``selection="auto"`` is the
+    PRM-weighted vote when most responses state a final answer, else the highest chain
+    score; failed or empty candidates are skipped; when all fail, the first response is
+    returned). Dispatches
     ``prm.step_scored`` and ``prm.candidate_selected`` on the model node's run.
 
     Args:
@@ -336,6 +339,7 @@ class PRMBestOfNMiddleware(AgentMiddleware):
         split: how response text is cut into steps.
         max_concurrency: most model calls in flight at once.
         retry: retry policy for the extra model calls (default: the core's).
+        selection: ``"auto"``, ``"weighted_vote"`` or ``"top_score"`` (core ``BestOfN``).
 
     Examples:
         >>> agent = create_agent(llm, tools=[], middleware=[
@@ -352,11 +356,13 @@ class PRMBestOfNMiddleware(AgentMiddleware):
         split: Any = "auto",
         max_concurrency: int = 4,
         retry: RetryPolicy | None = None,
+        selection: Selection = "auto",
     ) -> None:
         super().__init__()
         check_scorer(prm)
         BestOfN(None, prm, n, aggregate=aggregate, max_concurrency=max_concurrency,
-                split=split, retry=retry)  # validates the options
+                split=split, retry=retry, selection=selection)  # validates the options
+        self.selection: Selection = selection
         self.prm = prm
         self.n = n
         self.aggregate = aggregate
@@ -367,13 +373,14 @@ class PRMBestOfNMiddleware(AgentMiddleware):
     def _core(self, generator: _HandlerGenerator, events: EventDispatcher) -> BestOfN:
         return BestOfN(generator, events.observe(self.prm, self.aggregate), self.n,
                        aggregate=self.aggregate, max_concurrency=self.max_concurrency,
-                       split=self.split, retry=self.retry)
+                       split=self.split, retry=self.retry, selection=self.selection)
 
     def _choose(self, question: str, first: ModelResponse, result: Any,
                 events: EventDispatcher) -> tuple[ModelResponse, dict[str, Any]]:
         chosen = getattr(result.best.text, "output", None) or first
         data = {"index": result.best.index, "text": result.text, "score": result.score,
-                "scores": [c.score for c in result.candidates]}
+                "scores": [c.score for c in result.candidates],
+                "selection": result.selection, "answer": result.answer}
         return chosen, data
 
     def wrap_model_call(

@@ -2,31 +2,55 @@
 
 Each component runs one core strategy per call (:func:`~prm_plugins.strategies.verify`,
 :class:`~prm_plugins.strategies.BestOfN`, :class:`~prm_plugins.strategies.SelfCritique`,
-:class:`~prm_plugins.strategies.StepBeamSearch` / :class:`~prm_plugins.strategies.DVTS`) and
-returns the core result object. What the adapter adds: reading the question from LangChain
-inputs, a :class:`RunnableGenerator` over the ``generator`` runnable whose calls carry the
-run's child callbacks (so generator runs nest under the component's run), the
-``max_concurrency`` of the call's config, and the custom events of
-:mod:`prm_plugins.adapters.langchain.events`.
+:class:`~prm_plugins.strategies.StepBeamSearch` / :class:`~prm_plugins.strategies.DVTS`).
+What the adapter adds: reading the question from LangChain inputs, a
+:class:`RunnableGenerator` over the ``generator`` runnable whose calls carry the run's child
+callbacks (so generator runs nest under the component's run), the ``max_concurrency`` of the
+call's config, and the custom events of :mod:`prm_plugins.adapters.langchain.events`.
 
-All of them support ``invoke``/``ainvoke``/``batch``/``abatch``, ``|``, ``.with_retry()`` and
-``configurable_fields`` (e.g. ``n`` and ``threshold``).
+The selecting components (:class:`PRMBestOfN`, :class:`PRMSelfCritique`,
+:class:`PRMBeamSearch`) are drop-in replacements for the model they wrap: they return what
+the generator returns, so ``prompt | llm | StrOutputParser()`` becomes
+``prompt | PRMBestOfN(generator=llm, prm=prm) | StrOutputParser()``:
+
+* a chat model (or a chain ending in one) gives an ``AIMessage`` whose
+  ``response_metadata["prm"]`` holds the PRM's report (:data:`METADATA_KEY`): the chosen
+  answer's chain and step scores, every candidate's score, and the whole core result as a
+  JSON-ready dict under ``"result"``;
+* a string generator (``prompt | llm | StrOutputParser()``) gives the chosen text (the
+  report is then in the ``prm.candidate_selected`` event, or ask for the result);
+* ``return_result=True`` gives the core result object instead
+  (:class:`~prm_plugins.strategies.BestOfNResult`, ...).
+
+Their input and output schemas are the generator's, and ``stream``/``astream`` yield the
+chosen message as one ``AIMessageChunk`` (the text for a string generator) once the
+candidates are scored, so ``StrOutputParser`` streams it on.
+
+All of them support ``invoke``/``ainvoke``/``batch``/``abatch``, ``stream``/``astream``,
+``|``, ``.with_retry()`` and ``configurable_fields`` (e.g. ``n`` and ``threshold``).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
-from typing import Any, Literal
+import json
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from typing import Any, ClassVar, Literal, cast
 
 from langchain_core.callbacks import (
     AsyncCallbackManagerForChainRun,
     CallbackManagerForChainRun,
 )
-from langchain_core.messages import BaseMessage, convert_to_messages
+from langchain_core.messages import (
+    AIMessage,
+    AIMessageChunk,
+    BaseMessage,
+    BaseMessageChunk,
+    convert_to_messages,
+)
 from langchain_core.prompt_values import ChatPromptValue
 from langchain_core.runnables import Runnable, RunnableConfig, RunnableSerializable
-from pydantic import ConfigDict
+from pydantic import BaseModel, ConfigDict
 
 from prm_plugins.adapters.langchain.events import CANDIDATE_SELECTED_EVENT, EventDispatcher
 from prm_plugins.adapters.langchain.generators import (
@@ -52,9 +76,13 @@ from prm_plugins.strategies import (
     verify,
 )
 from prm_plugins.strategies._retry import check_scorer
+from prm_plugins.strategies.best_of_n import Selection
 from prm_plugins.strategies.verify import check_aggregate, check_split, check_threshold
 
-__all__ = ["PRMBeamSearch", "PRMBestOfN", "PRMSelfCritique", "PRMStepVerifier"]
+__all__ = ["METADATA_KEY", "PRMBeamSearch", "PRMBestOfN", "PRMSelfCritique", "PRMStepVerifier"]
+
+#: ``response_metadata`` key of the PRM's report on a message a selecting component returns.
+METADATA_KEY = "prm"
 
 #: Generator calls in flight per component call when neither the component nor the
 #: call's config sets ``max_concurrency``.
@@ -235,65 +263,177 @@ class PRMStepVerifier(_PRMRunnable):
         return await averify(question, answer, prm, self.threshold, self.aggregate, self.split)
 
 
-class _SelectingRunnable(_PRMRunnable):
-    """Runs a core strategy built by ``_core`` once and reports its pick as an event."""
+def _json_ready(value: Any) -> Any:
+    """``value`` as plain JSON types (``str`` subclasses become ``str``; NaN stays NaN)."""
+    return json.loads(json.dumps(value, default=str))
 
+
+def _chunk(output: Any) -> Any:
+    """What ``stream`` yields for ``output``: an ``AIMessageChunk`` for an ``AIMessage``."""
+    if isinstance(output, AIMessage) and not isinstance(output, BaseMessageChunk):
+        return AIMessageChunk(
+            content=output.content, additional_kwargs=output.additional_kwargs,
+            response_metadata=output.response_metadata, id=output.id, name=output.name,
+            usage_metadata=output.usage_metadata, tool_calls=output.tool_calls,
+        )
+    return output
+
+
+class _SelectingRunnable(_PRMRunnable):
+    """A drop-in for its generator: returns the generator's output type (see module docs).
+
+    Subclasses build the core strategy (``_core``), run it (``_run`` / ``_arun``), say what
+    the ``prm.candidate_selected`` event carries (``_selected``) and which generator output
+    the choice came from (``_template``).
+    """
+
+    generator: Runnable[Any, Any]
+    """What samples the answers: a chat model, an LLM or a chain such as ``prompt | llm``."""
+    return_result: bool = False
+    """Return the core result object instead of the generator's output type."""
+
+    _result_type: ClassVar[type] = object
+
+    # -- schemas: the generator's --------------------------------------------------------
+    @property
+    def InputType(self) -> Any:  # noqa: N802 (the Runnable interface's name)
+        """The generator's input type."""
+        return self.generator.InputType
+
+    @property
+    def OutputType(self) -> Any:  # noqa: N802
+        """The generator's output type, or the core result type with ``return_result``."""
+        return self._result_type if self.return_result else self.generator.OutputType
+
+    def get_input_schema(self, config: RunnableConfig | None = None) -> type[BaseModel]:
+        """The generator's input schema."""
+        return cast("type[BaseModel]", self.generator.get_input_schema(config))
+
+    def get_output_schema(self, config: RunnableConfig | None = None) -> type[BaseModel]:
+        """The generator's output schema (the core result's with ``return_result``)."""
+        if self.return_result:
+            return cast("type[BaseModel]", super().get_output_schema(config))
+        return cast("type[BaseModel]", self.generator.get_output_schema(config))
+
+    # -- the strategy ----------------------------------------------------------------------
     def _core(self, generator: Any, prm: Any, max_concurrency: int) -> Any:
         raise NotImplementedError
+
+    def _prepare(self, input: Any) -> tuple[Any, str, Any]:
+        """(input for the generator, question, starting solution or ``None``)."""
+        return input, self._question(input), None
+
+    def _run(self, core: Any, question: str, solution: Any) -> Any:
+        return core.run(question)
+
+    async def _arun(self, core: Any, question: str, solution: Any) -> Any:
+        return await core.arun(question)
 
     @staticmethod
     def _selected(result: Any) -> dict[str, Any]:
         raise NotImplementedError
 
+    @staticmethod
+    def _template(result: Any) -> Any:
+        """The generator output the chosen text came from (``None`` if unknown)."""
+        return None
+
+    @staticmethod
+    def _text(result: Any) -> str:
+        return str(result.text)
+
+    def _output(self, result: Any, selected: dict[str, Any], generator: Any = None) -> Any:
+        if self.return_result:
+            return result
+        text = str(self._text(result))
+        template = self._template(result)
+        if template is None:  # the chosen text is not one output (e.g. assembled steps)
+            template = getattr(generator, "last_output", None)
+        if template is None:  # no generation at all (a given answer was accepted)
+            template = "" if self.generator.OutputType is str else AIMessage("")
+        if not isinstance(template, BaseMessage):
+            return text
+        report = {**_json_ready(selected), "result": _json_ready(result.to_dict())}
+        message: BaseMessage = template
+        if message.text != text or isinstance(message, BaseMessageChunk):
+            message = AIMessage(text, response_metadata=dict(template.response_metadata))
+        return message.model_copy(update={
+            "response_metadata": {**message.response_metadata, METADATA_KEY: report}})
+
     def _invoke(
         self, input: Any, run_manager: CallbackManagerForChainRun, config: RunnableConfig
     ) -> Any:
-        question = self._question(input)
+        input, question, solution = self._prepare(input)
         events = self._dispatcher(config, use_async=False)
         limit = self._concurrency(config)
-        core = self._core(self._generator(input, question, config, limit),
-                          events.observe(self.prm, self.aggregate), limit)
-        result = core.run(question)
-        events.send(CANDIDATE_SELECTED_EVENT, self._selected(result))
-        return result
+        generator = self._generator(input, question, config, limit)
+        core = self._core(generator, events.observe(self.prm, self.aggregate), limit)
+        result = self._run(core, question, solution)
+        selected = self._selected(result)
+        events.send(CANDIDATE_SELECTED_EVENT, selected)
+        return self._output(result, selected, generator)
 
     async def _ainvoke(
         self, input: Any, run_manager: AsyncCallbackManagerForChainRun, config: RunnableConfig
     ) -> Any:
-        question = self._question(input)
+        input, question, solution = self._prepare(input)
         events = self._dispatcher(config, use_async=True)
         limit = self._concurrency(config)
-        core = self._core(self._generator(input, question, config, limit),
-                          events.observe(self.prm, self.aggregate), limit)
-        result = await core.arun(question)
-        await events.asend(CANDIDATE_SELECTED_EVENT, self._selected(result))
-        return result
+        generator = self._generator(input, question, config, limit)
+        core = self._core(generator, events.observe(self.prm, self.aggregate), limit)
+        result = await self._arun(core, question, solution)
+        selected = self._selected(result)
+        await events.asend(CANDIDATE_SELECTED_EVENT, selected)
+        return self._output(result, selected, generator)
+
+    # -- streaming: the chosen output as one chunk ----------------------------------------
+    def stream(
+        self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> Iterator[Any]:
+        """Sample and score, then yield the chosen output once (an ``AIMessageChunk``)."""
+        yield _chunk(self.invoke(input, config, **kwargs))
+
+    async def astream(
+        self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> AsyncIterator[Any]:
+        """Async :meth:`stream`."""
+        yield _chunk(await self.ainvoke(input, config, **kwargs))
 
 
 class PRMBestOfN(_SelectingRunnable):
-    """Best-of-N over any runnable: sample ``n`` answers, keep the one the PRM scores highest.
+    """Best-of-N over any runnable: sample ``n`` answers, return the one the PRM prefers.
 
-    The input is the generator's own input (e.g. ``{"question": ...}`` for
-    ``prompt | llm``, a str or messages for a chat model); the question the candidates are
-    scored against is read from it. The output is the core
-    :class:`~prm_plugins.strategies.BestOfNResult` (``.best``, ``.score``, ``.candidates``,
-    ``.text``); each candidate's ``text`` is a
-    :class:`~prm_plugins.adapters.langchain.GeneratedText` whose ``.output`` is the
-    generator's raw output (e.g. the ``AIMessage``).
+    A drop-in for the model it wraps: ``prompt | llm | StrOutputParser()`` becomes
+    ``prompt | PRMBestOfN(generator=llm, prm=prm) | StrOutputParser()``. The input is the
+    generator's own input (e.g. ``{"question": ...}`` for ``prompt | llm``, a str or
+    messages for a chat model, a prompt value after ``prompt |``); the question the
+    candidates are scored against is read from it (the last human message of a prompt).
+    The output is the generator's own output for the chosen candidate: its ``AIMessage``,
+    with the PRM's report in ``response_metadata["prm"]`` (``score``, ``index``,
+    ``selection``, ``answer``, ``votes``, ``scores``, ``step_scores``, ... and the full
+    result as a dict under ``"result"``), or the text for a string generator. With
+    ``return_result=True`` it is the core :class:`~prm_plugins.strategies.BestOfNResult`.
+
+    ``selection`` defaults to ``"auto"``: the PRM-weighted vote over final answers when most
+    candidates state one, else the single highest chain score; with the shipped PRM the
+    vote beats majority voting at every N >= 2 while single picks fall below random from
+    N = 8 (:mod:`prm_plugins.strategies.best_of_n`, ``benchmarks/results/bon_curve.md``).
 
     Dispatches ``prm.step_scored`` per candidate and ``prm.candidate_selected`` once.
     Configurable fields: e.g. ``n`` and ``threshold``.
 
     Examples:
+        >>> from langchain_core.output_parsers import StrOutputParser  # doctest: +SKIP
         >>> from langchain_core.prompts import ChatPromptTemplate  # doctest: +SKIP
         >>> prompt = ChatPromptTemplate.from_template("Solve step by step: {question}")
-        >>> bon = PRMBestOfN(generator=prompt | llm, prm=load_prm(), n=4)  # doctest: +SKIP
-        >>> r = bon.invoke({"question": "What is 17 * 3?"})  # doctest: +SKIP
-        >>> r.text, r.score, [c.score for c in r.candidates]  # doctest: +SKIP
+        >>> chain = prompt | PRMBestOfN(generator=llm, prm=load_prm(), n=4) | StrOutputParser()
+        >>> chain.invoke({"question": "What is 17 * 3?"})  # doctest: +SKIP
+        '17 * 3 = 51\nThe answer is 51.'
+        >>> msg = (prompt | PRMBestOfN(generator=llm, prm=load_prm())).invoke(
+        ...     {"question": "What is 17 * 3?"})  # doctest: +SKIP
+        >>> msg.response_metadata["prm"]["score"]  # doctest: +SKIP
     """
 
-    generator: Runnable[Any, Any]
-    """What samples the answers: a chat model, an LLM or a chain such as ``prompt | llm``."""
     n: int = 4
     """Candidates to sample."""
     threshold: float | None = None
@@ -304,6 +444,10 @@ class PRMBestOfN(_SelectingRunnable):
     ``max_concurrency``, else 4."""
     retry: RetryPolicy | None = None
     """Retry policy for generator calls (default: the core's ``RetryPolicy()``)."""
+    selection: Selection = "auto"
+    """``"auto"``, ``"weighted_vote"`` or ``"top_score"`` (core ``BestOfN``)."""
+
+    _result_type: ClassVar[type] = BestOfNResult
 
     def _check_options(self) -> None:
         _check_max_concurrency(self.max_concurrency)
@@ -312,22 +456,32 @@ class PRMBestOfN(_SelectingRunnable):
     def _core(self, generator: Any, prm: Any, max_concurrency: int) -> BestOfN:
         return BestOfN(generator, prm, self.n, aggregate=self.aggregate,
                        threshold=self.threshold, max_concurrency=max_concurrency,
-                       split=self.split, retry=self.retry)
+                       split=self.split, retry=self.retry, selection=self.selection)
+
+    @staticmethod
+    def _template(result: BestOfNResult) -> Any:
+        return getattr(result.best.text, "output", None)
 
     @staticmethod
     def _selected(result: BestOfNResult) -> dict[str, Any]:
+        best = result.best
         return {
-            "index": result.best.index,
+            "index": best.index,
             "text": result.text,
             "score": result.score,
+            "selection": result.selection,
+            "answer": result.answer,
+            "votes": dict(result.votes),
+            "steps": list(best.steps),
+            "step_scores": None if best.step_scores is None else list(best.step_scores.scores),
             "scores": [c.score for c in result.candidates],
             "generator_calls": result.generator_calls,
+            "failed": len(result.failed),
             "stopped_early": result.stopped_early,
         }
 
 
-
-class PRMSelfCritique(_PRMRunnable):
+class PRMSelfCritique(_SelectingRunnable):
     """Generate, verify with the PRM, and redo from the flagged step (core ``SelfCritique``).
 
     The input is the generator's input, as for :class:`PRMBestOfN`. When a dict input also
@@ -335,20 +489,23 @@ class PRMSelfCritique(_PRMRunnable):
     generating one. Revision prompts (the core's
     :func:`~prm_plugins.strategies.build_revision_prompt`, which quotes the question, the
     kept steps and the feedback) are sent in the question's place, so a ``prompt | llm``
-    generator receives them through its own template. The output is the core
+    generator receives them through its own template. The output is the final solution as
+    the generator's output type: an ``AIMessage`` (the model's own message when the chosen
+    round is a first answer, else a new one holding the kept and revised steps) with the
+    report in ``response_metadata["prm"]`` (``passed``, ``score``, ``round``, ``rounds``,
+    ``scores``, and the full result under ``"result"``), or the text for a string
+    generator; ``return_result=True`` gives the core
     :class:`~prm_plugins.strategies.CritiqueResult`.
 
     Dispatches ``prm.step_scored`` per round and ``prm.candidate_selected`` once.
 
     Examples:
         >>> critic = PRMSelfCritique(generator=prompt | llm, prm=load_prm(),
-        ...                          max_rounds=2)  # doctest: +SKIP
+        ...                          max_rounds=2, return_result=True)  # doctest: +SKIP
         >>> r = critic.invoke({"question": "A pen costs $3. How much do 4 pens cost?"})
         >>> r.passed, r.solution, [h.feedback for h in r.history]  # doctest: +SKIP
     """
 
-    generator: Runnable[Any, Any]
-    """What writes and revises the answers."""
     threshold: float = 0.5
     """Pass mark in [0, 1]."""
     max_rounds: int = 2
@@ -362,10 +519,12 @@ class PRMSelfCritique(_PRMRunnable):
     retry: RetryPolicy | None = None
     """Retry policy for generator calls."""
 
+    _result_type: ClassVar[type] = CritiqueResult
+
     def _check_options(self) -> None:
         self._core(None, self.prm)
 
-    def _core(self, generator: Any, prm: Any) -> SelfCritique:
+    def _core(self, generator: Any, prm: Any, max_concurrency: int = 1) -> SelfCritique:
         return SelfCritique(generator, prm, threshold=self.threshold,
                             max_rounds=self.max_rounds, aggregate=self.aggregate,
                             split=self.split, redo_from=self.redo_from,
@@ -381,6 +540,25 @@ class PRMSelfCritique(_PRMRunnable):
             input = {k: v for k, v in input.items() if k != self.answer_key}
         return input, question, solution
 
+    def _run(self, core: SelfCritique, question: str, solution: Any) -> CritiqueResult:
+        return core.run(question, solution)
+
+    async def _arun(self, core: SelfCritique, question: str, solution: Any) -> CritiqueResult:
+        return await core.arun(question, solution)
+
+    @staticmethod
+    def _text(result: CritiqueResult) -> str:
+        return result.solution
+
+    @staticmethod
+    def _template(result: CritiqueResult) -> Any:
+        chosen = [r for r in result.history if r.verdict is result.verdict]
+        for r in [*chosen, *reversed(result.history)]:
+            output = getattr(r.generated, "output", None)
+            if output is not None:
+                return output
+        return None
+
     @staticmethod
     def _selected(result: CritiqueResult) -> dict[str, Any]:
         chosen = next((r.round for r in result.history
@@ -394,28 +572,6 @@ class PRMSelfCritique(_PRMRunnable):
             "scores": [None if r.verdict is None else r.verdict.score for r in result.history],
         }
 
-    def _invoke(
-        self, input: Any, run_manager: CallbackManagerForChainRun, config: RunnableConfig
-    ) -> CritiqueResult:
-        input, question, solution = self._prepare(input)
-        events = self._dispatcher(config, use_async=False)
-        core = self._core(self._generator(input, question, config),
-                          events.observe(self.prm, self.aggregate))
-        result = core.run(question, solution)
-        events.send(CANDIDATE_SELECTED_EVENT, self._selected(result))
-        return result
-
-    async def _ainvoke(
-        self, input: Any, run_manager: AsyncCallbackManagerForChainRun, config: RunnableConfig
-    ) -> CritiqueResult:
-        input, question, solution = self._prepare(input)
-        events = self._dispatcher(config, use_async=True)
-        core = self._core(self._generator(input, question, config),
-                          events.observe(self.prm, self.aggregate))
-        result = await core.arun(question, solution)
-        await events.asend(CANDIDATE_SELECTED_EVENT, self._selected(result))
-        return result
-
 
 class PRMBeamSearch(_SelectingRunnable):
     """Step-level search with the PRM as value function: beam search or DVTS.
@@ -423,20 +579,21 @@ class PRMBeamSearch(_SelectingRunnable):
     Each proposal sends ``step_prompt(question, prefix)`` (default
     :func:`~prm_plugins.adapters.langchain.build_next_step_prompt`) to the generator in the
     question's place and keeps the first step of each completion. The input is the
-    generator's input (a question str, or e.g. ``{"question": ...}`` for ``prompt | llm``);
-    the output is the core :class:`~prm_plugins.strategies.SearchResult`.
+    generator's input (a question str, or e.g. ``{"question": ...}`` for ``prompt | llm``).
+    The output is the best chain as the generator's output type: a new ``AIMessage`` of its
+    steps with the report in ``response_metadata["prm"]``, or the text for a string
+    generator; ``return_result=True`` gives the core
+    :class:`~prm_plugins.strategies.SearchResult`.
 
     Dispatches ``prm.step_scored`` per scored chain and ``prm.candidate_selected`` once.
 
     Examples:
         >>> search = PRMBeamSearch(generator=llm, prm=load_prm(), n=8,
         ...                        beam_width=2)  # doctest: +SKIP
-        >>> r = search.invoke("A pen costs $3. How much do 4 pens cost?")  # doctest: +SKIP
-        >>> r.text, r.score, r.best.complete  # doctest: +SKIP
+        >>> msg = search.invoke("A pen costs $3. How much do 4 pens cost?")  # doctest: +SKIP
+        >>> msg.text, msg.response_metadata["prm"]["score"]  # doctest: +SKIP
     """
 
-    generator: Runnable[Any, Any]
-    """What proposes next steps (one completion per proposal)."""
     method: Literal["beam", "dvts"] = "beam"
     """``"beam"`` (:class:`~prm_plugins.strategies.StepBeamSearch`) or ``"dvts"``."""
     n: int = 8
@@ -456,9 +613,17 @@ class PRMBeamSearch(_SelectingRunnable):
     retry: RetryPolicy | None = None
     """Retry policy for generator calls."""
 
+    _result_type: ClassVar[type] = SearchResult
+
     def _check_options(self) -> None:
         _check_max_concurrency(self.max_concurrency)
         self._core(None, self.prm, DEFAULT_MAX_CONCURRENCY)
+
+    @staticmethod
+    def _template(result: SearchResult) -> Any:
+        chains = [result.best, *result.finished, *result.unfinished]
+        outputs = (getattr(s, "output", None) for c in chains for s in c.steps)
+        return next((o for o in outputs if o is not None), None)
 
     def _core(self, generator: Any, prm: Any, max_concurrency: int) -> StepBeamSearch | DVTS:
         cls = DVTS if self.method == "dvts" else StepBeamSearch
