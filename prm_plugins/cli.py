@@ -6,12 +6,17 @@ Each verb imports what it needs when it runs, so ``prm --help`` is instant.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import logging
+import math
+import signal
 import sys
+import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from types import FrameType
 from typing import IO, Any
 
 __all__ = ["main"]
@@ -39,6 +44,76 @@ def _err(text: str) -> None:
     sys.stderr.write(text + "\n")
 
 
+# -- Ctrl-C and SIGTERM ------------------------------------------------------------------------
+class Interrupted(KeyboardInterrupt):
+    """SIGINT (Ctrl-C) or SIGTERM reached ``prm``; ``signum`` says which.
+
+    A ``KeyboardInterrupt``, so every ``except KeyboardInterrupt`` path (and every
+    ``finally``) runs for SIGTERM exactly as for Ctrl-C.
+    """
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+class _Signals:
+    """SIGINT and SIGTERM raised as :class:`Interrupted`, held back inside :meth:`deferred`.
+
+    Holding them back while a chunk of rows is written keeps the output a whole number of
+    rows, and the count of rows written exact.
+    """
+
+    def __init__(self) -> None:
+        self._saved: dict[int, Any] = {}
+        self._depth = 0
+        self._pending: int | None = None
+
+    def _handler(self, signum: int, frame: FrameType | None) -> None:
+        if self._depth:
+            self._pending = self._pending or signum
+            return
+        raise Interrupted(signum)
+
+    def install(self, *, force: bool = False) -> None:
+        """Take over SIGINT and SIGTERM, unless they are ignored (``nohup``, a background job)
+        or set by the host program; ``force`` retakes them from a library (Ray) that set its
+        own."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        defaults = (signal.default_int_handler, signal.SIG_DFL, self._handler)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            current = signal.getsignal(sig)
+            if force and sig in self._saved:
+                signal.signal(sig, self._handler)
+            elif current in defaults and sig not in self._saved:
+                self._saved[sig] = current
+                signal.signal(sig, self._handler)
+
+    def restore(self) -> None:
+        """Give the signals back as they were."""
+        for sig, handler in self._saved.items():
+            with contextlib.suppress(ValueError, TypeError):  # not the main thread
+                signal.signal(sig, handler)
+        self._saved.clear()
+        self._depth, self._pending = 0, None
+
+    @contextlib.contextmanager
+    def deferred(self) -> Iterator[None]:
+        """Inside this block a signal waits; it is raised when the block ends."""
+        self._depth += 1
+        try:
+            yield
+        finally:
+            self._depth -= 1
+            if not self._depth and self._pending is not None:
+                signum, self._pending = self._pending, None
+                raise Interrupted(signum)
+
+
+_SIGNALS = _Signals()
+
+
 # -- prm score -------------------------------------------------------------------------------
 def _add_score(sub: Any) -> None:
     p = sub.add_parser(
@@ -49,11 +124,26 @@ def _add_score(sub: Any) -> None:
             "out: the same rows plus \"step_scores\"), or one chain given by --question with "
             "--steps or --solution. Without MODEL_DIR the shipped default PRM is used."
         ),
+        epilog=(
+            "Files: each non-blank input line gives one output line, in input order; a bad "
+            "line gives a row with \"line\" and \"error\" (exit status 1) and costs only "
+            "itself. --output never overwrites the input: rows are written to OUT.partial "
+            "and renamed to OUT when the run completes. Interrupted (Ctrl-C or SIGTERM): the "
+            "rows already written stay in OUT.partial (OUT.partial.2, ... if that name is "
+            "taken), in input order; prm prints how many and the --skip N that continues the "
+            "run (write the rest to another file and append it). Exit status 130 (SIGINT) "
+            "or 143 (SIGTERM)."
+        ),
     )
     p.add_argument("model_dir", nargs="?", default=None,
                    help="model directory (default: shipped PRM)")
     p.add_argument("--input", "-i", help="JSONL file of {question, steps} rows ('-' for stdin)")
-    p.add_argument("--output", "-o", help="JSONL output file (default: stdout)")
+    p.add_argument("--output", "-o",
+                   help="JSONL output file (default: stdout); written as OUT.partial, renamed "
+                        "to OUT at the end")
+    p.add_argument("--skip", type=int, default=0, metavar="N",
+                   help="skip the first N non-blank input lines (to continue an interrupted "
+                        "run); line numbers in errors stay those of the input")
     p.add_argument("--question", "-q", help="the question, for scoring one chain")
     p.add_argument("--steps", nargs="+", help="the steps of one chain")
     p.add_argument("--solution", help="a whole solution, split into steps the way the model's "
@@ -86,24 +176,44 @@ def _add_score(sub: Any) -> None:
                      help="GPUs per actor, fractions share a GPU (default 0)")
 
 
-def _iter_rows(fh: IO[bytes]) -> Iterator[tuple[int, dict[str, Any] | None, str | None, str]]:
-    """(line number, row or None, error or None, raw line) for each non-blank line.
+#: (line number, row or None, error or None, raw line excerpt) of one non-blank input line.
+Entry = tuple[int, "dict[str, Any] | None", "str | None", str]
 
-    Lines are decoded one by one, so invalid UTF-8 costs only its own line.
+#: characters of a bad line kept in its error row's "raw" field.
+_RAW_EXCERPT = 200
+
+
+def _excerpt(text: str) -> str:
+    text = text.rstrip("\r\n")
+    if len(text) <= _RAW_EXCERPT:
+        return text
+    return f"{text[:_RAW_EXCERPT]}... ({len(text)} characters)"
+
+
+def _iter_rows(fh: IO[bytes], skip: int = 0) -> Iterator[Entry]:
+    """One :data:`Entry` for each non-blank line of ``fh``, after the first ``skip`` of them.
+
+    Lines are read one by one through :func:`prm_plugins.jsonl.loads_line`, so a line that
+    is not UTF-8 or not JSON, or is nested too deeply, costs only itself.
     """
+    from prm_plugins.jsonl import JSONLineError, loads_line
+
+    seen = 0
     for lineno, raw_bytes in enumerate(fh, start=1):
         try:
-            raw = raw_bytes.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            yield lineno, None, f"not valid UTF-8 ({exc.reason} at byte {exc.start})", repr(
-                raw_bytes[:200])
+            text: str | None = raw_bytes.decode("utf-8")
+        except UnicodeDecodeError:
+            text = None
+        if text is not None and not text.strip():
             continue
-        if not raw.strip():
+        seen += 1
+        if seen <= skip:
             continue
+        raw = _excerpt(text) if text is not None else repr(raw_bytes[:_RAW_EXCERPT])
         try:
-            row = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            yield lineno, None, f"not valid JSON ({exc.msg} at column {exc.colno})", raw
+            row = loads_line(raw_bytes if text is None else text)
+        except JSONLineError as exc:
+            yield lineno, None, str(exc), raw
             continue
         if not isinstance(row, dict):
             yield lineno, None, f"expected a JSON object, got {type(row).__name__}", raw
@@ -117,30 +227,135 @@ def _iter_rows(fh: IO[bytes]) -> Iterator[tuple[int, dict[str, Any] | None, str 
             yield lineno, row, None, raw
 
 
-def _json_line(row: dict[str, Any], default: Any = None) -> str:
-    """One JSONL line; text that UTF-8 cannot hold (lone surrogates) is written escaped."""
-    text = json.dumps(row, ensure_ascii=False, default=default)
+def _finite(scores: Sequence[float]) -> list[float] | str:
+    """The scores, or an error message when one is NaN or infinite (never written as such)."""
+    out = [float(x) for x in scores]
+    for i, x in enumerate(out):
+        if not math.isfinite(x):
+            return (f"the model returned a non-finite score ({x}) for step {i + 1}; the model "
+                    "or its export is broken (check it with prm info and its parity figures)")
+    return out
+
+
+def _score_pairs(prm: Any, pairs: Sequence[Any]) -> list[list[float] | str]:
+    """Score ``(question, steps)`` pairs; each entry is its scores or its error message.
+
+    The pairs are scored as one ``score_batch`` call; when that fails, pair by pair, so that
+    only the rows that cannot be scored carry an error. An unexpected exception (not a
+    :class:`~prm_plugins.errors.PRMError`) also costs only its row: one hostile chain never
+    ends a run. Non-finite scores become that row's error.
+    """
+    from prm_plugins.errors import PRMError
+
+    if not pairs:
+        return []
+    results: list[list[float] | str]
     try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:  # "\ud800" escapes round-trip in JSON
-        text = json.dumps(row, ensure_ascii=True, default=default)
-    return text + "\n"
+        batch = list(prm.score_batch(list(pairs)))
+        if len(batch) != len(pairs):
+            raise RuntimeError(f"score_batch returned {len(batch)} results for {len(pairs)} "
+                               "chains")
+        results = [list(s.scores) for s in batch]
+    except Exception:  # isolate the bad rows; the others are still scored
+        results = []
+        for question, steps in pairs:
+            try:
+                results.append(list(prm.score(question, steps).scores))
+            except PRMError as exc:
+                results.append(str(exc))
+            except Exception as exc:  # noqa: BLE001 - a hostile row must fail alone
+                logger.debug("scoring one row failed", exc_info=True)
+                results.append(f"scoring failed: {type(exc).__name__}: {exc}")
+    return [r if isinstance(r, str) else _finite(r) for r in results]
+
+
+def _result_row(entry: Entry,
+                result: list[float] | str | None) -> tuple[dict[str, Any], str | None]:
+    """The output row of one input line, and its error message (``None`` when scored).
+
+    Keys a previous run wrote (``step_scores``; ``error`` with its ``line``) are dropped
+    from the input row, so an output row never carries a stale score or error.
+    """
+    lineno, row, error, raw = entry
+    base = dict(row or {})
+    base.pop("step_scores", None)
+    if "error" in base:
+        base.pop("error")
+        base.pop("line", None)
+    if isinstance(result, list):
+        return {**base, "step_scores": [round(x, 6) for x in result]}, None
+    msg = str(result if result is not None else error)
+    if row is None:
+        base = {"raw": raw}
+    return {**base, "line": lineno, "error": msg}, msg
+
+
+def _continue_hint(args: argparse.Namespace, done: int, partial: Path | None) -> str:
+    skip = int(getattr(args, "skip", 0) or 0) + done
+    if partial is None:
+        return f"to continue, rerun the same command with --skip {skip}"
+    rest = partial.with_name(Path(args.output).name + ".rest")
+    return (f"to continue, rerun the same command with --skip {skip} --output {rest}, then "
+            f"join: cat {partial} {rest} > {args.output}")
+
+
+def _report_interrupt(args: argparse.Namespace, exc: KeyboardInterrupt, written: int,
+                      partial: Path | None) -> int:
+    """Say what an interruption left and how to continue; the exit status (128 + signal)."""
+    signum = int(getattr(exc, "signum", signal.SIGINT))
+    name = signal.Signals(signum).name
+    if args.output:
+        where = (f"kept, in input order, in {partial}" if partial is not None
+                 else "none were written")
+        _err(f"interrupted by {name}: {written} row(s) written, {where}; {args.output} was "
+             "not written")
+    else:
+        _err(f"interrupted by {name}: {written} row(s) written to stdout")
+    _err(_continue_hint(args, written, partial))
+    return 128 + signum
+
+
+def _check_paths(args: argparse.Namespace) -> str | None:
+    """Why ``--input``/``--output`` cannot be used (before the model is loaded), or None."""
+    from prm_plugins.errors import PRMError
+    from prm_plugins.jsonl import refuse_same_file
+
+    if args.input != "-":
+        path = Path(args.input)
+        if path.is_dir():
+            return f"input {str(path)!r} is a folder; give a JSONL file"
+        if not path.is_file():
+            return f"input file {path} not found"
+    if args.output:
+        out = Path(args.output)
+        try:
+            if args.input != "-":
+                refuse_same_file(args.input, out)
+            if out.is_dir():
+                return f"--output {str(out)!r} is a folder; give a file path to write"
+            parent = out.parent if str(out.parent) else Path(".")
+            if not parent.is_dir():
+                return (f"cannot write --output {str(out)!r}: folder {str(parent)!r} does "
+                        "not exist; create it first")
+        except PRMError as exc:
+            return str(exc)
+    return None
 
 
 def _score_file(prm: Any, args: argparse.Namespace) -> int:
     from prm_plugins.errors import PRMError
+    from prm_plugins.jsonl import AtomicOutput, atomic_output, dumps_line
 
-    src: IO[bytes]
-    if args.input == "-":
-        src = sys.stdin.buffer
-    else:
-        path = Path(args.input)
-        if not path.is_file():
-            _err(f"error: input file {path} not found")
-            return 2
-        src = open(path, "rb")  # noqa: SIM115
-    dst: IO[str] = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout  # noqa: SIM115
-    n_ok = n_bad = 0
+    skip = int(getattr(args, "skip", 0) or 0)
+    sink: AtomicOutput | None = None
+    try:
+        if args.output:
+            sink = atomic_output(args.output)
+        src: IO[bytes] = sys.stdin.buffer if args.input == "-" else open(args.input, "rb")  # noqa: SIM115
+    except (PRMError, OSError) as exc:
+        _err(f"error: {exc}")
+        return 2
+    n_ok = n_bad = written = 0
     progress = None
     if args.output and not args.no_progress:
         try:
@@ -150,48 +365,57 @@ def _score_file(prm: Any, args: argparse.Namespace) -> int:
         except ImportError:  # pragma: no cover - tqdm is a base dependency
             progress = None
 
-    def flush(chunk: list[tuple[int, dict[str, Any] | None, str | None, str]]) -> None:
-        nonlocal n_ok, n_bad
-        good = [(i, r) for i, (_, r, e, _) in enumerate(chunk) if e is None and r is not None]
-        scored: dict[int, list[float] | str] = {}
-        try:
-            res = prm.score_batch([(r["question"], r["steps"]) for _, r in good])
-            scored = {i: s.scores for (i, _), s in zip(good, res, strict=True)}
-        except PRMError:  # isolate the bad rows; the others are still scored
-            for i, r in good:
-                try:
-                    scored[i] = prm.score(r["question"], r["steps"]).scores
-                except PRMError as exc:
-                    scored[i] = str(exc)
-        for i, (lineno, row, error, raw) in enumerate(chunk):
-            result = scored.get(i, error)
-            if isinstance(result, list):
-                out = {**(row or {}), "step_scores": [round(float(x), 6) for x in result]}
-                n_ok += 1
-            else:
-                msg = str(result)
-                _err(f"line {lineno}: {msg}")
-                out = {**(row or {"raw": raw.rstrip("\n")}), "line": lineno, "error": msg}
-                n_bad += 1
-            dst.write(_json_line(out))
+    def flush(chunk: list[Entry], dst: IO[str]) -> None:
+        nonlocal n_ok, n_bad, written
+        good = [i for i, (_, r, e, _) in enumerate(chunk) if e is None and r is not None]
+        results = _score_pairs(prm, [(chunk[i][1]["question"], chunk[i][1]["steps"])  # type: ignore[index]
+                                     for i in good])
+        scored: dict[int, list[float] | str] = dict(zip(good, results, strict=True))
+        lines: list[tuple[str, str | None]] = []
+        for i, entry in enumerate(chunk):
+            out, msg = _result_row(entry, scored.get(i))
+            lines.append((dumps_line(out), None if msg is None else f"line {entry[0]}: {msg}"))
+        with _SIGNALS.deferred():  # a chunk is written whole, and counted exactly
+            for line, problem in lines:
+                dst.write(line)
+                written += 1
+                if problem is None:
+                    n_ok += 1
+                else:
+                    n_bad += 1
+                    _err(problem)
+            dst.flush()
         if progress is not None:
             progress.update(len(chunk))
 
     try:
-        chunk: list[tuple[int, dict[str, Any] | None, str | None, str]] = []
-        for item in _iter_rows(src):
-            chunk.append(item)
-            if len(chunk) >= _CHUNK_ROWS:
-                flush(chunk)
-                chunk = []
-        flush(chunk)
+        with sink if sink is not None else contextlib.nullcontext(sys.stdout) as dst:
+            chunk: list[Entry] = []
+            for item in _iter_rows(src, skip):
+                chunk.append(item)
+                if len(chunk) >= _CHUNK_ROWS:
+                    flush(chunk, dst)
+                    chunk = []
+            flush(chunk, dst)
+    except KeyboardInterrupt as exc:
+        if progress is not None:
+            progress.close()
+            progress = None
+        return _report_interrupt(args, exc, written,
+                                 sink.partial_path if sink is not None else None)
+    except PRMError as exc:  # the partial file cannot be created (no permission)
+        _err(f"error: {exc}")
+        return 2
+    except OSError as exc:  # disk full, a closed pipe, ...
+        kept = f"; the {written} row(s) written are in {sink.partial_path}" if (
+            sink is not None and sink.partial_path is not None) else ""
+        _err(f"error: cannot write {args.output or 'stdout'}: {exc}{kept}")
+        return 2
     finally:
         if progress is not None:
             progress.close()
         if src is not sys.stdin.buffer:
             src.close()
-        if dst is not sys.stdout:
-            dst.close()
     _err(f"scored {n_ok} chain(s), {n_bad} bad row(s)")
     return 0 if n_bad == 0 else 1
 
@@ -234,17 +458,28 @@ def _score_file_ray(args: argparse.Namespace) -> int:
                  "--ray-address (e.g. auto on a cluster node, or ray://HEAD:10001)")
             return 2
         started = True
+        _SIGNALS.install(force=True)  # ray.init turns SIGTERM into sys.exit: take it back
     if args.verbose == 0:  # Ray Data logs every execution plan at INFO
         logging.getLogger("ray.data").setLevel(logging.WARNING)
+    status: dict[str, Any] = {}
     try:
         n_ok, n_bad = ray_data.score_file(
             args.input, args.output, args.model_dir, num_actors=num_actors,
             batch_size=batch_size, num_gpus=num_gpus,
             load_kwargs={"device": args.device, "long_chains": args.long_chains,
                          "checks": () if args.no_checks else None},
-            progress=bool(args.output) and not args.no_progress, report=_err)
+            progress=bool(args.output) and not args.no_progress, report=_err,
+            skip=args.skip, status=status)
     except PRMError as exc:
         _err(f"error: {exc}")
+        return 2
+    except KeyboardInterrupt as exc:
+        return _report_interrupt(args, exc, int(status.get("written", 0)),
+                                 status.get("partial"))
+    except OSError as exc:
+        kept = (f"; the {status.get('written', 0)} row(s) written are in {status['partial']}"
+                if status.get("partial") else "")
+        _err(f"error: cannot write {args.output or 'stdout'}: {exc}{kept}")
         return 2
     finally:
         if started:
@@ -266,6 +501,17 @@ def _run_score(args: argparse.Namespace) -> int:
         _err("error: nothing to score: give --input IN.jsonl, or --question with --steps "
              "or --solution")
         return 2
+    if args.skip < 0:
+        _err(f"error: --skip counts input lines to skip; it must be >= 0, got {args.skip}")
+        return 2
+    if args.skip and not args.input:
+        _err("error: --skip applies to --input files")
+        return 2
+    if args.input:
+        problem = _check_paths(args)
+        if problem is not None:
+            _err(f"error: {problem}")
+            return 2
     ray_only = [flag for flag, value in (("--ray-address", args.ray_address),
                                          ("--num-actors", args.num_actors),
                                          ("--batch-size", args.batch_size),
@@ -391,9 +637,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.verb is None:
         parser.print_help()
         return 2
-    if args.verb in _RUNNERS:
-        return _RUNNERS[args.verb](args)
-    return int(importlib.import_module(_PLUGGED_VERBS[args.verb]).run(args))
+    _SIGNALS.install()  # SIGTERM takes Ctrl-C's path: finally blocks run, partial rows stay
+    try:
+        if args.verb in _RUNNERS:
+            return _RUNNERS[args.verb](args)
+        return int(importlib.import_module(_PLUGGED_VERBS[args.verb]).run(args))
+    except KeyboardInterrupt as exc:
+        signum = int(getattr(exc, "signum", signal.SIGINT))
+        _err(f"prm {args.verb}: interrupted by {signal.Signals(signum).name}")
+        return 128 + signum
+    finally:
+        _SIGNALS.restore()
 
 
 if __name__ == "__main__":  # pragma: no cover

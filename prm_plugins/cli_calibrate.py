@@ -64,6 +64,15 @@ def run(args: argparse.Namespace) -> int:
             logger.error("prm calibrate needs --data VAL.jsonl (TRL stepwise rows with labels) "
                          "or --remove")
             return 2
+        data = Path(args.data)
+        if data.is_dir():
+            logger.error("--data %r is a folder; give the JSONL file of stepwise rows",
+                         str(data))
+            return 2
+        if not data.is_file():
+            logger.error("--data file %s not found; give held-out TRL stepwise rows "
+                         "{prompt, completions, labels}", data)
+            return 2
         if args.limit is not None and args.limit < 1:
             logger.error("--limit must be >= 1, got %d", args.limit)
             return 2

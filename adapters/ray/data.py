@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from prm_plugins.errors import InvalidInputError, PRMError, require
+from prm_plugins.errors import InvalidInputError, require
 
 require("ray", "ray")
 
@@ -61,19 +61,14 @@ PAIR_COLUMN = "_pair"
 def score_pairs(prm: Any, pairs: Sequence[Any]) -> list[list[float] | str]:
     """Score ``(question, steps)`` pairs; each entry is its scores or its error message.
 
-    The pairs are scored as one ``score_batch`` call; when the scorer rejects the batch, it is
-    scored pair by pair so that only the bad rows carry an error (as ``prm score`` does).
+    The pairs are scored as one ``score_batch`` call; when that fails, pair by pair, so that
+    only the bad rows carry an error, exactly as ``prm score`` does: a chain that cannot be
+    scored (for any reason: an exception escaping from the scorer fails an actor's whole
+    batch, and with it the job) and a non-finite score cost only their own row.
     """
-    try:
-        return [list(s.scores) for s in prm.score_batch(pairs)]
-    except PRMError:
-        out: list[list[float] | str] = []
-        for question, steps in pairs:
-            try:
-                out.append(list(prm.score(question, steps).scores))
-            except PRMError as exc:
-                out.append(str(exc))
-        return out
+    from prm_plugins.cli import _score_pairs
+
+    return _score_pairs(prm, pairs)
 
 
 class PRMScoreActor:
@@ -265,24 +260,53 @@ def _is_parquet(path: str | None) -> bool:
     return bool(path) and str(path).lower().endswith((".parquet", ".pq"))
 
 
+def _json_safe(value: Any) -> Any:
+    """``value`` with NaN/infinite floats (legal in a Parquet column, not in JSON) as null."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
 class _Sink:
-    """Writes result rows as JSONL (file or stdout) or Parquet, in order."""
+    """Writes result rows as JSONL (file or stdout) or Parquet, in order.
+
+    A file is written through :func:`prm_plugins.jsonl.atomic_output`: rows go to
+    ``OUT.partial``, renamed to ``OUT`` by :meth:`close` (:meth:`abort` keeps the partial
+    file). ``rows`` counts the rows written so far.
+    """
 
     def __init__(self, output: str | None) -> None:
+        from prm_plugins.jsonl import atomic_output
+
         self.parquet = _is_parquet(output)
         self.output = output
+        self.rows = 0
         self._writer: Any = None
-        self._jsonl: IO[str] | None = None
         self._pending: list[dict[str, Any]] = []
         self.schema: pa.Schema | None = None
-        if not self.parquet:
-            self._jsonl = open(output, "w", encoding="utf-8") if output else sys.stdout  # noqa: SIM115
+        self._atomic = None if output is None else atomic_output(
+            output, mode="wb" if self.parquet else "w")
+        self._fh: IO[Any] = sys.stdout if self._atomic is None else self._atomic.__enter__()
+
+    @property
+    def partial_path(self) -> Path | None:
+        """The partial file the rows are being written to (``None`` for stdout)."""
+        return None if self._atomic is None else self._atomic.partial_path
 
     def write(self, row: dict[str, Any], schema: pa.Schema | None = None) -> None:
-        if self._jsonl is not None:
-            from prm_plugins.cli import _json_line
+        if not self.parquet:
+            from prm_plugins.jsonl import dumps_line
 
-            self._jsonl.write(_json_line(row, default=str))
+            try:
+                line = dumps_line(row, default=str)
+            except ValueError:  # a NaN in a Parquet column: null in JSON
+                line = dumps_line(_json_safe(row), default=str)
+            self._fh.write(line)
+            self.rows += 1
             return
         self._pending.append(row)
         self.schema = schema
@@ -296,11 +320,12 @@ class _Sink:
             return
         table = pa.Table.from_pylist(self._pending, schema=self.schema)
         if self._writer is None:
-            self._writer = pq.ParquetWriter(str(self.output), table.schema)
+            self._writer = pq.ParquetWriter(self._fh, table.schema)
         self._writer.write_table(table)
+        self.rows += len(self._pending)
         self._pending = []
 
-    def close(self) -> None:
+    def _finish(self) -> None:
         if self.parquet:
             self._flush()
             if self._writer is not None:
@@ -308,9 +333,21 @@ class _Sink:
             elif self.schema is not None:  # no rows: still write a file with the schema
                 import pyarrow.parquet as pq
 
-                pq.write_table(self.schema.empty_table(), str(self.output))
-        elif self._jsonl is not None and self._jsonl is not sys.stdout:
-            self._jsonl.close()
+                pq.write_table(self.schema.empty_table(), self._fh)
+        self._fh.flush()
+
+    def close(self) -> None:
+        """Finish the file and rename it into place."""
+        self._finish()
+        if self._atomic is not None:
+            self._atomic.__exit__(None, None, None)
+
+    def abort(self, exc: BaseException) -> None:
+        """Keep what was written (a readable Parquet file) under the partial name."""
+        with contextlib.suppress(Exception):
+            self._finish()
+        if self._atomic is not None:
+            self._atomic.__exit__(type(exc), exc, exc.__traceback__)
 
 
 def _jsonl_parquet_schema() -> pa.Schema:
@@ -324,12 +361,13 @@ def _jsonl_row_for_parquet(lineno: int, row: dict[str, Any] | None, raw: str,
     row = row or {}
     q, steps = row.get("question"), row.get("steps")
     ok_steps = isinstance(steps, list) and all(isinstance(s, str) for s in steps)
-    extra = {k: v for k, v in row.items() if k not in ("question", "steps")}
+    stale = ("step_scores", "error", "line") if "error" in row else ("step_scores",)
+    extra = {k: v for k, v in row.items() if k not in ("question", "steps", *stale)}
     if not row:
         extra = {"raw": raw.rstrip("\n")}
     return {"line": lineno, "question": q if isinstance(q, str) else None,
             "steps": steps if ok_steps else None, "step_scores": scores, "error": error,
-            "extra": json.dumps(extra, ensure_ascii=False, default=str) if extra else None}
+            "extra": json.dumps(extra, default=str) if extra else None}
 
 
 def score_file(
@@ -344,6 +382,8 @@ def score_file(
     load_kwargs: Mapping[str, Any] | None = None,
     progress: bool = True,
     report: Callable[[str], None] | None = None,
+    skip: int = 0,
+    status: dict[str, Any] | None = None,
 ) -> tuple[int, int]:
     """Score a JSONL or Parquet file on the connected Ray cluster (``prm score --ray``).
 
@@ -366,33 +406,53 @@ def score_file(
         load_kwargs: :func:`prm_plugins.load_prm` arguments (``device``, ``long_chains``...).
         progress: show Ray Data's progress bars.
         report: called with one message per bad row (default: logged as warnings).
+        skip: rows to skip first (JSONL: non-blank lines), to continue an interrupted run.
+        status: filled as the output is written: ``"written"`` (rows so far) and
+            ``"partial"`` (the file they are in until the run completes; after an
+            interruption or a failure the rows stay there).
 
     Returns:
         ``(rows scored, bad rows)``.
 
     Raises:
-        InvalidInputError: missing input, an unknown Parquet schema.
+        InvalidInputError: missing input, an output that is the input (or a link to it), an
+            output folder that does not exist, an unknown Parquet schema.
         RuntimeError: Ray lost or repeated a row (never expected; nothing is written past it).
     """
     from prm_plugins.cli import _iter_rows
+    from prm_plugins.jsonl import refuse_same_file
 
     say = report or (lambda msg: logger.warning("%s", msg))
     _check_positive("num_actors", num_actors)
     _check_positive("batch_size", batch_size)
+    if isinstance(skip, bool) or not isinstance(skip, int) or skip < 0:
+        raise InvalidInputError(f"skip must be an int >= 0, got {skip!r}")
+    if input_path != "-" and Path(input_path).is_dir():
+        raise InvalidInputError(f"input {input_path!r} is a folder; give a JSONL or Parquet "
+                                "file")
     if input_path != "-" and not Path(input_path).is_file():
         raise InvalidInputError(f"input file {input_path} not found")
+    if output_path is not None and input_path != "-":
+        refuse_same_file(input_path, output_path)
     pool = {"num_actors": num_actors, "batch_size": batch_size, "num_cpus": num_cpus,
             "num_gpus": num_gpus, "load_kwargs": load_kwargs}
     sink = _Sink(output_path)
+    state = status if status is not None else {}
+    state.update(written=0, partial=sink.partial_path)
     n_ok = n_bad = 0
     try:
         with _ordered_execution(progress):
             if _is_parquet(input_path):
-                n_ok, n_bad = _score_parquet(input_path, model_dir, sink, pool, say)
+                n_ok, n_bad = _score_parquet(input_path, model_dir, sink, pool, say, skip)
             else:
-                n_ok, n_bad = _score_jsonl(input_path, model_dir, sink, pool, say, _iter_rows)
-    finally:
+                n_ok, n_bad = _score_jsonl(input_path, model_dir, sink, pool, say,
+                                           lambda fh: _iter_rows(fh, skip))
         sink.close()
+    except BaseException as exc:
+        sink.abort(exc)
+        state.update(written=sink.rows, partial=sink.partial_path)
+        raise
+    state.update(written=sink.rows, partial=None)
     return n_ok, n_bad
 
 
@@ -404,6 +464,8 @@ def _rows_per_block(n: int, pool: Mapping[str, Any]) -> int:
 
 def _score_jsonl(input_path: str, model_dir: Any, sink: _Sink, pool: Mapping[str, Any],
                  say: Callable[[str], None], iter_rows: Callable[..., Any]) -> tuple[int, int]:
+    from prm_plugins.cli import _result_row
+
     src: IO[bytes] = sys.stdin.buffer if input_path == "-" else open(input_path, "rb")  # noqa: SIM115
     try:
         entries = list(iter_rows(src))
@@ -424,7 +486,8 @@ def _score_jsonl(input_path: str, model_dir: Any, sink: _Sink, pool: Mapping[str
     n_ok = n_bad = 0
     schema = _jsonl_parquet_schema() if sink.parquet else None
     sink.schema = schema
-    for lineno, row, error, raw in entries:
+    for entry in entries:
+        lineno, row, error, raw = entry
         scores: list[float] | None = None
         if error is None and row:
             res = next(results)
@@ -434,25 +497,25 @@ def _score_jsonl(input_path: str, model_dir: Any, sink: _Sink, pool: Mapping[str
             if sink.parquet:
                 sink.write(_jsonl_row_for_parquet(lineno, row, raw, scores, None), schema)
             else:
-                sink.write({**(row or {}), "step_scores": [round(float(x), 6) for x in scores]})
+                sink.write(_result_row(entry, [float(x) for x in scores])[0])
         else:
             n_bad += 1
             say(f"line {lineno}: {error}")
             if sink.parquet:
                 sink.write(_jsonl_row_for_parquet(lineno, row, raw, None, error), schema)
             else:
-                sink.write({**(row or {"raw": raw.rstrip("\n")}), "line": lineno,
-                            "error": error})
+                sink.write(_result_row(entry, error)[0])
     for _ in results:  # pragma: no cover - would mean more results than rows
         raise RuntimeError("Ray Data returned more rows than were sent")
     return n_ok, n_bad
 
 
 def _score_parquet(input_path: str, model_dir: Any, sink: _Sink, pool: Mapping[str, Any],
-                   say: Callable[[str], None]) -> tuple[int, int]:
+                   say: Callable[[str], None], skip: int = 0) -> tuple[int, int]:
     import pyarrow.parquet as pq
 
     table = pq.read_table(input_path)
+    table = table.slice(min(skip, table.num_rows))
     for col in ("question", "steps"):
         if col not in table.column_names:
             raise InvalidInputError(
@@ -469,7 +532,7 @@ def _score_parquet(input_path: str, model_dir: Any, sink: _Sink, pool: Mapping[s
     if n:
         ds = ray.data.from_arrow(_blocks(indexed, _rows_per_block(n, pool)))
         for row in _ordered_results(score_dataset(ds, model_dir, **pool), n):
-            index = row.pop(ROW_COLUMN)
+            index = row.pop(ROW_COLUMN) + skip  # the row's place in the input file
             if row["error"] is None:
                 n_ok += 1
             else:

@@ -26,7 +26,6 @@ Empty (whitespace-only) steps cannot be scored; they are left out of every figur
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import time
@@ -45,6 +44,7 @@ from prm_plugins.evaluation.metrics import (
     predicted_first_error,
     processbench_scores,
 )
+from prm_plugins.jsonl import JSONLineError, loads_line
 from prm_plugins.types import StepScorer
 
 __all__ = [
@@ -156,18 +156,10 @@ def iter_jsonl(path: Path, issues: list[RowIssue]) -> Iterator[tuple[int, dict[s
             if not raw.strip():
                 continue
             where = f"{path}:{lineno}"
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                issues.append(RowIssue(where, f"not valid UTF-8 ({exc.reason} at byte "
-                                              f"{exc.start}); re-save the file as UTF-8"))
-                continue
-            try:
-                row = json.loads(text)
-            except json.JSONDecodeError as exc:
-                issues.append(RowIssue(where, f"not valid JSON ({exc.msg} at column "
-                                              f"{exc.colno}); each line must be one JSON "
-                                              "object"))
+            try:  # one rule for every JSONL reader: BOM, depth and number limits
+                row = loads_line(raw)
+            except JSONLineError as exc:
+                issues.append(RowIssue(where, f"{exc}; each line must be one JSON object"))
                 continue
             if not isinstance(row, dict):
                 issues.append(RowIssue(where, f"expected a JSON object, got "

@@ -22,7 +22,6 @@ earlier result point at that ``qid`` (the nearest earlier result with the same v
 from __future__ import annotations
 
 import ast
-import json
 import logging
 import math
 import re
@@ -34,6 +33,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from prm_plugins.errors import InvalidInputError
+from prm_plugins.jsonl import JSONLineError, loads_line
 
 __all__ = [
     "BinaryOp",
@@ -1073,20 +1073,13 @@ def read_gsm8k_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
         for lineno, raw in enumerate(fh, start=1):
             if not raw.strip():
                 continue
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
+            try:  # one rule for every JSONL reader: BOM, depth and number limits
+                row = loads_line(raw)
+            except JSONLineError as exc:
                 raise InvalidInputError(
-                    f"{path}:{lineno}: not valid UTF-8 ({exc.reason} at byte {exc.start}); "
-                    "re-save the file as UTF-8"
-                ) from exc
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InvalidInputError(
-                    f"{path}:{lineno}: not valid JSON ({exc.msg} at column {exc.colno}); "
-                    "each line must be one object {\"question\": ..., \"answer\": ...}"
-                ) from exc
+                    f"{path}:{lineno}: {exc}; each line must be one object "
+                    "{\"question\": ..., \"answer\": ...}"
+                ) from None
             if not isinstance(row, dict) or not all(
                 isinstance(row.get(k), str) for k in ("question", "answer")
             ):

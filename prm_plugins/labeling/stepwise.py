@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from prm_plugins.errors import InvalidInputError
+from prm_plugins.jsonl import JSONLineError, loads_line
 
 __all__ = [
     "StepwiseFormatError",
@@ -154,20 +155,13 @@ def iter_stepwise_jsonl(
             if not raw.strip():
                 continue
             try:
-                try:
-                    text = raw.decode("utf-8")
-                except UnicodeDecodeError as exc:
+                try:  # one rule for every JSONL reader: BOM, depth and number limits
+                    value = loads_line(raw)
+                except JSONLineError as exc:
                     raise StepwiseFormatError(
-                        f"not valid UTF-8 ({exc.reason} at byte {exc.start})", line=lineno,
+                        f"{exc}; each line must be one object like {_EXAMPLE}", line=lineno,
                         path=path,
-                    ) from exc
-                try:
-                    value = json.loads(text)
-                except json.JSONDecodeError as exc:
-                    raise StepwiseFormatError(
-                        f"not valid JSON ({exc.msg} at column {exc.colno}); each line must be "
-                        f"one object like {_EXAMPLE}", line=lineno, path=path,
-                    ) from exc
+                    ) from None
                 row = validate_stepwise_row(value, line=lineno, path=path)
             except StepwiseFormatError as exc:
                 if strict:
