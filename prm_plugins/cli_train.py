@@ -3,9 +3,14 @@
 Every :class:`~prm_plugins.training.config.TrainConfig` field is a flag
 (``--max-steps``, ``--layers``, ``--device`` ...); torch is imported only when the verb runs.
 
+Checkpoints are saved into ``--out`` as the run goes (``--save-every``, default at each
+validation), each one atomically; a run that was killed continues with ``--resume``.
+
 Examples:
     prm train --data data/gsm8k_train_stepwise.jsonl --out runs/default --layers 3 \\
         --max-minutes 40 --eval-data data/gsm8k_test_stepwise_seed1.jsonl
+    prm train --data data/gsm8k_train_stepwise.jsonl --out runs/default --layers 3 \\
+        --max-minutes 40 --eval-data data/gsm8k_test_stepwise_seed1.jsonl --resume
 """
 
 from __future__ import annotations
@@ -29,13 +34,18 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         description=(
             "Train a BERT token-classification PRM on TRL stepwise rows {prompt, completions, "
             "labels}. Writes a checkpoint directory for `prm export ... --format "
-            "token-classification`."
+            "token-classification`. Checkpoints are saved atomically as the run goes "
+            "(--save-every); continue a killed run with the same command plus --resume."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     add_config_arguments(p)
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     return p
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
 
 
 def run(args: argparse.Namespace) -> int:
@@ -49,8 +59,18 @@ def run(args: argparse.Namespace) -> int:
     try:
         result = train(config)
     except PRMError as exc:
-        sys.stderr.write(f"prm train: {exc}\n")
+        sys.stderr.write(f"prm train: {_one_line(exc)}\n")
         return 2
+    except OSError as exc:  # disk full, permissions changed mid-run, ...
+        where = f" {exc.filename!r}" if exc.filename else ""
+        sys.stderr.write(f"prm train: cannot read or write{where}: {exc.strerror or exc}; "
+                         f"the last complete checkpoint in {config.out!r} is kept\n")
+        return 1
+    except KeyboardInterrupt:
+        sys.stderr.write(
+            f"prm train: interrupted; {config.out!r} holds the last complete checkpoint (if "
+            "one was saved): continue with the same command plus --resume\n")
+        return 130
     summary = {"out": str(result.out_dir), "steps": result.steps,
                "train_minutes": round(result.seconds / 60, 2),
                "best_val_auroc": result.best_val_auroc,

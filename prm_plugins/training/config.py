@@ -49,7 +49,8 @@ class TrainConfig:
         "help": "training data: JSONL in TRL stepwise format {prompt, completions, labels}"})
     out: str = field(default="", metadata={
         "help": "checkpoint directory to write (config.json, model.safetensors, tokenizer, "
-                "prm_format.json, training.json); `prm export` takes it"})
+                "prm_format.json, training.json); `prm export` takes it. A new or empty "
+                "folder, or one an earlier prm train wrote; checked before anything loads"})
     val_data: str | None = field(default=None, metadata={
         "help": "validation JSONL; default: hold out --val-fraction of the training questions"})
     val_fraction: float = field(default=0.05, metadata={
@@ -130,6 +131,17 @@ class TrainConfig:
     eval_every: int = field(default=200, metadata={
         "help": "validate every N optimiser steps (and at the end)"})
     log_every: int = field(default=20, metadata={"help": "log the running loss every N steps"})
+    save_every: int | None = field(default=None, metadata={
+        "help": "write a checkpoint (the best weights so far, ready for `prm export`, plus "
+                "what --resume needs) into --out every N optimiser steps; default: at each "
+                "validation (every --eval-every steps). Each save replaces the previous one "
+                "atomically, so a killed run leaves a complete checkpoint"})
+    resume: bool = field(default=False, metadata={
+        "help": "continue the unfinished run whose checkpoint is in --out, with the same "
+                "data and settings (device, threads, logging and --save-every may change). "
+                "Weights, optimiser, RNG states and data order are restored, so on the same "
+                "machine a run cut by --max-steps/--epochs ends with the same weights as an "
+                "uninterrupted one; under --max-minutes the time already spent counts"})
     keep_best: bool = field(default=True, metadata={
         "help": "save the weights with the best validation AUROC rather than the last ones"})
     progress: bool = field(default=True, metadata={"help": "show a tqdm progress bar"})
@@ -166,6 +178,10 @@ class TrainConfig:
             raise InvalidInputError(f"device must be 'auto', 'cpu' or 'cuda', got {self.device!r}")
         if not 0.0 <= self.warmup_ratio < 1.0:
             raise InvalidInputError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if self.save_every is not None and self.save_every < 1:
+            raise InvalidInputError(
+                f"save_every must be >= 1, got {self.save_every} (--save-every; leave it out "
+                "to save at each validation)")
         for name in ("eval_every", "log_every", "max_val_rows"):
             if getattr(self, name) < 1:
                 raise InvalidInputError(

@@ -16,12 +16,12 @@ import logging
 import math
 import random
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from prm_plugins.errors import InvalidInputError, require
+from prm_plugins.errors import InvalidInputError, PRMError, require
 from prm_plugins.formats.base import Rendered
 from prm_plugins.formats.token_classification import TokenClassificationFormat
 from prm_plugins.training.config import POSITION_BUCKETS, TrainConfig
@@ -88,11 +88,21 @@ def load_stepwise(path: str | Path) -> list[StepwiseRow]:
     path = Path(path)
     if not path.is_file():
         raise InvalidInputError(f"training data {str(path)!r} does not exist")
-    rows = [
-        StepwiseRow(row["prompt"], list(row["completions"]), list(row["labels"]),
-                    row.get("perturbation"))
-        for row in iter_stepwise_jsonl(path, strict=True)
-    ]
+    try:
+        rows = [
+            StepwiseRow(row["prompt"], list(row["completions"]), list(row["labels"]),
+                        row.get("perturbation"))
+            for row in iter_stepwise_jsonl(path, strict=True)
+        ]
+    except PRMError:
+        raise
+    except (ValueError, RecursionError) as exc:  # a hostile line the reader let through
+        raise InvalidInputError(
+            f"{path}: a line cannot be read as a stepwise row ({type(exc).__name__}: "
+            f"{str(exc)[:200]}); fix or remove that line") from None
+    except OSError as exc:
+        raise InvalidInputError(f"cannot read training data {str(path)!r}: "
+                                f"{exc.strerror or exc}") from None
     if not rows:
         raise InvalidInputError(f"{path} holds no rows")
     return rows
@@ -473,12 +483,111 @@ def _count_params(model: Any) -> int:
     return int(sum(p.numel() for p in model.parameters()))
 
 
+class _BatchCursor:
+    """The training batches, epoch after epoch, with a position that can be saved.
+
+    Each epoch's batches are drawn from ``rng`` when the previous epoch is used up. The saved
+    position is (epoch, batches used, ``rng`` state at the epoch's start): restoring it draws
+    that epoch's batches again, identically, and skips the used ones, so a resumed run sees
+    the same batches in the same order as an uninterrupted one.
+    """
+
+    def __init__(self, make: Callable[[], list[list[int]]], rng: random.Random) -> None:
+        self._make, self._rng = make, rng
+        self._batches: list[list[int]] = []
+        self._epoch_start: Any = None
+        self.epoch, self.pos = -1, 0
+
+    def next(self) -> list[int]:
+        while self.pos >= len(self._batches):
+            self._epoch_start = self._rng.getstate()
+            self._batches = self._make()
+            self.epoch, self.pos = self.epoch + 1, 0
+        self.pos += 1
+        return self._batches[self.pos - 1]
+
+    def state(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "batch": self.pos,
+                "batches_in_epoch": len(self._batches),
+                "rng_at_epoch_start": _rng_to_json(self._epoch_start)}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        if state.get("rng_at_epoch_start") is None:  # saved before the first batch
+            return
+        self._rng.setstate(_rng_from_json(state["rng_at_epoch_start"]))
+        self._epoch_start = self._rng.getstate()
+        self._batches = self._make()
+        if len(self._batches) != state.get("batches_in_epoch"):
+            raise InvalidInputError(
+                "--resume: the training batches differ from the saved run's "
+                f"({len(self._batches)} against {state.get('batches_in_epoch')} in the epoch); "
+                "resume with the same data and settings")
+        self.epoch, self.pos = int(state["epoch"]), int(state["batch"])
+
+
+def _rng_to_json(state: Any) -> Any:
+    """A ``random.Random`` state as JSON (tuples become lists)."""
+    if state is None:
+        return None
+    version, internal, gauss = state
+    return [version, list(internal), gauss]
+
+
+def _rng_from_json(value: Any) -> Any:
+    version, internal, gauss = value
+    return (version, tuple(internal), gauss)
+
+
+#: Config fields a resumed run may change: they do not change what is computed.
+RESUME_FREE_FIELDS = frozenset({"resume", "progress", "threads", "device", "log_every",
+                                "save_every", "eval_data", "out", "data", "val_data"})
+
+
+def _data_fingerprint(config: TrainConfig) -> dict[str, str | None]:
+    """sha256 of the training and validation files (None where there is no such file)."""
+    from prm_plugins.training.checkpoint import sha256_file
+
+    out: dict[str, str | None] = {}
+    for name in ("data", "val_data"):
+        value = getattr(config, name)
+        out[name] = sha256_file(value) if value and Path(value).is_file() else None
+    return out
+
+
+def _check_resumable(saved: dict[str, Any], config: TrainConfig,
+                     fingerprint: dict[str, str | None]) -> None:
+    """Refuse to resume a run with other settings or other data."""
+    old = saved["info"].get("config", {})
+    new = config.to_dict()
+    changed = [f"--{k.replace('_', '-')} {old.get(k)!r} -> {new[k]!r}" for k in sorted(new)
+               if k not in RESUME_FREE_FIELDS and old.get(k) != new[k]]
+    if changed:
+        raise InvalidInputError(
+            f"--resume: settings differ from the run in {config.out!r}: {'; '.join(changed)}. "
+            f"Resume with the settings it was started with (its {TRAINING_FILE} lists them) "
+            "or start a new run in another --out")
+    was = saved["state"].get("data_sha256", {})
+    for name, digest in fingerprint.items():
+        if was.get(name) != digest:
+            raise InvalidInputError(
+                f"--resume: the --{name.replace('_', '-')} file is not the one the run in "
+                f"{config.out!r} was trained on (its sha256 differs); resume with the same data")
+
+
 def train(config: TrainConfig) -> TrainResult:
     """Train a PRM as ``config`` says and write its checkpoint directory.
 
     The directory holds ``config.json``, ``model.safetensors``, the fast tokenizer,
     ``prm_format.json`` (``{"format": "token-classification", "options": {...}}``) and
-    ``training.json`` (the config, the figures measured, the time taken).
+    ``training.json`` (the config, the figures measured, the time taken, the sha256 of every
+    file, ``"complete": true``).
+
+    While the run is in progress a checkpoint is saved every ``save_every`` steps (default:
+    at each validation): the same files with the best weights so far and
+    ``"complete": false``, plus ``resume/`` for ``resume=True`` (``--resume``). Every save is
+    atomic (see :mod:`prm_plugins.training.checkpoint`): a run killed at any moment leaves
+    the previous complete checkpoint or the new one. ``--out`` is checked before anything is
+    loaded.
 
     Examples:
         >>> from prm_plugins.training import TrainConfig, train
@@ -487,10 +596,17 @@ def train(config: TrainConfig) -> TrainResult:
         >>> result.best_val_auroc  # doctest: +SKIP
         0.93
     """
+    from prm_plugins.training.checkpoint import load_resume_state, prepare_out_dir
+
     config.validate()
+    out = prepare_out_dir(config.out, resume=config.resume)  # before any loading
     torch: Any = require("torch", "train")
     tqdm_mod: Any = require("tqdm", "train")
     t_start = time.monotonic()
+    fingerprint = _data_fingerprint(config)
+    resumed = load_resume_state(out) if config.resume else None
+    if resumed is not None:
+        _check_resumable(resumed, config, fingerprint)
     random.seed(config.seed)
     torch.manual_seed(config.seed)
     if config.threads:
@@ -581,6 +697,7 @@ def train(config: TrainConfig) -> TrainResult:
     total = config.max_steps or max(1, math.ceil(batches_per_epoch * config.epochs))
     base_lrs = [g["lr"] for g in optimizer.param_groups]
     budget_s = None if config.max_minutes is None else 60.0 * config.max_minutes
+    save_every = config.save_every or config.eval_every
     lengths = [len(c) for c in train_chains]
     pairs = question_pairs(train_chains) if config.pair_weight > 0 else {}
     if config.pair_weight > 0:
@@ -591,21 +708,105 @@ def train(config: TrainConfig) -> TrainResult:
                 "--pair-weight needs questions with both a correct chain (all labels true) and "
                 "a flawed one in the training data; none were found")
 
-    def batch_stream() -> Iterator[list[int]]:
-        while True:
-            if pairs:
-                yield from question_batches(train_chains, config.batch_size, rng)
-            else:
-                yield from length_bucketed_batches(lengths, config.batch_size, rng)
+    def make_batches() -> list[list[int]]:
+        if pairs:
+            return question_batches(train_chains, config.batch_size, rng)
+        return length_bucketed_batches(lengths, config.batch_size, rng)
 
+    cursor = _BatchCursor(make_batches, rng)
     history: list[dict[str, Any]] = []
     best_auroc, best_state, best_step = -1.0, None, 0
     running, running_n = 0.0, 0
-    t_train = time.monotonic()
     step = 0
-    bar = tqdm_mod.tqdm(total=total, disable=not config.progress, desc="train", unit="step",
-                        dynamic_ncols=True)
-    stream = batch_stream()
+    spent_before = 0.0  # training seconds of the run before it was resumed
+    resumed_at: list[int] = []
+    if resumed is not None:
+        state = resumed["state"]
+        try:
+            model.load_state_dict(resumed["weights"])
+            optimizer.load_state_dict(resumed["tensors"]["optimizer"])
+        except (RuntimeError, KeyError, ValueError) as exc:
+            raise InvalidInputError(
+                f"--resume: the checkpoint in {config.out!r} does not fit this model or "
+                f"optimiser ({str(exc).splitlines()[0]}); resume with the same settings and "
+                "base model") from None
+        cursor.restore(state["data"])
+        step, history = int(state["step"]), list(state["history"])
+        best_auroc, best_step = float(state["best_auroc"]), int(state["best_step"])
+        running, running_n = float(state["running_loss"]), int(state["running_n"])
+        spent_before = float(state["train_seconds"])
+        resumed_at = [*state.get("resumed_at", []), step]
+        if state["best_weights"] == "file":
+            best_state = dict(resumed["best"])
+        elif state["best_weights"] == "current":
+            best_state = {k: v.detach().to("cpu", copy=True)
+                          for k, v in model.state_dict().items()}
+        random.setstate(_rng_from_json(state["python_rng"]))
+        torch.set_rng_state(resumed["tensors"]["torch_rng"])
+        cuda_rng = resumed["tensors"].get("cuda_rng")
+        if cuda_rng and torch.cuda.is_available() and len(cuda_rng) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda_rng)
+        logger.info("resuming %s at step %d of %d (epoch %d, batch %d)", out, step, total,
+                    cursor.epoch, cursor.pos)
+        if step >= total:
+            raise InvalidInputError(
+                f"--resume: the run in {config.out!r} is at step {step} of {total}; "
+                "nothing left to train")
+
+    def make_info(complete: bool, steps: int, train_seconds: float,
+                  stopped_early: bool, test: dict[str, Any] | None) -> dict[str, Any]:
+        return {
+            "complete": complete,
+            "config": config.to_dict(),
+            "format": {"format": fmt.name, "options": fmt.options},
+            "data": {"train_chains": len(train_chains), "train_steps": n_steps,
+                     "train_correct": n_pos, "train_incorrect": n_neg,
+                     "val_chains": len(val_chains), "train_encode": train_stats,
+                     "val_encode": val_stats, "pairs": len(pairs), "sha256": fingerprint},
+            "model": {"architecture": type(model).__name__,
+                      "layers": int(model.config.num_hidden_layers),
+                      "hidden_size": int(model.config.hidden_size),
+                      "parameters": _count_params(model),
+                      "vocab_size": tokenizer.get_vocab_size(), "base_vocab_size": full_vocab,
+                      "base_model": str(base)},
+            "steps": steps, "planned_steps": total, "stopped_early": stopped_early,
+            "resumed_at": resumed_at,
+            "best_step": best_step, "best_val_auroc": best_auroc, "history": history,
+            "train_seconds": train_seconds, "total_seconds": time.monotonic() - t_start,
+            "device": str(device), "threads": torch.get_num_threads(),
+            "versions": {"torch": torch.__version__,
+                         "transformers": _version("transformers")},
+            "test": test,
+        }
+
+    def save_periodic() -> None:
+        current = model.state_dict()
+        keep = config.keep_best and best_state is not None
+        export = copy.deepcopy(model).to("cpu")
+        if keep:
+            export.load_state_dict(best_state)
+        state = {
+            "step": step, "data": cursor.state(), "history": history,
+            "best_auroc": best_auroc, "best_step": best_step,
+            "best_weights": ("none" if best_state is None else
+                             "current" if best_step == step else "file"),
+            "running_loss": running, "running_n": running_n,
+            "train_seconds": time.monotonic() - t_train, "resumed_at": resumed_at,
+            "python_rng": _rng_to_json(random.getstate()), "data_sha256": fingerprint,
+        }
+        tensors = {"optimizer": optimizer.state_dict(), "torch_rng": torch.get_rng_state(),
+                   "cuda_rng": (torch.cuda.get_rng_state_all()
+                                if torch.cuda.is_available() else [])}
+        resume = {"weights": current, "tensors": tensors, "state": state,
+                  "best": best_state if state["best_weights"] == "file" else None}
+        save_checkpoint(export, tokenizer, fmt, out,
+                        make_info(False, step, state["train_seconds"], False, None),
+                        max_length=config.max_length, resume=resume)
+        logger.info("checkpoint at step %d written to %s", step, out)
+
+    t_train = time.monotonic() - spent_before
+    bar = tqdm_mod.tqdm(total=total, initial=step, disable=not config.progress, desc="train",
+                        unit="step", dynamic_ncols=True)
     stopped_early = False
     progress = 0.0
     while progress < 1.0:
@@ -616,7 +817,7 @@ def train(config: TrainConfig) -> TrainResult:
         factor = lr_factor(progress + 0.5 / total, config.warmup_ratio)
         for group, base_lr in zip(optimizer.param_groups, base_lrs, strict=True):
             group["lr"] = base_lr * factor
-        idx = next(stream)
+        idx = cursor.next()
         batch = _collate([train_chains[i] for i in idx], pad_id, torch, position_weights)
         batch = {k: v.to(device) for k, v in batch.items()}
         logits = model(input_ids=batch["input_ids"],
@@ -680,6 +881,8 @@ def train(config: TrainConfig) -> TrainResult:
                 if config.keep_best:
                     best_state = {k: v.detach().to("cpu", copy=True)
                                   for k, v in model.state_dict().items()}
+        if progress < 1.0 and step % save_every == 0:
+            save_periodic()
         if out_of_time and step < total:
             logger.info("stopping at step %d of %d: the --max-minutes %.1f budget is spent "
                         "(the learning rate has decayed to 0 with it)", step, total,
@@ -705,28 +908,7 @@ def train(config: TrainConfig) -> TrainResult:
                     *("-" if v is None else f"{v:.4f}"
                       for v in (test_report["auroc"], test_report["first_error_auroc"])))
 
-    out = Path(config.out)
-    info = {
-        "config": config.to_dict(),
-        "format": {"format": fmt.name, "options": fmt.options},
-        "data": {"train_chains": len(train_chains), "train_steps": n_steps,
-                 "train_correct": n_pos, "train_incorrect": n_neg,
-                 "val_chains": len(val_chains), "train_encode": train_stats,
-                 "val_encode": val_stats, "pairs": len(pairs)},
-        "model": {"architecture": type(model).__name__,
-                  "layers": int(model.config.num_hidden_layers),
-                  "hidden_size": int(model.config.hidden_size),
-                  "parameters": _count_params(model),
-                  "vocab_size": tokenizer.get_vocab_size(), "base_vocab_size": full_vocab,
-                  "base_model": str(base)},
-        "steps": step, "planned_steps": total, "stopped_early": stopped_early,
-        "best_step": best_step, "best_val_auroc": best_auroc, "history": history,
-        "train_seconds": train_seconds, "total_seconds": time.monotonic() - t_start,
-        "device": str(device), "threads": torch.get_num_threads(),
-        "versions": {"torch": torch.__version__,
-                     "transformers": _version("transformers")},
-        "test": test_report,
-    }
+    info = make_info(True, step, train_seconds, stopped_early, test_report)
     save_checkpoint(model, tokenizer, fmt, out, info, max_length=config.max_length)
     logger.info("wrote %s in %.1f min", out, info["total_seconds"] / 60)
     return TrainResult(out, step, train_seconds, best_auroc, history, test_report)
@@ -734,24 +916,44 @@ def train(config: TrainConfig) -> TrainResult:
 
 def save_checkpoint(
     model: Any, tokenizer: Any, fmt: TokenClassificationFormat, out: str | Path,
-    info: dict[str, Any], *, max_length: int = 512,
+    info: dict[str, Any], *, max_length: int = 512, resume: dict[str, Any] | None = None,
 ) -> Path:
-    """Write a checkpoint directory that ``prm export`` takes.
+    """Write a checkpoint directory that ``prm export`` takes, atomically.
 
     Files: ``config.json`` + ``model.safetensors`` (transformers), ``tokenizer.json`` +
-    ``tokenizer_config.json`` (fast tokenizer), ``prm_format.json`` and ``training.json``.
+    ``tokenizer_config.json`` (fast tokenizer), ``prm_format.json`` and ``training.json``
+    (``info`` plus the sha256 of every other file), and with ``resume`` (the keyword
+    arguments of :func:`~prm_plugins.training.checkpoint.save_resume_state`) ``resume/``.
+    The directory is written as a hidden sibling and swapped into place, so ``out`` is
+    always either the previous complete checkpoint or this one.
     """
+    from prm_plugins.training.checkpoint import atomic_write_dir, save_resume_state
+
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
     model = copy.deepcopy(model).to("cpu") if _on_gpu(model) else model
-    model.save_pretrained(str(out), safe_serialization=True)
-    to_hf_tokenizer(tokenizer, model_max_length=max_length).save_pretrained(str(out))
-    (out / FORMAT_FILE).write_text(
-        json.dumps({"format": fmt.name, "options": fmt.options}, indent=2) + "\n",
-        encoding="utf-8")
-    (out / TRAINING_FILE).write_text(json.dumps(info, indent=2, default=str) + "\n",
-                                     encoding="utf-8")
-    return out
+
+    def write(tmp: Path) -> None:
+        model.save_pretrained(str(tmp), safe_serialization=True)
+        to_hf_tokenizer(tokenizer, model_max_length=max_length).save_pretrained(str(tmp))
+        (tmp / FORMAT_FILE).write_text(
+            json.dumps({"format": fmt.name, "options": fmt.options}, indent=2) + "\n",
+            encoding="utf-8")
+        if resume is not None:
+            save_resume_state(tmp, **resume)
+
+    return atomic_write_dir(out, write, _finite(info))
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every non-finite float replaced by None (strict JSON)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
 
 
 def _on_gpu(model: Any) -> bool:
