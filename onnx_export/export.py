@@ -25,7 +25,6 @@ import logging
 import os
 import platform
 import shutil
-import struct
 import tempfile
 import time
 import warnings
@@ -78,15 +77,18 @@ class ExportConfig:
     """
 
     model_dir: str = field(metadata={
-        "help": "local transformers checkpoint directory (config.json, *.safetensors, "
-                "tokenizer.json); nothing is downloaded", "positional": True})
+        "help": "local transformers checkpoint directory as downloaded (config.json, "
+                "*.safetensors or *.bin read as tensors only, tokenizer.json or a sentencepiece "
+                "tokenizer.model); nothing is downloaded", "positional": True})
     out_dir: str = field(metadata={
         "help": "model directory to write (must be new or empty, unless --overwrite)",
         "positional": True})
     format: str | None = field(default=None, metadata={
         "help": "PRM format: token-classification, qwen-prm, math-shepherd, rlhflow, skywork, "
                 "or an installed plugin's name; default: the one in the checkpoint's "
-                "prm_format.json (written by `prm train`), which also supplies the options"})
+                "prm_format.json (written by `prm train`), else detected from config "
+                "architectures, head tensors and tokenizer (RLHFlow's plain Llama checkpoints "
+                "need --format rlhflow)"})
     dtype: str = field(default="fp32", metadata={
         "help": "weights and compute of the graph (fp16 is meant for --device cuda; on CPU it "
                 "works only where ONNX Runtime has CPU fp16 kernels)",
@@ -225,20 +227,16 @@ def _with_saved_format(config: ExportConfig, model_dir: Path) -> ExportConfig:
     """Fill ``format`` and default options from ``prm_format.json`` when the checkpoint has one.
 
     ``prm train`` writes that file, so ``prm export CKPT OUT`` needs no flags; ``--option``
-    values still override the saved options.
+    values still override the saved options. Without the file, ``format`` stays as given
+    (``None`` is then detected from the checkpoint by :func:`detect_format`).
 
     Raises:
-        InvalidInputError: no format anywhere, a broken file, or a ``--format`` that differs
-            from the one the checkpoint was trained for.
+        InvalidInputError: a broken file, or a ``--format`` that differs from the one the
+            checkpoint was trained for.
     """
     saved_path = model_dir / "prm_format.json"
     if not saved_path.is_file():
-        if not config.format:
-            raise InvalidInputError(
-                f"--format is required: {model_dir} has no prm_format.json (only checkpoints "
-                "written by `prm train` have one). Pass e.g. --format token-classification"
-            )
-        return config
+        return config  # --format as given; None: detected from the checkpoint
     try:
         saved = json.loads(saved_path.read_text(encoding="utf-8"))
         name, options = saved["format"], dict(saved.get("options") or {})
@@ -321,9 +319,8 @@ def export_prm(config: ExportConfig) -> Path:
     out_dir = Path(config.out_dir)
     _check_out_dir(out_dir, model_dir, config.overwrite)
     config = _with_saved_format(config, model_dir)
-    format_name = config.format
-    assert format_name is not None, "_with_saved_format always sets the format"
-    fmt_cls = get_format(format_name)
+    if config.format is not None:
+        get_format(config.format)  # an unknown name fails before anything loads
     providers = _providers(config)
     if config.device == "cuda" and not torch.cuda.is_available():
         raise InvalidInputError(
@@ -331,10 +328,22 @@ def export_prm(config: ExportConfig) -> Path:
             f"{torch.__version__}); use --device cpu or a CUDA build of torch"
         )
 
+    hf_config = _load_hf_config(model_dir)
     hf_tok = load_hf_tokenizer(model_dir)
+    format_source = "--format" if config.format else ""
+    if (model_dir / "prm_format.json").is_file():
+        format_source = "prm_format.json"
+    if config.format is None:
+        from prm_plugins.onnx_export.detect import detect_format_with_evidence
+
+        detected, evidence = detect_format_with_evidence(model_dir, hf_config, hf_tok)
+        config = replace(config, format=detected)
+        format_source = f"detected: {evidence}"
+    format_name = config.format
+    assert format_name is not None, "set above: given, saved or detected"
+    fmt_cls = get_format(format_name)
     options = fmt_cls.options_from_hf(hf_tok, **config.format_options)
     options = json.loads(json.dumps(options))  # JSON-safe, exactly as prm.json will hold
-    hf_config = _load_hf_config(model_dir)
     if config.optimize == "fused":
         _check_fusable(hf_config, model_dir)
         from prm_plugins.onnx_export.fuse import FUSED_OPSET
@@ -452,7 +461,9 @@ def export_prm(config: ExportConfig) -> Path:
             tokenizer_file=TOKENIZER_FILE,
             fusion=fusion or {"mode": "plain"},
             extra={"pad_token_id": pad_id, "exporter": f"torch.onnx ({config.exporter})",
-                   "export_device": config.device,
+                   "export_device": config.device, "format_source": format_source,
+                   "tokenizer_source": "tokenizer.json" if (model_dir / TOKENIZER_FILE).is_file()
+                   else "tokenizer.model (sentencepiece, converted)",
                    **({"checks": list(config.checks)} if config.checks else {}),
                    **({"quantization": quant_info} if quant_info else {})},
         )
@@ -552,8 +563,22 @@ def _providers(config: ExportConfig) -> list[str]:
 def _load_hf_config(model_dir: Path) -> Any:
     import transformers
 
-    return transformers.AutoConfig.from_pretrained(str(model_dir), local_files_only=True,
-                                                   trust_remote_code=False)
+    from prm_plugins.onnx_export.checkpoint import first_line
+
+    if not (model_dir / "config.json").is_file():
+        raise ModelLoadError(
+            f"{model_dir} has no config.json; pass the directory of a local transformers "
+            "checkpoint (prm export never downloads)"
+        )
+    try:
+        return transformers.AutoConfig.from_pretrained(str(model_dir), local_files_only=True,
+                                                       trust_remote_code=False)
+    except Exception as exc:
+        raise ModelLoadError(
+            f"transformers could not read {model_dir / 'config.json'} ({type(exc).__name__}: "
+            f"{first_line(str(exc))}); a model_type this transformers ({transformers.__version__}) "
+            "does not know needs a newer transformers (remote code is never run)"
+        ) from exc
 
 
 def _pad_token_id(hf_tok: Any) -> int:
@@ -839,28 +864,14 @@ def _versions() -> dict[str, str]:
 
 
 def _source(model_dir: Path, hf_config: Any, model: Any) -> dict[str, Any]:
+    from prm_plugins.onnx_export.checkpoint import count_params, find_weights
+
     archs = getattr(hf_config, "architectures", None) or []
     return {
         "model_dir": str(model_dir.resolve()),
         "architecture": archs[0] if archs else None,
         "model_type": getattr(hf_config, "model_type", None),
-        "num_params": _safetensors_params(model_dir),
+        "weights": find_weights(model_dir).kind,
+        "num_params": count_params(model_dir),
         "num_params_exported": int(sum(p.numel() for p in model.parameters())),
     }
-
-
-def _safetensors_params(model_dir: Path) -> int:
-    """Parameter count of the checkpoint, read from the safetensors headers only."""
-    total = 0
-    for path in sorted(model_dir.glob("*.safetensors")):
-        with open(path, "rb") as fh:
-            (size,) = struct.unpack("<Q", fh.read(8))
-            header = json.loads(fh.read(size))
-        for name, info in header.items():
-            if name == "__metadata__":
-                continue
-            n = 1
-            for dim in info["shape"]:
-                n *= int(dim)
-            total += n
-    return total

@@ -9,19 +9,21 @@
   needed: the value head reads the last hidden state).
 
 The trunk loads with transformers' own class for the checkpoint's ``model_type`` (local
-files, safetensors, no remote code); the head's tensors are read from the same safetensors
-files by name. A missing or misshapen head tensor is an error, never a random init.
+files, no remote code); the head's tensors are read from the same weight files by name:
+safetensors, or ``.bin`` as Skywork-o1-Open-PRM ships it, read with
+``torch.load(weights_only=True)`` (:mod:`prm_plugins.onnx_export.checkpoint`). A missing or
+misshapen head tensor is an error, never a random init.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from prm_plugins.errors import ModelLoadError, require
+from prm_plugins.onnx_export.checkpoint import read_tensors
 from prm_plugins.onnx_export.wrap_token_classification import load_pretrained
 
 __all__ = [
@@ -39,54 +41,16 @@ nn: Any = torch.nn
 
 
 def read_safetensors(model_dir: str | Path, names: Sequence[str], *, what: str) -> dict[str, Any]:
-    """Read the named tensors from a checkpoint's safetensors file(s).
+    """Read the named head tensors from the checkpoint (safetensors or tensors-only ``.bin``).
 
-    Sharded checkpoints are resolved through ``model.safetensors.index.json``; only the
-    named tensors are read.
-
-    Args:
-        model_dir: checkpoint directory.
-        names: tensor names, e.g. ``["score.0.weight", ...]``.
-        what: the model being loaded, for the error message.
+    Kept under its old name; the reader is
+    :func:`prm_plugins.onnx_export.checkpoint.read_tensors`, which handles both layouts,
+    sharded or not.
 
     Raises:
-        ModelLoadError: no safetensors file, or a named tensor is missing (the message lists
-            the head-like names the checkpoint does hold).
+        ModelLoadError: no weights, an unsafe ``.bin``, or a named tensor is missing.
     """
-    from safetensors import safe_open
-
-    model_dir = Path(model_dir)
-    index = model_dir / "model.safetensors.index.json"
-    if index.is_file():
-        weight_map: dict[str, str] = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
-        files = sorted(set(weight_map.values()))
-    else:
-        files = sorted(p.name for p in model_dir.glob("*.safetensors"))
-        weight_map = {}
-    if not files:
-        raise ModelLoadError(
-            f"{model_dir} has no *.safetensors weights; {what} loads from safetensors only"
-        )
-    out: dict[str, Any] = {}
-    available: set[str] = set()
-    for file in files:
-        with safe_open(str(model_dir / file), framework="pt") as fh:
-            keys = set(fh.keys())
-            available |= keys
-            for name in names:
-                if name in keys and name not in out:
-                    out[name] = fh.get_tensor(name)
-    missing = [n for n in names if n not in out]
-    if missing:
-        prefixes = {n.split(".")[0] for n in names}
-        near = sorted(k for k in available if k.split(".")[0] in prefixes)[:20]
-        top = sorted({k.split(".")[0] for k in available})
-        raise ModelLoadError(
-            f"{model_dir} is not a {what} checkpoint: head tensor(s) {missing} are missing "
-            f"(found {near or 'no tensors under ' + str(sorted(prefixes))}; top-level names: "
-            f"{top}). Check --format, or that the checkpoint holds the trained head"
-        )
-    return out
+    return read_tensors(model_dir, names, what=what)
 
 
 def load_trunk(
@@ -166,7 +130,7 @@ class QwenPRMForProcessReward(nn.Module):
 
     @classmethod
     def from_pretrained(cls, model_dir: str | Path, dtype: Any) -> QwenPRMForProcessReward:
-        """Load a Qwen2.5-Math-PRM checkpoint (local safetensors) in ``dtype``.
+        """Load a Qwen2.5-Math-PRM checkpoint (local safetensors or ``.bin``) in ``dtype``.
 
         Examples:
             >>> prm = QwenPRMForProcessReward.from_pretrained(  # doctest: +SKIP
@@ -231,7 +195,7 @@ class SkyworkPRMValueModel(nn.Module):
 
     @classmethod
     def from_pretrained(cls, model_dir: str | Path, dtype: Any) -> SkyworkPRMValueModel:
-        """Load a Skywork-o1-Open-PRM checkpoint (local safetensors) in ``dtype``.
+        """Load a Skywork-o1-Open-PRM checkpoint (local safetensors or ``.bin``) in ``dtype``.
 
         Examples:
             >>> prm = SkyworkPRMValueModel.from_pretrained(  # doctest: +SKIP

@@ -4,7 +4,7 @@
 ``P(correct) = softmax(logits)[..., 1]`` at every token, computed in float32.
 
 Also home of :func:`load_pretrained`, the one checkpoint loader the wrappers share:
-local files only, safetensors only, never remote code.
+local files only, safetensors or tensors-only ``.bin``, never remote code.
 """
 
 from __future__ import annotations
@@ -31,17 +31,24 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 
 
 def load_pretrained(auto_class_name: str, model_dir: str | Path, dtype: Any, **kwargs: Any) -> Any:
-    """Load a local safetensors checkpoint with a transformers ``Auto*`` class.
+    """Load a local checkpoint with a transformers ``Auto*`` class, never remote code.
+
+    Weights are safetensors, or ``.bin`` files read as tensors only
+    (``torch.load(weights_only=True)``, checked file by file before transformers reads
+    them; see :mod:`prm_plugins.onnx_export.checkpoint`).
 
     Args:
         auto_class_name: e.g. ``"AutoModelForCausalLM"``.
-        model_dir: the checkpoint directory (``config.json`` + ``*.safetensors``).
+        model_dir: the checkpoint directory (``config.json`` + weights).
         dtype: torch dtype to load the weights in.
         **kwargs: more ``from_pretrained`` arguments (``attn_implementation``, ...).
 
     Raises:
-        ModelLoadError: no ``config.json`` or no safetensors weights in ``model_dir``.
+        ModelLoadError: no ``config.json``, no weights, a ``.bin`` that holds more than
+            tensors, or any other failure of transformers' loader (one line, with the fix).
     """
+    from prm_plugins.onnx_export.checkpoint import check_bin_files, find_weights, first_line
+
     transformers = require("transformers", "export")
     model_dir = Path(model_dir)
     if not (model_dir / "config.json").is_file():
@@ -49,18 +56,21 @@ def load_pretrained(auto_class_name: str, model_dir: str | Path, dtype: Any, **k
             f"{model_dir} has no config.json; pass the directory of a local transformers "
             "checkpoint (prm export never downloads)"
         )
-    if not any(model_dir.glob("*.safetensors")):
-        found = sorted(p.name for p in model_dir.iterdir() if p.suffix in {".bin", ".pt", ".pth"})
-        raise ModelLoadError(
-            f"{model_dir} has no *.safetensors weights (found: {found or 'none'}); prm export "
-            "loads safetensors only. Convert with model.save_pretrained(dir) after loading "
-            "the checkpoint you trust"
-        )
+    weights = find_weights(model_dir)
+    if weights.kind == "bin":
+        check_bin_files(model_dir)
     auto_cls = getattr(transformers, auto_class_name)
-    return auto_cls.from_pretrained(
-        str(model_dir), dtype=dtype, local_files_only=True, trust_remote_code=False,
-        use_safetensors=True, **kwargs,
-    )
+    try:
+        return auto_cls.from_pretrained(
+            str(model_dir), dtype=dtype, local_files_only=True, trust_remote_code=False,
+            use_safetensors=weights.kind == "safetensors", weights_only=True, **kwargs,
+        )
+    except Exception as exc:
+        raise ModelLoadError(
+            f"transformers could not load {model_dir} as {auto_class_name} "
+            f"({type(exc).__name__}: {first_line(str(exc))}); check that the directory is a "
+            "complete download of the checkpoint and that --format names its family"
+        ) from exc
 
 
 class TokenClassificationStepProbs(nn.Module):
