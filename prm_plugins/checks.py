@@ -77,6 +77,8 @@ ArithmeticCheck = Literal["ok", "wrong", "none"]
 
 def _number(tok: str) -> tuple[Fraction, int] | None:
     """Value and decimal places of a number token (``$1,200.50``, ``15%`` -> 0.15)."""
+    if len(tok) > _MAX_NUMBER_CHARS:
+        return None
     t = tok.lstrip("$€£").replace(",", "")
     pct = t.endswith("%")
     t = t.rstrip("%")
@@ -88,53 +90,102 @@ def _number(tok: str) -> tuple[Fraction, int] | None:
     return (value / 100 if pct else value), places + (2 if pct else 0)
 
 
-class _Parser:
-    """Recursive-descent evaluation of + - * / ( ) over Fractions; no ``eval``."""
+#: Longest number (characters, sign and separators included) read as a number; a longer
+#: run of digits is text, so a step holding ``"9" * 100000`` costs no big-integer work.
+#: GSM8K's longest number has 13 characters.
+_MAX_NUMBER_CHARS = 64
+#: Deepest nesting of parentheses and unary signs evaluated; deeper expressions (no person
+#: writes them; hostile text does) get no verdict.
+_MAX_NESTING = 64
+#: Largest intermediate value, in bits of numerator or denominator (about 1,200 digits);
+#: an expression that grows past it ("9^9^9" written out as products) gets no verdict.
+_MAX_VALUE_BITS = 4096
 
-    def __init__(self, items: list[tuple[str, object]]) -> None:
-        self.items = items
-        self.i = 0
 
-    def parse(self) -> Fraction | None:
-        try:
-            value = self._sum()
-        except (ZeroDivisionError, IndexError, TypeError):
+class _Unparsable(Exception):
+    """The items do not form one expression the check evaluates (no verdict)."""
+
+
+def _reduce(values: list[Fraction], op: str) -> None:
+    """Apply ``op`` to the top of ``values`` (one operand for ``"neg"``, else two)."""
+    if op == "neg":
+        values.append(-values.pop())
+        return
+    rhs, lhs = values.pop(), values.pop()
+    if op == "+":
+        value = lhs + rhs
+    elif op == "-":
+        value = lhs - rhs
+    elif op == "*":
+        value = lhs * rhs
+    else:
+        value = lhs / rhs  # ZeroDivisionError: no verdict
+    if max(value.numerator.bit_length(), value.denominator.bit_length()) > _MAX_VALUE_BITS:
+        raise _Unparsable("value too large")
+    values.append(value)
+
+
+_PRECEDENCE = {"+": 1, "-": 1, "*": 2, "/": 2, "neg": 3}
+
+
+def _evaluate(items: list[tuple[str, object]]) -> Fraction | None:
+    """Value of + - * / ( ) and unary minus over Fractions, or None; no ``eval``.
+
+    Iterative (operator precedence with explicit stacks), so nesting costs no recursion:
+    nesting deeper than :data:`_MAX_NESTING`, a value past :data:`_MAX_VALUE_BITS`,
+    division by zero or a malformed expression give ``None``.
+    """
+    values: list[Fraction] = []
+    ops: list[str] = []  # binary operators, "neg" and "(" markers
+    expect_operand = True
+    nesting = 0
+    try:
+        for kind, val in items:
+            if expect_operand:
+                if kind == "num":
+                    values.append(val)  # type: ignore[arg-type]
+                    expect_operand = False
+                    while ops and ops[-1] == "neg":  # "-x" binds to its operand
+                        _reduce(values, ops.pop())
+                        nesting -= 1
+                elif kind == "op" and val == "-":
+                    ops.append("neg")
+                    nesting += 1
+                elif kind == "lp":
+                    ops.append("(")
+                    nesting += 1
+                else:
+                    return None
+                if nesting > _MAX_NESTING:
+                    return None
+            elif kind == "op":
+                op = str(val)
+                while ops and ops[-1] != "(" and _PRECEDENCE[ops[-1]] >= _PRECEDENCE[op]:
+                    _reduce(values, ops.pop())
+                ops.append(op)
+                expect_operand = True
+            elif kind == "rp":
+                while ops and ops[-1] != "(":
+                    _reduce(values, ops.pop())
+                if not ops:
+                    return None  # unmatched ")"
+                ops.pop()
+                nesting -= 1
+                while ops and ops[-1] == "neg":  # "-(...)"
+                    _reduce(values, ops.pop())
+                    nesting -= 1
+            else:
+                return None  # two operands in a row
+        if expect_operand:
             return None
-        return value if self.i == len(self.items) else None
-
-    def _peek(self) -> tuple[str, object] | None:
-        return self.items[self.i] if self.i < len(self.items) else None
-
-    def _sum(self) -> Fraction:
-        value = self._product()
-        while (p := self._peek()) is not None and p[0] == "op" and p[1] in ("+", "-"):
-            self.i += 1
-            rhs = self._product()
-            value = value + rhs if p[1] == "+" else value - rhs
-        return value
-
-    def _product(self) -> Fraction:
-        value = self._atom()
-        while (p := self._peek()) is not None and p[0] == "op" and p[1] in ("*", "/"):
-            self.i += 1
-            rhs = self._atom()
-            value = value * rhs if p[1] == "*" else value / rhs
-        return value
-
-    def _atom(self) -> Fraction:
-        kind, val = self.items[self.i]
-        self.i += 1
-        if kind == "num":
-            return val  # type: ignore[return-value]
-        if kind == "op" and val == "-":
-            return -self._atom()
-        if kind == "lp":
-            inner = self._sum()
-            if self._peek() != ("rp", ")"):
-                raise TypeError("unbalanced")
-            self.i += 1
-            return inner
-        raise TypeError(f"unexpected {kind}")
+        while ops:
+            op = ops.pop()
+            if op == "(":
+                return None  # unclosed "("
+            _reduce(values, op)
+    except (ZeroDivisionError, _Unparsable):
+        return None
+    return values[0] if len(values) == 1 else None
 
 
 def _tokens(text: str) -> list[tuple[str, object, str]]:
@@ -240,7 +291,7 @@ def check_arithmetic(step: str) -> tuple[ArithmeticCheck, list[EquationCheck]]:
         # a right side that continues with an operator is an expression, not a result
         if j + 1 < len(toks) and toks[j + 1][0] == "op":
             continue
-        lhs = _Parser(lhs_items).parse()
+        lhs = _evaluate(lhs_items)
         if lhs is None:
             continue
         num: tuple[Fraction, int] = toks[j][1]  # type: ignore[assignment]

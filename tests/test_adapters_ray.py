@@ -280,7 +280,7 @@ def _stub_server(script: _Script) -> tuple[ThreadingHTTPServer, str]:
 def test_client_retries_5xx_then_succeeds(local_prm: OnnxPRM) -> None:
     chain = make_chains(1, seed=5)[0]
     good = {"results": [{"step_scores": local_prm.score(*chain).scores, "meta": {}}]}
-    script = _Script([(503, {"error": "warming up"}, 0.0), (500, {}, 0.0), (200, good, 0.0)])
+    script = _Script([(503, {"error": "warming up"}, 0.0), (502, {}, 0.0), (200, good, 0.0)])
     server, url = _stub_server(script)
     try:
         with RemotePRM(url, max_attempts=3, backoff_initial=0.01) as prm:

@@ -12,23 +12,31 @@ Wire protocol (served by :mod:`prm_plugins.adapters.ray.serve`):
   ``{"question", "steps"}`` object or a ``[question, steps]`` pair) it answers
   ``{"results": [{"step_scores": [...], "meta": {...}}, ...]}`` in input order.
 * ``GET {url}/health`` answers ``{"status": "ok", "model": {...}}``.
-* A scorer validation error answers 422 (400 for a body that is not JSON) with
-  ``{"error": {"type": "InvalidInputError", "message": "..."}}``.
+* A scorer validation error answers 422 (400 for a body that cannot be read as JSON) with
+  ``{"error": {"type": "InvalidInputError", "message": "..."}}``; an unexpected scorer
+  error answers 500 with the same shape (and ``"item"``, the failing chain's index).
 
 Errors: a 4xx answer raises the same error class as the local scorer (``InvalidInputError``,
-``ChainTooLongError``) with the server's message and is never retried. Connection errors,
-timeouts and 5xx answers are retried with exponential backoff; after the last attempt
-:class:`RemotePRMError` says what failed, how often, and where.
+``ChainTooLongError``) with the server's message and is never retried; neither is a 500 or
+any other 5xx than the ones below: the same chain fails the same way again, so a retry only
+multiplies the load (it raises :class:`RemotePRMError` with the server's message at once).
+What is retried, with exponential backoff, is what a second attempt can cure: connection
+errors, timeouts, and HTTP 429 (rate limited), 502, 503 and 504 (a proxy or an overloaded or
+restarting replica); after the last attempt :class:`RemotePRMError` says what failed, how
+often, and where. An answer that is not what the protocol promises (unreadable JSON, scores
+that are not finite probabilities, the wrong number of them) is a :class:`RemotePRMError`.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Sequence
 from typing import Any
 
 from prm_plugins.errors import ChainTooLongError, InvalidInputError, PRMError
+from prm_plugins.jsonl import JSONLineError, loads_line
 from prm_plugins.types import StepScores
 
 __all__ = ["RemotePRM", "RemotePRMError"]
@@ -51,7 +59,11 @@ class RemotePRMError(PRMError, ConnectionError):
 
 
 class _Retryable(Exception):
-    """A failure worth another attempt (connection error, timeout, 5xx)."""
+    """A failure worth another attempt (connection error, timeout, 429, 502, 503, 504)."""
+
+
+#: HTTP statuses retried: rate limited, bad gateway, unavailable, gateway timeout.
+RETRY_STATUSES = frozenset({429, 502, 503, 504})
 
 
 def _httpx() -> Any:
@@ -73,11 +85,14 @@ def _error_from_body(status: int, body: Any, url: str) -> PRMError:
     if not isinstance(err, dict):
         return InvalidInputError(f"the PRM server at {url} rejected the request with HTTP "
                                  f"{status}: {str(body)[:300]}")
-    kind, message = err.get("type"), str(err.get("message", ""))
-    if kind == "ChainTooLongError":
-        return ChainTooLongError(message, n_tokens=int(err.get("n_tokens", -1)),
-                                 max_length=int(err.get("max_length", -1)))
-    if kind == "InvalidInputError" or status in (400, 422):
+    kind, message = err.get("type"), str(err.get("message", ""))[:2000]
+    if kind == "ChainTooLongError" and status < 500:
+        def as_int(value: Any) -> int:
+            return value if isinstance(value, int) and abs(value) < 10**12 else -1
+
+        return ChainTooLongError(message, n_tokens=as_int(err.get("n_tokens")),
+                                 max_length=as_int(err.get("max_length")))
+    if status < 500 and (kind == "InvalidInputError" or status in (400, 422)):
         return InvalidInputError(message)
     return RemotePRMError(f"the PRM server at {url} answered HTTP {status} ({kind}): {message}",
                           url=url, attempts=1)
@@ -90,7 +105,8 @@ class RemotePRM:
         url: base URL of the deployment, e.g. ``"http://head-node:8000/prm"``.
         timeout: seconds per HTTP attempt (connect, read, write).
         max_attempts: attempts per call for retryable failures (connection errors,
-            timeouts, HTTP 5xx); ``1`` disables retries.
+            timeouts, HTTP 429, 502, 503, 504); ``1`` disables retries. A 500 or a 4xx
+            answer is never retried.
         backoff_initial: first wait between attempts, in seconds; it doubles each time.
         backoff_max: longest wait between attempts, in seconds.
         headers: extra HTTP headers (e.g. an ``Authorization`` header for a gateway).
@@ -176,11 +192,16 @@ class RemotePRM:
 
     def _read(self, response: Any, url: str) -> Any:
         status = response.status_code
-        if status >= 500:
+        if status in RETRY_STATUSES:
             raise _Retryable(f"HTTP {status}: {response.text[:300]}")
         try:
-            body = response.json()
-        except ValueError:
+            body = loads_line(response.content)
+        except JSONLineError as exc:
+            if status < 400:
+                raise RemotePRMError(
+                    f"the PRM server at {url} answered HTTP {status} with a body that cannot "
+                    f"be read as JSON ({exc}): {response.text[:200]!r}", url=url,
+                    attempts=1) from None
             body = response.text
         if status >= 400:
             raise _error_from_body(status, body, url)
@@ -250,14 +271,26 @@ class RemotePRM:
             wire.append(item)
         return {"items": wire}
 
-    @staticmethod
-    def _to_scores(result: Any, item: Any) -> StepScores:
+    def _to_scores(self, result: Any, item: Any) -> StepScores:
         question, steps = item
+        url = self.url + "/score"
         if not isinstance(result, dict) or not isinstance(result.get("step_scores"), list):
             raise RemotePRMError(f"the PRM server answered an unexpected body: "
-                                 f"{str(result)[:300]}", url="", attempts=1)
-        return StepScores(steps=list(steps), scores=[float(s) for s in result["step_scores"]],
-                          question=str(question), meta=dict(result.get("meta") or {}))
+                                 f"{str(result)[:300]}", url=url, attempts=1)
+        raw = result["step_scores"]
+        if len(raw) != len(steps):
+            raise RemotePRMError(
+                f"the PRM server answered {len(raw)} step scores for a chain of {len(steps)} "
+                "steps", url=url, attempts=1)
+        for i, s in enumerate(raw):
+            if (isinstance(s, bool) or not isinstance(s, (int, float))
+                    or not math.isfinite(s) or not 0.0 <= s <= 1.0):
+                raise RemotePRMError(
+                    f"the PRM server answered {str(s)[:40]} for step {i + 1}; step scores "
+                    "must be finite probabilities in [0, 1]", url=url, attempts=1)
+        meta = result.get("meta")
+        return StepScores(steps=list(steps), scores=[float(s) for s in raw],
+                          question=str(question), meta=dict(meta) if isinstance(meta, dict) else {})
 
     def _unpack_batch(self, body: Any, items: Sequence[Any]) -> list[StepScores]:
         results = body.get("results") if isinstance(body, dict) else None

@@ -12,10 +12,20 @@ Routes (under the application's route prefix, e.g. ``/prm``):
   items) -> ``{"results": [{"step_scores", "meta"}, ...]}`` in input order.
 * ``GET /health``: ``{"status": "ok", "model": {...}}``.
 
-Validation errors of the scorer answer HTTP 422 (a body that is not JSON: 400) with
-``{"error": {"type", "message"}}``; :class:`~prm_plugins.adapters.ray.RemotePRM` turns them
-back into the same exception class. Python callers inside the cluster can skip HTTP:
-``handle.score_items.remote(items)`` on the deployment handle returns plain dicts.
+Validation errors of the scorer answer HTTP 422 with ``{"error": {"type", "message"}}``;
+a body that cannot be read as JSON (not UTF-8, not JSON, nested deeper than
+:data:`prm_plugins.jsonl.MAX_DEPTH`, an integer longer than Python converts) answers 400 with
+the reason. An unexpected error of the scorer on one request answers 500 for that request
+alone (``{"error": {"type", "message", "item"}}``, ``item`` being the index of the chain
+that failed): a coalesced batch is re-scored request by request, and a failing request chain
+by chain, to find it, and it is not worth a retry (the same chain fails the same way).
+:class:`~prm_plugins.adapters.ray.RemotePRM` turns these answers back into the local
+exception class and retries only 429, 502, 503, 504, timeouts and connection errors. Python
+callers inside the cluster can skip HTTP: ``handle.score_items.remote(items)`` on the
+deployment handle returns plain dicts.
+
+The request handling (:func:`handle_request`, :func:`score_requests`) is plain asyncio over
+any :class:`~prm_plugins.StepScorer`; :class:`PRMServer` only binds it to Serve.
 
 Examples:
     >>> from prm_plugins.adapters.ray import RemotePRM, serve_prm
@@ -32,42 +42,80 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from prm_plugins.errors import ChainTooLongError, InvalidInputError, PRMError, require
+from prm_plugins.jsonl import JSONLineError, loads_line
 
 require("ray", "ray")
 
 from ray import serve  # noqa: E402
 from ray.serve import Application  # noqa: E402
 
-__all__ = ["PRMServer", "app_builder", "build_app", "serve_prm"]
+__all__ = ["PRMServer", "app_builder", "build_app", "handle_request", "score_requests",
+           "serve_prm"]
 
 logger = logging.getLogger(__name__)
 
 #: HTTP status of a scorer validation error.
 VALIDATION_STATUS = 422
+#: HTTP status of a request body that cannot be read as JSON.
+BAD_BODY_STATUS = 400
+#: HTTP status of an unexpected scorer error (not retried by the client).
+SERVER_ERROR_STATUS = 500
+
+
+def _dumps(payload: Any) -> str:
+    """Strict JSON (no NaN), with whatever ``meta`` holds written as text."""
+    return json.dumps(payload, ensure_ascii=False, allow_nan=False, default=str)
 
 
 def _json_response(payload: Any, status: int = 200) -> Any:
     from starlette.responses import Response
 
-    return Response(json.dumps(payload, ensure_ascii=False, default=str), status_code=status,
-                    media_type="application/json")
+    return Response(_dumps(payload), status_code=status, media_type="application/json")
+
+
+class _FailedChain(Exception):
+    """An unexpected scorer error on chain ``item`` of a request (``cause`` is the error)."""
+
+    def __init__(self, cause: BaseException, item: int | None) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+        self.item = item
 
 
 def _error_payload(exc: BaseException) -> dict[str, Any]:
-    err: dict[str, Any] = {"type": type(exc).__name__, "message": str(exc)}
+    item = exc.item if isinstance(exc, _FailedChain) else None
+    if isinstance(exc, _FailedChain):
+        exc = exc.cause
+    err: dict[str, Any] = {"type": type(exc).__name__, "message": str(exc) or repr(exc)}
     if isinstance(exc, ChainTooLongError):
         err.update(n_tokens=exc.n_tokens, max_length=exc.max_length)
+    if item is not None:
+        err["item"] = item
+        err["message"] = f"item {item}: {err['message']}"
     return {"error": err}
 
 
 def _result(scores: Any) -> dict[str, Any]:
-    return {"step_scores": [float(s) for s in scores.scores], "meta": dict(scores.meta)}
+    """The wire form of one chain's scores; a score that is not a finite probability in
+    [0, 1] (a model emitting NaN) is a :class:`PRMError`, never a bare ``NaN`` on the wire."""
+    values = [float(s) for s in scores.scores]
+    for i, v in enumerate(values):
+        if not (math.isfinite(v) and 0.0 <= v <= 1.0):
+            raise PRMError(f"the served model returned {v!r} for step {i + 1}; step scores "
+                           "must be finite probabilities in [0, 1]")
+    meta = dict(scores.meta)
+    try:
+        _dumps(meta)
+    except ValueError:  # NaN/inf inside meta: written as text rather than invalid JSON
+        meta = json.loads(json.dumps(meta, default=str), parse_constant=str)
+    return {"step_scores": values, "meta": meta}
 
 
 def _parse_body(body: Any) -> tuple[list[Any], bool]:
@@ -82,6 +130,100 @@ def _parse_body(body: Any) -> tuple[list[Any], bool]:
     items = [(it.get("question"), it.get("steps")) if isinstance(it, dict) else it
              for it in raw]
     return items, False
+
+
+def _score_items_sync(prm: Any, items: list[Any]) -> list[Any]:
+    """``prm.score_batch(items)``; on an unexpected error, find the chain that fails.
+
+    Returns the scores, or raises :class:`_FailedChain` naming the first failing chain (the
+    project's own validation errors are raised as they are, for the whole request, as the
+    local scorer raises them).
+    """
+    try:
+        return list(prm.score_batch(items))
+    except PRMError:
+        raise
+    except Exception as exc:
+        logger.error("the scorer failed on a request of %d chain(s): %s: %s", len(items),
+                     type(exc).__name__, exc, exc_info=exc)
+        if len(items) > 1:
+            for k, item in enumerate(items):
+                try:
+                    prm.score_batch([item])
+                except Exception as one:  # noqa: BLE001 - reported with its index
+                    raise _FailedChain(one, k) from None
+        raise _FailedChain(exc, 0 if len(items) == 1 else None) from None
+
+
+async def score_requests(prm: Any, requests: Sequence[list[Any]]) -> list[Any]:
+    """Score many requests' items in one ``score_batch`` call (in a worker thread).
+
+    Each request's answer is its list of :class:`~prm_plugins.StepScores` or the exception
+    that request alone raises: when the coalesced batch fails, the requests are scored one
+    by one, so a hostile request never fails its neighbours.
+    """
+    flat = [item for req in requests for item in req]
+    try:
+        scored = await asyncio.to_thread(_score_items_sync, prm, flat)
+    except Exception as exc:  # noqa: BLE001 - isolated below
+        if len(requests) == 1:
+            return [exc]
+        out_one: list[Any] = []
+        for req in requests:
+            try:
+                out_one.append(await asyncio.to_thread(_score_items_sync, prm, list(req)))
+            except Exception as one:  # noqa: BLE001 - this request's own answer
+                out_one.append(one)
+        return out_one
+    if len(scored) != len(flat):
+        err = PRMError(f"the scorer returned {len(scored)} results for {len(flat)} chains")
+        return [err for _ in requests]
+    out: list[Any] = []
+    start = 0
+    for req in requests:
+        out.append(scored[start:start + len(req)])
+        start += len(req)
+    return out
+
+
+async def handle_request(
+    method: str, path: str, body: bytes, *, score: Any, model_info: Any
+) -> tuple[int, dict[str, Any]]:
+    """Answer one HTTP request: ``(status, JSON payload)``; never raises.
+
+    Args:
+        method: ``"GET"`` or ``"POST"``.
+        path: the URL path (the route prefix included).
+        body: the raw request body.
+        score: ``async items -> list of {"step_scores", "meta"}`` (raises the error of a
+            request that fails).
+        model_info: ``() -> dict`` for the health answer.
+    """
+    path = path.rstrip("/")
+    if method == "GET" and path.endswith("/health"):
+        return 200, {"status": "ok", "model": model_info()}
+    if method != "POST" or not path.endswith("/score"):
+        return 404, {"error": {
+            "type": "NotFound",
+            "message": f"no route {method} {path}; use POST <prefix>/score or GET "
+                       "<prefix>/health"}}
+    try:
+        parsed = loads_line(body)
+    except JSONLineError as exc:
+        return BAD_BODY_STATUS, _error_payload(InvalidInputError(
+            f"the request body cannot be read: {exc}; send "
+            "{\"question\": str, \"steps\": [str]} or {\"items\": [...]}"))
+    try:
+        items, single = _parse_body(parsed)
+        results = await score(items)
+        payload = results[0] if single else {"results": results}
+        _dumps(payload)  # anything not strict JSON fails here, as this request's error
+    except (InvalidInputError, ChainTooLongError) as exc:
+        return VALIDATION_STATUS, _error_payload(exc)
+    except Exception as exc:  # noqa: BLE001 - reported to the client as a 500
+        logger.exception("scoring failed")
+        return SERVER_ERROR_STATUS, _error_payload(exc)
+    return 200, payload
 
 
 @serve.deployment(name="PRMServer")
@@ -110,25 +252,7 @@ class PRMServer:
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
     async def _score_requests(self, requests: list[list[Any]]) -> list[Any]:
         """Score many requests' items in one call; each answer is its list or its error."""
-        flat = [item for req in requests for item in req]
-        try:
-            scored = await asyncio.to_thread(self.prm.score_batch, flat)
-        except PRMError as exc:
-            if len(requests) == 1:
-                return [exc]
-            return [await self._isolated(req) for req in requests]
-        out: list[Any] = []
-        start = 0
-        for req in requests:
-            out.append(scored[start:start + len(req)])
-            start += len(req)
-        return out
-
-    async def _isolated(self, items: list[Any]) -> Any:
-        try:
-            return await asyncio.to_thread(self.prm.score_batch, items)
-        except PRMError as exc:
-            return exc
+        return await score_requests(self.prm, requests)
 
     async def score_items(self, items: list[Any]) -> list[dict[str, Any]]:
         """Score ``(question, steps)`` items through the batcher (for deployment handles).
@@ -142,8 +266,16 @@ class PRMServer:
         if not items:
             return []
         result = await self._score_requests(list(items))
+        if isinstance(result, _FailedChain):
+            raise result.cause
         if isinstance(result, BaseException):
             raise result
+        return [_result(s) for s in result]
+
+    async def _score_http(self, items: list[Any]) -> list[dict[str, Any]]:
+        result = await self._score_requests(list(items))
+        if isinstance(result, BaseException):
+            raise result  # a _FailedChain keeps the failing chain's index for the answer
         return [_result(s) for s in result]
 
     def _model_info(self) -> dict[str, Any]:
@@ -153,31 +285,11 @@ class PRMServer:
                 "checks": list(prm.checks), "pid": os.getpid()}
 
     async def __call__(self, request: Any) -> Any:
-        path = request.url.path.rstrip("/")
-        if request.method == "GET" and path.endswith("/health"):
-            return _json_response({"status": "ok", "model": self._model_info()})
-        if request.method != "POST" or not path.endswith("/score"):
-            return _json_response({"error": {
-                "type": "NotFound",
-                "message": f"no route {request.method} {request.url.path}; use POST "
-                           "<prefix>/score or GET <prefix>/health"}}, 404)
-        try:
-            body = json.loads(await request.body())
-        except ValueError as exc:
-            return _json_response(_error_payload(InvalidInputError(
-                f"the request body is not valid JSON ({exc}); send "
-                "{\"question\": str, \"steps\": [str]}")), 400)
-        try:
-            items, single = _parse_body(body)
-            results = await self.score_items(items)
-        except (InvalidInputError, ChainTooLongError) as exc:
-            return _json_response(_error_payload(exc), VALIDATION_STATUS)
-        except Exception as exc:  # noqa: BLE001 - reported to the client as a 500
-            logger.exception("scoring failed")
-            return _json_response(_error_payload(exc), 500)
-        if single:
-            return _json_response(results[0])
-        return _json_response({"results": results})
+        body = await request.body() if request.method == "POST" else b""
+        status, payload = await handle_request(
+            request.method, request.url.path, body, score=self._score_http,
+            model_info=self._model_info)
+        return _json_response(payload, status)
 
     def check_health(self) -> None:
         """Serve's replica health check: the model session must be loaded."""

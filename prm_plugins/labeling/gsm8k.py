@@ -67,6 +67,14 @@ ANNOTATION_RE = re.compile(r"<<([^<>=]*)=([^<>]*)>>")
 NUMBER_RE = re.compile(r"(?<![\w.])(?:\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+)")
 #: Longest expression accepted by :func:`parse_expression`.
 MAX_EXPRESSION_CHARS = 400
+#: Longest number (characters) :func:`parse_number` reads; GSM8K's longest has 13. A longer
+#: run of digits in a step is text, not a number, so hostile text costs no big-integer work.
+MAX_NUMBER_CHARS = 100
+#: Longest solution line :func:`parse_gsm8k_answer` parses (GSM8K's longest has 350
+#: characters); a longer line makes the row an :class:`InvalidInputError`, which labelling
+#: reports as a malformed row, so no line's cost grows without bound.
+MAX_LINE_CHARS = 2000
+_DIVIDED_BY_RE = re.compile(r"\s+by\b")
 
 _BINOPS: dict[type[ast.operator], str] = {
     ast.Add: "+",
@@ -115,6 +123,11 @@ def parse_number(text: str) -> Fraction:
         Fraction(1, 2)
     """
     cleaned = text.strip().lstrip("$").replace(",", "")
+    if len(cleaned) > MAX_NUMBER_CHARS:
+        raise InvalidInputError(
+            f"number of {len(cleaned)} characters is longer than the {MAX_NUMBER_CHARS} read; "
+            f"got {cleaned[:40]!r}..."
+        )
     if not re.fullmatch(r"-?(?:\d+(?:\.\d*)?|\.\d+)", cleaned):
         raise InvalidInputError(
             f"expected a plain decimal number such as '24', '0.2' or '1,000', got {text!r}"
@@ -285,22 +298,28 @@ def parse_expression(expr: str) -> Expr:
         )
     try:
         root = ast.parse(source, mode="eval").body
-    except SyntaxError as exc:
+    except (SyntaxError, ValueError, RecursionError, MemoryError) as exc:
+        reason = exc.msg if isinstance(exc, SyntaxError) else type(exc).__name__
         raise InvalidInputError(
-            f"cannot parse arithmetic expression {source!r}: {exc.msg}; expected numbers "
+            f"cannot parse arithmetic expression {source!r}: {reason}; expected numbers "
             "combined with + - * / and parentheses"
-        ) from exc
-    counters = {"operand": 0, "operator": 0}
-
-    def build(node: ast.expr) -> Expr:
-        if isinstance(node, ast.BinOp) and type(node.op) in _BINOPS:
-            left = build(node.left)
-            index = counters["operator"]
-            counters["operator"] += 1
-            return BinaryOp(_BINOPS[type(node.op)], left, build(node.right), index)
-        if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
-            return Negate(build(node.operand), -1 if isinstance(node.op, ast.USub) else 1)
-        if (
+        ) from None
+    # Two iterative passes (no recursion, whatever the nesting): number the operands and
+    # operators left to right, checking every node, then build the tree bottom-up.
+    index: dict[int, int] = {}
+    operands: dict[int, Operand] = {}
+    n_operators = 0
+    todo: list[tuple[bool, ast.expr]] = [(False, root)]
+    while todo:
+        is_operator, node = todo.pop()
+        if is_operator:
+            index[id(node)] = n_operators
+            n_operators += 1
+        elif isinstance(node, ast.BinOp) and type(node.op) in _BINOPS:
+            todo += [(False, node.right), (True, node), (False, node.left)]
+        elif isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+            todo.append((False, node.operand))
+        elif (
             isinstance(node, ast.Constant)
             and isinstance(node.value, (int, float))
             and not isinstance(node.value, bool)
@@ -313,15 +332,31 @@ def parse_expression(expr: str) -> Expr:
                     f"unsupported number {text!r} in arithmetic expression {source!r}; "
                     "write plain decimals such as 12 or 0.5"
                 ) from exc
-            index = counters["operand"]
-            counters["operand"] += 1
-            return Operand(index, value, text)
-        raise InvalidInputError(
-            f"unsupported syntax ({type(node).__name__}) in arithmetic expression {source!r}; "
-            "only numbers, + - * /, unary minus and parentheses are accepted"
-        )
-
-    return build(root)
+            operands[id(node)] = Operand(len(operands), value, text)
+        else:
+            raise InvalidInputError(
+                f"unsupported syntax ({type(node).__name__}) in arithmetic expression "
+                f"{source!r}; only numbers, + - * /, unary minus and parentheses are accepted"
+            )
+    built: dict[int, Expr] = {}
+    stack: list[tuple[bool, ast.expr]] = [(False, root)]
+    while stack:
+        children_done, node = stack.pop()
+        if isinstance(node, ast.Constant):
+            built[id(node)] = operands[id(node)]
+        elif isinstance(node, ast.BinOp):
+            if children_done:
+                built[id(node)] = BinaryOp(_BINOPS[type(node.op)], built.pop(id(node.left)),
+                                           built.pop(id(node.right)), index[id(node)])
+            else:
+                stack += [(True, node), (False, node.right), (False, node.left)]
+        elif isinstance(node, ast.UnaryOp):
+            if children_done:
+                sign = -1 if isinstance(node.op, ast.USub) else 1
+                built[id(node)] = Negate(built.pop(id(node.operand)), sign)
+            else:
+                stack += [(True, node), (False, node.operand)]
+    return built[id(root)]
 
 
 def evaluate(
@@ -344,22 +379,33 @@ def evaluate(
     Raises:
         ZeroDivisionError: on division by zero.
     """
-    if isinstance(tree, Operand):
-        return tree.value if operands is None else operands[tree.index]
-    if isinstance(tree, Negate):
-        return tree.sign * evaluate(tree.operand, operands, operators)
-    left = evaluate(tree.left, operands, operators)
-    right = evaluate(tree.right, operands, operators)
-    op = tree.op if operators is None else operators[tree.index]
-    if op == "+":
-        return left + right
-    if op == "-":
-        return left - right
-    if op == "*":
-        return left * right
-    if op == "//":
-        return Fraction(math.floor(left / right))
-    return left / right
+    values: list[Fraction] = []
+    stack: list[tuple[bool, Expr]] = [(False, tree)]  # iterative: no recursion limit
+    while stack:
+        children_done, node = stack.pop()
+        if isinstance(node, Operand):
+            values.append(node.value if operands is None else operands[node.index])
+        elif isinstance(node, Negate):
+            if children_done:
+                values.append(node.sign * values.pop())
+            else:
+                stack += [(True, node), (False, node.operand)]
+        elif not children_done:
+            stack += [(True, node), (False, node.right), (False, node.left)]
+        else:
+            right, left = values.pop(), values.pop()
+            op = node.op if operators is None else operators[node.index]
+            if op == "+":
+                values.append(left + right)
+            elif op == "-":
+                values.append(left - right)
+            elif op == "*":
+                values.append(left * right)
+            elif op == "//":
+                values.append(Fraction(math.floor(left / right)))
+            else:
+                values.append(left / right)
+    return values[0]
 
 
 def evaluate_expression(expr: str) -> Fraction:
@@ -374,20 +420,32 @@ def evaluate_expression(expr: str) -> Fraction:
 
 def operands_of(tree: Expr) -> list[Operand]:
     """The operands of ``tree`` in index order."""
-    if isinstance(tree, Operand):
-        return [tree]
-    if isinstance(tree, Negate):
-        return operands_of(tree.operand)
-    return operands_of(tree.left) + operands_of(tree.right)
+    out: list[Operand] = []
+    stack: list[Expr] = [tree]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, Operand):
+            out.append(node)
+        elif isinstance(node, Negate):
+            stack.append(node.operand)
+        else:
+            stack += [node.right, node.left]
+    return out
 
 
 def operators_of(tree: Expr) -> list[str]:
     """The binary operators of ``tree`` in index order."""
-    if isinstance(tree, Operand):
-        return []
-    if isinstance(tree, Negate):
-        return operators_of(tree.operand)
-    return operators_of(tree.left) + [tree.op] + operators_of(tree.right)
+    out: list[str] = []
+    stack: list[Expr | str] = [tree]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, str):
+            out.append(node)
+        elif isinstance(node, Negate):
+            stack.append(node.operand)
+        elif isinstance(node, BinaryOp):
+            stack += [node.right, node.op, node.left]
+    return out
 
 
 def root_operator(tree: Expr) -> BinaryOp | None:
@@ -399,8 +457,12 @@ def root_operator(tree: Expr) -> BinaryOp | None:
 
 # -- visible text ------------------------------------------------------------------------------
 def find_numbers(text: str) -> list[tuple[int, int, Fraction]]:
-    """Every number written in ``text`` as ``(start, end, value)``."""
-    return [(m.start(), m.end(), parse_number(m.group())) for m in NUMBER_RE.finditer(text)]
+    """Every number written in ``text`` as ``(start, end, value)``.
+
+    A run of digits longer than :data:`MAX_NUMBER_CHARS` is text, not a number.
+    """
+    return [(m.start(), m.end(), parse_number(m.group())) for m in NUMBER_RE.finditer(text)
+            if len(m.group()) <= MAX_NUMBER_CHARS]
 
 
 def strip_annotations(line: str) -> str:
@@ -446,7 +508,8 @@ _Token = tuple[str, int, int, str]  # kind, start, end, text
 
 def _tokenize(text: str) -> list[_Token]:
     tokens: list[_Token] = []
-    numbers = {m.start(): m for m in NUMBER_RE.finditer(text)}
+    numbers = {m.start(): m for m in NUMBER_RE.finditer(text)
+               if len(m.group()) <= MAX_NUMBER_CHARS}
     i = 0
     while i < len(text):
         ch = text[i]
@@ -474,9 +537,9 @@ def _tokenize(text: str) -> list[_Token]:
                 j += 1
             word = text[i:j]
             lower = word.lower()
-            by = re.match(r"\s+by\b", text[j:]) if lower == "divided" else None
+            by = _DIVIDED_BY_RE.match(text, j) if lower == "divided" else None
             if by is not None:
-                j += by.end()
+                j = by.end()
                 tokens.append(("op", i, j, "divided by"))
             elif lower in _WORD_OPERATORS:
                 tokens.append(("op", i, j, lower))
@@ -498,23 +561,27 @@ def _tokenize(text: str) -> list[_Token]:
     return tokens
 
 
+def _balanced_start(lhs: list[_Token]) -> int:
+    """First ``s`` where ``lhs[s:]`` starts with an operand or ``(`` and its parentheses
+    balance (one linear pass; ``len(lhs)`` when there is none)."""
+    depth = [0]  # depth[i]: parentheses open after lhs[:i]
+    for tok in lhs:
+        depth.append(depth[-1] + (tok[0] == "lp") - (tok[0] == "rp"))
+    n = len(lhs)
+    lowest_after = [0] * (n + 1)  # min(depth[i + 1:]), or depth[n] at the end
+    lowest_after[n] = depth[n]
+    for i in range(n - 1, -1, -1):
+        lowest_after[i] = min(depth[i + 1], lowest_after[i + 1])
+    for s in range(n):
+        if (lhs[s][0] not in ("op", "rp") and depth[s] == depth[n]
+                and lowest_after[s] >= depth[s]):
+            return s
+    return n
+
+
 def _equation_from_tokens(lhs: list[_Token], rhs: _Token) -> VisibleEquation | None:
     # Trim from the left until the tokens form one well-formed infix expression.
-    while lhs:
-        if lhs[0][0] in ("op", "rp"):
-            lhs = lhs[1:]
-            continue
-        depth = 0
-        balanced = True
-        for tok in lhs:
-            depth += tok[0] == "lp"
-            depth -= tok[0] == "rp"
-            if depth < 0:
-                balanced = False
-                break
-        if balanced and depth == 0:
-            break
-        lhs = lhs[1:]
+    lhs = lhs[_balanced_start(lhs):]
     operators = [t for t in lhs if t[0] == "op"]
     if not operators:
         return None
@@ -785,11 +852,17 @@ class _SolutionBuilder:
     def __init__(self, question_numbers: Sequence[Fraction]) -> None:
         self.question_numbers = set(question_numbers)
         self.results: list[tuple[int, Fraction]] = []  # (qid, value) in reading order
+        self.qids_by_value: dict[Fraction, list[int]] = {}  # the same, looked up by value
         self.problems: list[str] = []
 
-    def _nearest(self, value: Fraction) -> int | None:
-        for qid, result in reversed(self.results):
-            if result == value:
+    def _add_result(self, qid: int, value: Fraction) -> None:
+        self.results.append((qid, value))
+        self.qids_by_value.setdefault(value, []).append(qid)
+
+    def _nearest(self, value: Fraction, before: int | None = None) -> int | None:
+        """The latest result ``qid`` (below ``before``, when given) with this value."""
+        for qid in reversed(self.qids_by_value.get(value, ())):
+            if before is None or qid < before:
                 return qid
         return None
 
@@ -927,7 +1000,7 @@ class _SolutionBuilder:
                     ),
                 )
             )
-            self.results.append((qid, p["claimed"]))
+            self._add_result(qid, p["claimed"])
 
         # Other numbers repeat a result when the value matches one and is not also a number of
         # the question (then it is most likely the question's own number). Results of this
@@ -942,10 +1015,9 @@ class _SolutionBuilder:
                 continue
             if value in self.question_numbers:
                 continue
-            for qid, result in reversed(self.results[:n_before]):
-                if result == value:
-                    roles[k] = {"role": "restated", "qid": qid}
-                    break
+            earlier = self._nearest(value, before=n_before)
+            if earlier is not None:
+                roles[k] = {"role": "restated", "qid": earlier}
 
         spans = tuple(
             NumberSpan(
@@ -1001,6 +1073,12 @@ def parse_gsm8k_answer(answer: str, question: str = "") -> GSM8KSolution:
             f"GSM8K final answer must be a number, got {answer_text!r} in the '####' line"
         ) from exc
     body = lines[:final_index]
+    for k, line in enumerate(body):
+        if len(line) > MAX_LINE_CHARS:
+            raise InvalidInputError(
+                f"GSM8K answer line {k + 1} has {len(line)} characters, more than the "
+                f"{MAX_LINE_CHARS} a solution step may have; got {line[:60]!r}..."
+            )
     if not body:
         raise InvalidInputError(
             f"GSM8K answer has no reasoning steps before '#### {answer_text}'"
@@ -1008,7 +1086,7 @@ def parse_gsm8k_answer(answer: str, question: str = "") -> GSM8KSolution:
     question_numbers = tuple(v for _, _, v in find_numbers(question))
     builder = _SolutionBuilder(question_numbers)
     steps = [builder.build_step(k, line) for k, line in enumerate(body)]
-    answer_qid = next((q for q, v in reversed(builder.results) if v == value), None)
+    answer_qid = builder._nearest(value)
     final_text = final_step_text(answer_text)
     start = final_text.index(answer_text)
     span = NumberSpan(

@@ -10,14 +10,19 @@ retry policy, the concurrency limit and the clean-up on cancellation live in one
 Generator calls are retried with tenacity on transient errors only
 (:class:`TransientGeneratorError`, :class:`TimeoutError`, :class:`ConnectionError`, or what
 :attr:`RetryPolicy.retry_on` says), with exponential backoff capped at
-:attr:`RetryPolicy.max_wait`. Scorer calls are not retried: a local ONNX scorer does not
-fail transiently, and a remote one should retry inside itself.
+:attr:`RetryPolicy.max_wait`, and each attempt has a deadline
+(:data:`DEFAULT_GENERATOR_TIMEOUT` unless the policy says otherwise), so a generator that
+hangs fails its candidate instead of the whole call. Scorer calls are not retried: a local
+ONNX scorer does not fail transiently, and a remote one should retry inside itself. A chain
+the scorer cannot score (it raises, or answers something that is not one finite probability
+per step, such as NaN) fails alone; the other chains of the batch are scored one by one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
 import functools
 import logging
 import threading
@@ -28,9 +33,11 @@ from typing import Any, TypeVar
 import tenacity
 
 from prm_plugins.errors import InvalidInputError, PRMError
+from prm_plugins.strategies.verify import check_step_scores
 from prm_plugins.types import StepScorer
 
 __all__ = [
+    "DEFAULT_GENERATOR_TIMEOUT",
     "TRANSIENT_ERRORS",
     "AllCandidatesFailedError",
     "AsyncRunner",
@@ -102,6 +109,16 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     ConnectionError,
 )
 
+#: Seconds one generator attempt may take by default (:attr:`RetryPolicy.timeout`).
+#: Generous for what one attempt is (one sampled solution, or one proposed step): SmolLM2
+#: on this project's CPU writes about 25 tokens/s, so a 500-token GSM8K solution takes
+#: 20 s, and hosted chat APIs answer such a request in seconds; a 7B model on a laptop CPU
+#: (3-5 tokens/s) needs up to about 100 s for the same. Past 120 s a call is far more
+#: likely hung (a dead connection, a stuck server) than slow, and without a deadline one
+#: hung call would hang the whole strategy forever. Raise it (or pass ``timeout=None``)
+#: for slower generators, e.g. long reasoning-model outputs.
+DEFAULT_GENERATOR_TIMEOUT = 120.0
+
 
 @dataclass(frozen=True)
 class RetryPolicy:
@@ -117,15 +134,19 @@ class RetryPolicy:
         exp_base: growth factor of the wait.
         jitter: most random seconds added to each wait.
         retry_on: exception types that are retried; anything else fails the call at once.
-        timeout: seconds one attempt may take (``None``: no limit). An attempt past it
-            fails with :class:`GeneratorTimeoutError`, which is retried like any
-            :class:`TimeoutError`. An async attempt is cancelled; a blocking (sync) call
-            cannot be interrupted, so it is abandoned: its daemon thread ends when the
-            call returns, and its late answer is dropped.
+        timeout: seconds one attempt may take; default :data:`DEFAULT_GENERATOR_TIMEOUT`
+            (120 s, see there why), ``None`` for no limit. An attempt past it fails with
+            :class:`GeneratorTimeoutError`, which is retried like any
+            :class:`TimeoutError`; so with the defaults a generator that always hangs fails
+            its candidate after about 3 x 120 s, and the strategy goes on without it. An
+            async attempt is cancelled; a blocking (sync) call cannot be interrupted, so it
+            runs in a daemon thread (with the caller's context variables) and is
+            abandoned at the deadline: the thread ends when the call returns, and its late
+            answer is dropped.
 
     Examples:
-        >>> RetryPolicy().max_attempts
-        3
+        >>> RetryPolicy().max_attempts, RetryPolicy().timeout
+        (3, 120.0)
         >>> fast = RetryPolicy.no_wait(max_attempts=5)  # for tests: retries without sleeping
         >>> fast.initial_wait, fast.jitter
         (0.0, 0.0)
@@ -137,7 +158,7 @@ class RetryPolicy:
     exp_base: float = 2.0
     jitter: float = 0.25
     retry_on: tuple[type[BaseException], ...] = TRANSIENT_ERRORS
-    timeout: float | None = None
+    timeout: float | None = DEFAULT_GENERATOR_TIMEOUT
 
     def __post_init__(self) -> None:
         if isinstance(self.max_attempts, bool) or not isinstance(self.max_attempts, int) or (
@@ -170,7 +191,9 @@ class RetryPolicy:
             )
 
     @classmethod
-    def no_wait(cls, max_attempts: int = 3, timeout: float | None = None) -> RetryPolicy:
+    def no_wait(
+        cls, max_attempts: int = 3, timeout: float | None = DEFAULT_GENERATOR_TIMEOUT
+    ) -> RetryPolicy:
         """Retries without sleeping (tests, or generators that back off themselves)."""
         return cls(max_attempts=max_attempts, initial_wait=0.0, max_wait=0.0, jitter=0.0,
                    timeout=timeout)
@@ -207,16 +230,23 @@ class RetryPolicy:
             "before_sleep": log_retry,
         }
 
-    def call(self, fn: Callable[..., T], *args: Any, what: str = "generator call") -> CallOutcome:
-        """Run ``fn(*args)`` under this policy; never raises an :class:`Exception`."""
+    def call(self, fn: Callable[..., T], *args: Any, what: str = "generator call",
+             started: threading.Event | None = None) -> CallOutcome:
+        """Run ``fn(*args)`` under this policy; never raises an :class:`Exception`.
+
+        ``started``, when given, is set just before the first attempt enters ``fn`` (the
+        sync runner uses it to start concurrent calls in order).
+        """
         attempts = 0
 
         def attempt() -> T:
             nonlocal attempts
             attempts += 1
             if self.timeout is None:
+                if started is not None:
+                    started.set()
                 return fn(*args)
-            return _call_with_deadline(fn, args, self.timeout, what)
+            return _call_with_deadline(fn, args, self.timeout, what, started)
 
         try:
             value = tenacity.Retrying(**self._tenacity_kwargs(what))(attempt)
@@ -254,15 +284,19 @@ class RetryPolicy:
 
 
 def _call_with_deadline(
-    fn: Callable[..., T], args: tuple[Any, ...], timeout: float, what: str
+    fn: Callable[..., T], args: tuple[Any, ...], timeout: float, what: str,
+    started: threading.Event | None = None,
 ) -> T:
     """``fn(*args)`` in a daemon thread; :class:`GeneratorTimeoutError` past ``timeout``."""
     box: dict[str, Any] = {}
     done = threading.Event()
+    context = contextvars.copy_context()  # callbacks and tracing see the caller's context
 
     def target() -> None:
         try:
-            box["value"] = fn(*args)
+            if started is not None:
+                started.set()
+            box["value"] = context.run(fn, *args)
         except BaseException as exc:  # handed to the caller below
             box["error"] = exc
         finally:
@@ -311,8 +345,10 @@ class ScoreChains:
     """Request: score these ``(question, steps)`` chains in one ``score_batch`` call.
 
     The runner answers with one :class:`StepScores` or exception per chain, in order. When
-    the batch raises a :class:`~prm_plugins.errors.PRMError` (e.g. one chain is too long),
-    the chains are scored one by one so that only the offending ones fail.
+    the batch raises (e.g. one chain is too long, or the scorer fails on one hostile
+    chain), the chains are scored one by one so that only the offending ones fail; a result
+    that is not one finite probability in [0, 1] per step (NaN, a logit) is a
+    :class:`~prm_plugins.errors.PRMError` for that chain.
     """
 
     items: list[tuple[str, list[str]]]
@@ -378,28 +414,54 @@ def check_max_concurrency(max_concurrency: object) -> int:
 
 
 def _score_sync(prm: StepScorer, items: list[tuple[str, list[str]]]) -> list[Any]:
+    """One :class:`StepScores` (checked) or exception per chain; never raises for a chain."""
     if not items:
         return []
     try:
         out = list(prm.score_batch(items))
-    except PRMError as exc:
+    except Exception as exc:  # noqa: BLE001 - one bad chain must not sink the others
         if len(items) == 1:
-            return [exc]
-        logger.warning("batched scoring failed (%s); scoring the %d chains one by one",
-                       exc, len(items))
+            return [_as_scoring_error(exc, prm)]
+        logger.warning("batched scoring failed (%s: %s); scoring the %d chains one by one",
+                       type(exc).__name__, exc, len(items))
         results: list[Any] = []
         for item in items:
             try:
-                results.append(prm.score_batch([item])[0])
-            except PRMError as one:
-                results.append(one)
+                one = list(prm.score_batch([item]))
+            except Exception as exc_one:  # noqa: BLE001 - reported on that chain
+                results.append(_as_scoring_error(exc_one, prm))
+                continue
+            results.append(_checked(one[0], item, prm) if len(one) == 1 else PRMError(
+                f"the scorer's score_batch returned {len(one)} results for 1 chain; a "
+                "StepScorer must return one StepScores per chain"))
         return results
     if len(out) != len(items):
         raise PRMError(
             f"the scorer's score_batch returned {len(out)} results for {len(items)} chains; "
             "a StepScorer must return one StepScores per chain"
         )
-    return out
+    return [_checked(r, item, prm) for r, item in zip(out, items, strict=True)]
+
+
+def _as_scoring_error(exc: Exception, prm: object) -> Exception:
+    """``exc`` itself for the project's errors; others are logged with their traceback."""
+    if not isinstance(exc, PRMError):
+        logger.error("the scorer %s failed on a chain with an unexpected %s: %s",
+                     type(prm).__name__, type(exc).__name__, exc, exc_info=exc)
+    return exc
+
+
+def _checked(result: Any, item: tuple[str, list[str]], prm: object) -> Any:
+    """``result`` if it is valid step scores for ``item``, else a :class:`PRMError`."""
+    try:
+        return check_step_scores(result, item[1], scorer=prm)
+    except PRMError as exc:
+        logger.warning("%s", exc)
+        return exc
+
+
+#: Longest a concurrent generator call waits for the call before it to begin.
+_ORDER_WAIT_S = 5.0
 
 
 class SyncRunner:
@@ -449,7 +511,20 @@ class SyncRunner:
         what = f"generator.{request.method}()"
         if pool is None:
             return [self.retry.call(fn, *args, what=what) for args in request.calls]
-        futures = [pool.submit(self.retry.call, fn, *args, what=what) for args in request.calls]
+        # Calls enter the generator in submission order (each waits until the one before
+        # has begun), as they did without the deadline thread: a generator that numbers its
+        # calls (seeds, scripted answers) then gives the same candidates run after run.
+        began = [threading.Event() for _ in request.calls]
+
+        def one(k: int, args: tuple[Any, ...]) -> CallOutcome:
+            try:
+                if k:
+                    began[k - 1].wait(_ORDER_WAIT_S)
+                return self.retry.call(fn, *args, what=what, started=began[k])
+            finally:
+                began[k].set()
+
+        futures = [pool.submit(one, k, args) for k, args in enumerate(request.calls)]
         return [f.result() for f in futures]
 
 

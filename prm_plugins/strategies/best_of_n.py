@@ -2,8 +2,10 @@
 
 Each candidate is one ``generator.sample(question, 1)`` call. Calls run concurrently (at
 most ``max_concurrency`` at once: threads for the sync form, asyncio tasks for the async
-form), transient failures are retried (:class:`~prm_plugins.strategies.RetryPolicy`), and a
-candidate whose call fails or whose text has no steps is reported as failed, not fatal.
+form), transient failures are retried (:class:`~prm_plugins.strategies.RetryPolicy`, with a
+deadline per attempt), and a candidate whose call fails or hangs, whose text has no steps, or
+that cannot be scored (the scorer raises on it, or answers NaN or a value outside [0, 1]) is
+reported as failed (``failed_at``, ``error``), not fatal.
 All candidates of a run are scored in one ``prm.score_batch`` call; with a ``threshold``,
 candidates are drawn in rounds of ``max_concurrency`` and sampling stops after the first
 round in which one reaches it (one ``score_batch`` call per round).
@@ -25,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from prm_plugins.errors import InvalidInputError
+from prm_plugins.errors import InvalidInputError, PRMError
 from prm_plugins.evaluation.answers import (
     extract_answer,
     extract_answer_is,
@@ -53,6 +55,7 @@ from prm_plugins.strategies._retry import (
 from prm_plugins.strategies.verify import (
     Aggregate,
     Splitter,
+    chain_score,
     check_aggregate,
     check_question,
     check_split,
@@ -461,10 +464,14 @@ class BestOfN:
         results = yield ScoreChains([(question, c.steps) for c in scorable])
         for c, r in zip(scorable, results, strict=True):
             if isinstance(r, StepScores):
-                c.step_scores = r
-                c.score = r.aggregate(self.aggregate)  # type: ignore[arg-type]
-            else:
-                c.error, c.failed_at, c.exception = f"scoring: {describe_error(r)}", "scoring", r
+                try:
+                    score = chain_score(r, self.aggregate)
+                except PRMError as exc:
+                    r = exc
+                else:
+                    c.step_scores, c.score = r, score
+                    continue
+            c.error, c.failed_at, c.exception = f"scoring: {describe_error(r)}", "scoring", r
 
 
 def _all_failed(candidates: list[Candidate]) -> AllCandidatesFailedError:

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from prm_plugins.errors import InvalidInputError
+from prm_plugins.errors import InvalidInputError, PRMError
 from prm_plugins.strategies._retry import (
     AllCandidatesFailedError,
     AsyncRunner,
@@ -328,7 +328,7 @@ class SelfCritique:
         if not isinstance(scored, StepScores):
             raise scored
         current = CritiqueRound(0, steps, make_verdict(scored, self.threshold, self.aggregate),
-                                generated=generated, attempts=attempts)
+                                generated=generated, attempts=attempts)  # PRMError: no chain
         history = [current]
         chosen = current
         for r in range(1, self.max_rounds + 1):
@@ -356,12 +356,17 @@ class SelfCritique:
                 continue
             chain = [*prefix, *new_steps]
             (scored,) = yield ScoreChains([(question, chain)])
+            if isinstance(scored, StepScores):
+                try:
+                    new_verdict = make_verdict(scored, self.threshold, self.aggregate)
+                except PRMError as exc:  # a non-finite chain score fails this round alone
+                    scored = exc
             if not isinstance(scored, StepScores):
                 round_.error = f"scoring: {describe_error(scored)}"
                 logger.warning("self_critique round %d failed: %s", r, round_.error)
                 continue
             round_.steps = chain
-            round_.verdict = make_verdict(scored, self.threshold, self.aggregate)
+            round_.verdict = new_verdict
             current = round_
             assert chosen.verdict is not None
             if not self.return_best or round_.verdict.score >= chosen.verdict.score:

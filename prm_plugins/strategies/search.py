@@ -13,7 +13,9 @@ partial chain in one ``score_batch`` call, and keeps the best ones:
   iteration (greedy), which keeps the final chains diverse.
 
 The first step comes from one call for ``n`` proposals (split into the subtrees'
-``beam_width`` first-step candidates for DVTS). Identical prefixes are expanded once.
+``beam_width`` first-step candidates for DVTS). Identical prefixes are expanded once. A
+chain that cannot be scored (the scorer raises on it, or answers NaN or a value outside
+[0, 1]) is dropped and listed in :attr:`SearchResult.errors`; the others go on.
 """
 
 from __future__ import annotations
@@ -41,7 +43,12 @@ from prm_plugins.strategies._retry import (
     summarize_failures,
 )
 from prm_plugins.strategies.best_of_n import extract_final_answer
-from prm_plugins.strategies.verify import Aggregate, check_aggregate, check_question
+from prm_plugins.strategies.verify import (
+    Aggregate,
+    chain_score,
+    check_aggregate,
+    check_question,
+)
 from prm_plugins.types import StepScorer, StepScores
 
 __all__ = ["DVTS", "SearchChain", "SearchResult", "StepBeamSearch", "build_next_step_prompt",
@@ -296,12 +303,16 @@ class _StepSearch:
             results = yield ScoreChains([(question, list(c.steps)) for c in candidates])
             scored: list[_Node] = []
             for c, r in zip(candidates, results, strict=True):
+                if isinstance(r, StepScores):
+                    try:
+                        c.value = chain_score(r, self.aggregate)
+                        c.complete = bool(self.is_complete(c.steps[-1]))
+                    except Exception as exc:  # noqa: BLE001 - fails this chain alone
+                        r = exc
                 if not isinstance(r, StepScores):
                     errors.append(f"scoring: {describe_error(r)}")
                     continue
                 c.step_scores = r
-                c.value = float(r.aggregate(self.aggregate))  # type: ignore[arg-type]
-                c.complete = bool(self.is_complete(c.steps[-1]))
                 tokens += self._tokens(question, c.steps)
                 scored.append(c)
             if not scored:

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import logging
+import math
+import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from prm_plugins.errors import InvalidInputError
+from prm_plugins.errors import InvalidInputError, PRMError
 from prm_plugins.steps import SPLIT_MODES, split_steps, validate_steps
 from prm_plugins.types import AGGREGATIONS, StepScorer, StepScores
 
 __all__ = [
-    "Aggregate", "Splitter", "Verdict", "averify", "make_verdict", "step_feedback", "verify",
+    "Aggregate", "Splitter", "Verdict", "averify", "chain_score", "check_step_scores",
+    "make_verdict", "step_feedback", "verify",
 ]
 
 logger = logging.getLogger(__name__)
@@ -149,9 +152,69 @@ def _quote(text: str, limit: int = FEEDBACK_STEP_CHARS) -> str:
     return f'"{flat}"'
 
 
+def check_step_scores(
+    scored: object, steps: Sequence[str], *, scorer: object = None
+) -> StepScores:
+    """Return ``scored`` if it holds one finite probability in [0, 1] per step of ``steps``.
+
+    A scorer's answer is checked before any strategy ranks by it: ``min`` over
+    ``[nan, 0.9]`` is ``nan`` but over ``[0.9, nan]`` is ``0.9``, so an unchecked NaN picks
+    silently and at random.
+
+    Raises:
+        PRMError: naming the scorer, the step and the value received.
+
+    Examples:
+        >>> try:
+        ...     check_step_scores(StepScores(["a"], [float("nan")]), ["a"])
+        ... except PRMError as exc:
+        ...     print(str(exc)[:39])
+        the scorer returned nan for step 1 of 1
+    """
+    who = "the scorer" if scorer is None else f"the scorer {type(scorer).__name__}"
+    if not isinstance(scored, StepScores):
+        raise PRMError(f"{who} returned {type(scored).__name__} {str(scored)[:80]!r} for a "
+                       "chain; a StepScorer returns one StepScores per chain")
+    if len(scored.scores) != len(steps):
+        raise PRMError(f"{who} returned {len(scored.scores)} step scores for a chain of "
+                       f"{len(steps)} steps; a StepScorer returns one score per step")
+    for i, s in enumerate(scored.scores):
+        if (isinstance(s, bool) or not isinstance(s, numbers.Real)
+                or not math.isfinite(s) or not 0.0 <= s <= 1.0):
+            raise PRMError(
+                f"{who} returned {s!r} for step {i + 1} of {len(steps)}; step scores must be "
+                "finite probabilities in [0, 1] (a model that outputs NaN, or logits instead "
+                "of probabilities?)"
+            )
+    return scored
+
+
+def chain_score(step_scores: StepScores, aggregate: Aggregate) -> float:
+    """The chain score under ``aggregate``, which must be a finite number.
+
+    Raises:
+        PRMError: a callable ``aggregate`` failed or gave NaN/inf (the message names it).
+    """
+    try:
+        score = float(step_scores.aggregate(aggregate))  # type: ignore[arg-type]
+    except PRMError:
+        raise
+    except Exception as exc:  # a user-supplied aggregate callable failed
+        raise PRMError(f"aggregate {_name(aggregate)!r} failed on step scores "
+                       f"{list(step_scores.scores)[:8]}: {type(exc).__name__}: {exc}") from exc
+    if not math.isfinite(score):
+        raise PRMError(f"aggregate {_name(aggregate)!r} gave {score} for step scores "
+                       f"{list(step_scores.scores)[:8]}; a chain score must be a finite number")
+    return score
+
+
 def make_verdict(step_scores: StepScores, threshold: float, aggregate: Aggregate) -> Verdict:
-    """Build a :class:`Verdict` from scores (pure; shared by verify and the strategies)."""
-    score = float(step_scores.aggregate(aggregate))  # type: ignore[arg-type]
+    """Build a :class:`Verdict` from scores (pure; shared by verify and the strategies).
+
+    Raises:
+        PRMError: the chain score is not a finite number (see :func:`chain_score`).
+    """
+    score = chain_score(step_scores, aggregate)
     passed = score >= threshold
     first = step_scores.first_error(threshold)
     weakest = step_scores.weakest_step
@@ -242,6 +305,8 @@ def verify(
     Raises:
         InvalidInputError: for a threshold outside [0, 1], an unknown aggregate or split,
             or a solution without steps.
+        PRMError: the scorer answered something other than one finite probability in
+            [0, 1] per step (e.g. NaN), or the chain score is not finite.
 
     Examples:
         >>> from prm_plugins import load_prm  # doctest: +SKIP
@@ -252,7 +317,8 @@ def verify(
         'Step 2 of 2 looks wrong: "2 + 12 = 15" scores 0.03, below the threshold 0.50. ...'
     """
     threshold_f, agg, steps = _prepare(solution_or_steps, threshold, aggregate, split)
-    return make_verdict(prm.score(question, steps), threshold_f, agg)
+    scored = check_step_scores(prm.score(question, steps), steps, scorer=prm)
+    return make_verdict(scored, threshold_f, agg)
 
 
 async def averify(
@@ -269,7 +335,8 @@ async def averify(
         >>> v = await averify(question, answer, prm)  # doctest: +SKIP
     """
     threshold_f, agg, steps = _prepare(solution_or_steps, threshold, aggregate, split)
-    return make_verdict(await prm.ascore(question, steps), threshold_f, agg)
+    scored = check_step_scores(await prm.ascore(question, steps), steps, scorer=prm)
+    return make_verdict(scored, threshold_f, agg)
 
 
 def _prepare(
