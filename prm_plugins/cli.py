@@ -315,6 +315,14 @@ def _report_interrupt(args: argparse.Namespace, exc: KeyboardInterrupt, written:
     return 128 + signum
 
 
+def _quiet_stdout() -> None:
+    """After the reader of stdout went away: no second error when Python flushes it at exit."""
+    import os
+
+    with contextlib.suppress(OSError, ValueError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
 def _check_paths(args: argparse.Namespace) -> str | None:
     """Why ``--input``/``--output`` cannot be used (before the model is loaded), or None."""
     from prm_plugins.errors import PRMError
@@ -407,6 +415,9 @@ def _score_file(prm: Any, args: argparse.Namespace) -> int:
         _err(f"error: {exc}")
         return 2
     except OSError as exc:  # disk full, a closed pipe, ...
+        if sink is None and isinstance(exc, BrokenPipeError):  # prm score ... | head
+            _quiet_stdout()
+            return 1
         kept = f"; the {written} row(s) written are in {sink.partial_path}" if (
             sink is not None and sink.partial_path is not None) else ""
         _err(f"error: cannot write {args.output or 'stdout'}: {exc}{kept}")

@@ -299,14 +299,16 @@ class _Sink:
 
     def write(self, row: dict[str, Any], schema: pa.Schema | None = None) -> None:
         if not self.parquet:
+            from prm_plugins.cli import _SIGNALS
             from prm_plugins.jsonl import dumps_line
 
             try:
                 line = dumps_line(row, default=str)
             except ValueError:  # a NaN in a Parquet column: null in JSON
                 line = dumps_line(_json_safe(row), default=str)
-            self._fh.write(line)
-            self.rows += 1
+            with _SIGNALS.deferred():  # under prm score --ray: the count stays exact
+                self._fh.write(line)
+                self.rows += 1
             return
         self._pending.append(row)
         self.schema = schema
