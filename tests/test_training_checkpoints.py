@@ -22,6 +22,7 @@ pytest.importorskip("transformers")
 from prm_plugins.errors import InvalidInputError, ModelLoadError  # noqa: E402
 from prm_plugins.training import TrainConfig, train  # noqa: E402
 from prm_plugins.training.checkpoint import (  # noqa: E402
+    CHECKPOINT_FILES,
     RESUME_DIR,
     atomic_write_dir,
     prepare_out_dir,
@@ -109,6 +110,9 @@ def test_resumed_run_ends_with_the_same_weights_as_an_uninterrupted_one(
     assert ia["best_step"] == ib["best_step"]
     assert not (cut / RESUME_DIR).exists()  # a finished checkpoint carries no resume state
     verify_checkpoint(cut)
+    # every name a real checkpoint holds is one prm train knows, so a new run may replace it
+    assert {p.name for p in whole.iterdir()} <= CHECKPOINT_FILES
+    assert prepare_out_dir(whole, resume=False) == whole.resolve()
 
 
 def test_resume_without_the_saved_state_does_not_reproduce(
