@@ -513,6 +513,26 @@ def test_cli_label_gsm8k(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert capsys.readouterr().out.startswith(f"wrote {2 * len(ROWS)} chains")
 
 
+def test_cli_label_never_writes_over_its_input(tmp_path: Path,
+                                               caplog: pytest.LogCaptureFixture) -> None:
+    src = tmp_path / "train.jsonl"
+    body = "".join(json.dumps(r) + "\n" for r in ROWS)
+    src.write_text(body, encoding="utf-8")
+    link = tmp_path / "link.jsonl"
+    link.symlink_to(src)
+    for out in (src, link):
+        args = _parse(["label", "gsm8k", "--input", str(src), "--out", str(out),
+                       "--no-progress"])
+        assert label_cli.run(args) == 2
+        assert "is the input file" in caplog.text
+        assert src.read_text(encoding="utf-8") == body
+    merge = _parse(["label", "merge", "--human", str(src), "--graded", str(tmp_path / "g"),
+                    "--out", str(src)])
+    (tmp_path / "g").write_text("", encoding="utf-8")
+    assert label_cli.run(merge) == 2
+    assert src.read_text(encoding="utf-8") == body
+
+
 def test_cli_label_bad_input(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     missing = _parse(["label", "gsm8k", "--input", str(tmp_path / "nope.jsonl"),
                       "--out", str(tmp_path / "o.jsonl")])

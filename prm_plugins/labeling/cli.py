@@ -123,6 +123,7 @@ def run(args: argparse.Namespace) -> int:
         The exit code.
     """
     from prm_plugins.errors import InvalidInputError
+    from prm_plugins.jsonl import refuse_same_file
     from prm_plugins.labeling.gsm8k import read_gsm8k_jsonl
     from prm_plugins.labeling.stepwise import write_stepwise_jsonl
     from prm_plugins.labeling.verifier import LabelingStats, build_verifier_dataset
@@ -145,6 +146,7 @@ def run(args: argparse.Namespace) -> int:
     kinds = [k.strip() for k in args.kinds.split(",") if k.strip()] if args.kinds else None
     stats = LabelingStats()
     try:
+        refuse_same_file(input_path, args.out, what="--out")
         rows: Iterable[dict[str, Any]] = read_gsm8k_jsonl(input_path)
         if args.limit is not None:
             rows = itertools.islice(rows, args.limit)
@@ -178,6 +180,7 @@ def run(args: argparse.Namespace) -> int:
 def _run_agreement(args: argparse.Namespace, *, write: bool) -> int:
     """``prm label agreement`` and ``prm label merge``."""
     from prm_plugins.errors import InvalidInputError
+    from prm_plugins.jsonl import refuse_same_file
     from prm_plugins.labeling.hybrid import label_agreement, merge_labels
     from prm_plugins.labeling.stepwise import read_stepwise_jsonl, write_stepwise_jsonl
 
@@ -187,6 +190,9 @@ def _run_agreement(args: argparse.Namespace, *, write: bool) -> int:
             logger.error("%s file %s not found; pass a stepwise JSONL file", flag, path)
             return 2
     try:
+        if write:
+            for path in paths.values():
+                refuse_same_file(path, args.out, what="--out")
         human = read_stepwise_jsonl(paths["--human"])
         graded = read_stepwise_jsonl(paths["--graded"])
         report = label_agreement(human, graded)
