@@ -59,8 +59,9 @@ from llama_index.core.query_engine import RetryQueryEngine  # noqa: E402
 from llama_index.core.workflow import Context  # noqa: E402
 
 import prm_plugins.adapters.llamaindex as li  # noqa: E402
-from prm_plugins import InvalidInputError, load_prm  # noqa: E402
+from prm_plugins import ChainTooLongError, InvalidInputError, load_prm  # noqa: E402
 from prm_plugins.adapters.llamaindex import (  # noqa: E402
+    AnswersTooLongError,
     CritiqueRoundEvent,
     LlamaIndexGenerator,
     PRMBestOfNLLM,
@@ -227,7 +228,8 @@ def test_import_without_llama_index_names_the_extra() -> None:
 
 def test_public_api_is_pinned() -> None:
     assert sorted(li.__all__) == sorted([
-        "DEFAULT_FEEDBACK_TEMPLATE", "PRM_KWARGS_KEY", "AgentRound", "CritiqueRoundEvent",
+        "DEFAULT_FEEDBACK_TEMPLATE", "PRM_KWARGS_KEY", "AgentRound", "AnswersTooLongError",
+        "CritiqueRoundEvent",
         "LlamaIndexGenerator", "PRMBestOfNLLM", "PRMCandidateSelectedEvent",
         "PRMEvaluationResult", "PRMSelfCritiqueWorkflow", "PRMStepEvaluator",
         "PRMStepsScoredEvent", "PRMVerificationFailedEvent", "PRMVerifiedAgentRunner",
@@ -402,13 +404,113 @@ def test_best_of_n_question_fn_for_templated_prompts(prm: OnnxPRM) -> None:
         return prompt.split("Question: ", 1)[1].split("\nAnswer:", 1)[0]
 
     too_long = PRMBestOfNLLM(inner, prm, n=2, retry=FAST)
-    with pytest.raises(AllCandidatesFailedError, match="ChainTooLongError"):
-        too_long.complete(template.format(q=Q))  # the whole prompt is over max_length 64
+    # the whole prompt is over max_length 64: a length error, reported as one, not retried
+    with pytest.raises(AnswersTooLongError,
+                       match="too long for the PRM .* nothing was retried"):
+        too_long.complete(template.format(q=Q))
+    assert inner.calls == 2
     fitted = PRMBestOfNLLM(inner, prm, n=2, retry=FAST, question_fn=question)
     response = fitted.complete(template.format(q=Q))
     assert response.text == BEST
     assert response.additional_kwargs["prm"]["score"] == pytest.approx(ref_min(prm, BEST),
                                                                         abs=1e-5)
+
+
+# -- PRMBestOfNLLM in a standard RAG query engine ---------------------------------------------
+
+#: Documents for a VectorStoreIndex; with LlamaIndex's default QA template the prompt is far
+#: over the graph PRM's max_length of 64 tokens, the query alone (Q) is not.
+DOCS = [
+    "The numbers w1 and w2 are added in the first step of every solution. " * 4,
+    "The answer is always written on its own line after the last step. " * 4,
+    "Step tags separate the steps of a chain of reasoning. " * 4,
+]
+
+
+def rag_engine(llm: Any, **kwargs: Any) -> Any:
+    """The standard way: an index over a few documents, the default QA template."""
+    index = VectorStoreIndex.from_documents([Document(text=t) for t in DOCS],
+                                            embed_model=MockEmbedding(embed_dim=8))
+    return index.as_query_engine(llm=llm, **kwargs)
+
+
+@pytest.mark.parametrize("chat_model", [False, True])
+def test_best_of_n_llm_in_a_rag_query_engine_scores_against_the_query(
+    prm: OnnxPRM, events: EventCollector, chat_model: bool
+) -> None:
+    inner = ScriptedLLM(script=[BAD, BEST, OK], chat_model=chat_model)
+    engine = rag_engine(PRMBestOfNLLM(inner, prm, n=3, max_concurrency=1))
+    response = engine.query(Q)
+    assert str(response) == BEST
+    assert inner.calls == 3
+    # the LLM saw the whole prompt (retrieved context + query); the PRM saw the query only
+    assert all("Context information is below" in p and Q in p for p in inner.prompts)
+    assert all(len(p) > 300 for p in inner.prompts)
+    (selected,) = events.of(PRMCandidateSelectedEvent)
+    assert selected.question == Q
+    assert selected.candidate_scores == pytest.approx(
+        [ref_min(prm, t) for t in (BAD, BEST, OK)], abs=1e-5)
+
+
+def test_best_of_n_llm_in_async_and_streaming_query_engines(prm: OnnxPRM) -> None:
+    inner = ScriptedLLM(script=[BAD, BEST])
+    response = asyncio.run(rag_engine(PRMBestOfNLLM(inner, prm, n=2)).aquery(Q))
+    assert str(response) == BEST
+    streaming = rag_engine(PRMBestOfNLLM(ScriptedLLM(script=[BAD, BEST]), prm, n=2),
+                           streaming=True)
+    assert "".join(streaming.query(Q).response_gen) == BEST
+
+
+def test_best_of_n_llm_wraps_mock_llm_in_a_query_engine(prm: OnnxPRM) -> None:
+    # MockLLM(max_tokens=k) answers k words: short answers, scored against the query.
+    llm = PRMBestOfNLLM(MockLLM(max_tokens=5), prm, n=2)
+    assert str(rag_engine(llm).query(Q)) == "text text text text text"
+    # MockLLM() echoes its prompt: answers as long as the prompt are a length problem,
+    # reported as one (not "all candidates failed ... retried"), and sampled only n times.
+    echo = PRMBestOfNLLM(MockLLM(), prm, n=2, retry=FAST)
+    with pytest.raises(AnswersTooLongError) as info:
+        rag_engine(echo).query(Q)  # not swallowed into "Empty Response" by the synthesizer
+    assert isinstance(info.value, AllCandidatesFailedError)
+    assert all(isinstance(c, ChainTooLongError) for c in info.value.causes)
+    assert info.value.max_length == 64 and info.value.n_tokens > 64
+    message = str(info.value)
+    assert "none of the 2 answers could be scored" in message
+    assert "over the model's max_length of 64" in message and "nothing was retried" in message
+    assert f"question scored was {len(Q)} characters" in message
+    assert "long_chains='window'" in message and "question_fn=" in message
+
+
+def test_best_of_n_llm_finds_the_query_in_a_formatted_default_prompt(prm: OnnxPRM) -> None:
+    from llama_index.core.prompts.default_prompts import DEFAULT_TEXT_QA_PROMPT
+
+    from prm_plugins.adapters.llamaindex.llm import query_from_prompt
+
+    prompt = DEFAULT_TEXT_QA_PROMPT.format(context_str="\n".join(DOCS), query_str=Q)
+    assert query_from_prompt(prompt) == Q
+    assert query_from_prompt("Query: not a template") is None
+    response = PRMBestOfNLLM(ScriptedLLM(script=[BAD, BEST]), prm, n=2).complete(prompt)
+    assert response.text == BEST and response.additional_kwargs["prm"]["question"] == Q
+
+
+def test_best_of_n_llm_default_is_the_weighted_vote_when_answers_are_stated(
+    prm: OnnxPRM,
+) -> None:
+    # Under the graph PRM, BEST > OK > BAD; BAD and OK state the same answer (7), which
+    # together outweighs BEST's (5): the default votes, top_score is one argument away.
+    bad, ok, best = BAD + "\nThe answer is 7.", OK + "\nThe answer is 7.", \
+        BEST + "\nThe answer is 5."
+    scores = [ref_min(prm, t) for t in (bad, ok, best)]
+    assert scores[0] + scores[1] > scores[2] > max(scores[:2])
+    voted = PRMBestOfNLLM(ScriptedLLM(script=[bad, ok, best]), prm, n=3,
+                          max_concurrency=1).complete(Q)
+    report = voted.additional_kwargs["prm"]
+    assert voted.text == ok and report["selection"] == "weighted_vote"
+    assert report["answer"] == "7"
+    assert report["votes"] == pytest.approx({"7": scores[0] + scores[1], "5": scores[2]},
+                                            abs=1e-5)
+    top = PRMBestOfNLLM(ScriptedLLM(script=[bad, ok, best]), prm, n=3, max_concurrency=1,
+                        selection="top_score").complete(Q)
+    assert top.text == best and top.additional_kwargs["prm"]["selection"] == "top_score"
 
 
 @pytest.mark.parametrize(

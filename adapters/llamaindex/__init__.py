@@ -51,7 +51,11 @@ from prm_plugins.adapters.llamaindex.events import (  # noqa: E402
     PRMVerificationFailedEvent,
 )
 from prm_plugins.adapters.llamaindex.generator import LlamaIndexGenerator  # noqa: E402
-from prm_plugins.adapters.llamaindex.llm import PRM_KWARGS_KEY, PRMBestOfNLLM  # noqa: E402
+from prm_plugins.adapters.llamaindex.llm import (  # noqa: E402
+    PRM_KWARGS_KEY,
+    AnswersTooLongError,
+    PRMBestOfNLLM,
+)
 from prm_plugins.adapters.llamaindex.workflow import (  # noqa: E402
     CritiqueRoundEvent,
     PRMSelfCritiqueWorkflow,
@@ -63,6 +67,7 @@ from prm_plugins.adapters.llamaindex.workflow import (  # noqa: E402
 __all__ = [
     "DEFAULT_FEEDBACK_TEMPLATE",
     "PRM_KWARGS_KEY",
+    "AnswersTooLongError",
     "AgentRound",
     "CritiqueRoundEvent",
     "LlamaIndexGenerator",

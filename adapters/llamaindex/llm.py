@@ -6,12 +6,19 @@ repeats the caller's call N times on the wrapped LLM, scores the answers step by
 the PRM, and returns the best one. Sampling, retries, scoring and selection are
 :class:`prm_plugins.strategies.BestOfN`; this module only converts LlamaIndex calls and
 responses.
+
+In a query engine the prompt holds the retrieved context as well as the user's query; the
+answers are scored against the query alone (the ``query_str`` of the prompt template, which
+every LlamaIndex response synthesizer fills), not against the whole prompt.
 """
 
 from __future__ import annotations
 
+import contextvars
+import re
 import threading
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, Generic, TypeVar
 
 from llama_index.core.base.llms.generic_utils import (
@@ -31,6 +38,8 @@ from llama_index.core.base.llms.types import (
 from llama_index.core.bridge.pydantic import Field, SerializeAsAny, field_serializer
 from llama_index.core.llms import LLM
 from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
+from llama_index.core.prompts import BasePromptTemplate
+from llama_index.core.types import TokenAsyncGen, TokenGen
 
 from prm_plugins.adapters.llamaindex.events import (
     PRMCandidateSelectedEvent,
@@ -39,12 +48,20 @@ from prm_plugins.adapters.llamaindex.events import (
     emit_scored,
 )
 from prm_plugins.adapters.llamaindex.generator import chat_text, check_llm
-from prm_plugins.errors import InvalidInputError
-from prm_plugins.strategies import BestOfN, BestOfNResult, RetryPolicy
+from prm_plugins.errors import ChainTooLongError, InvalidInputError
+from prm_plugins.strategies import AllCandidatesFailedError, BestOfN, BestOfNResult, RetryPolicy
+from prm_plugins.strategies.best_of_n import Selection
 from prm_plugins.strategies.verify import Aggregate, Splitter
 from prm_plugins.types import StepScorer
 
-__all__ = ["PRM_KWARGS_KEY", "PRMBestOfNLLM", "QuestionFn"]
+__all__ = [
+    "PRM_KWARGS_KEY",
+    "QUERY_VARIABLE",
+    "AnswersTooLongError",
+    "PRMBestOfNLLM",
+    "QuestionFn",
+    "query_from_prompt",
+]
 
 #: Key of the PRM report in a response's ``additional_kwargs``.
 PRM_KWARGS_KEY = "prm"
@@ -53,6 +70,40 @@ PRM_KWARGS_KEY = "prm"
 QuestionFn = Callable[[Any], str]
 
 R = TypeVar("R", ChatResponse, CompletionResponse)
+
+#: The prompt-template variable that holds the user's query in LlamaIndex's prompts.
+QUERY_VARIABLE = "query_str"
+
+#: The user's query of the ``predict``/``stream`` call in progress (set from its prompt
+#: arguments), so the answers are scored against it rather than the whole prompt.
+_QUERY: contextvars.ContextVar[str | None] = contextvars.ContextVar("prm_query", default=None)
+
+#: Where LlamaIndex's default QA and refine templates put the query, for prompts that
+#: arrive already formatted.
+_QUERY_PATTERNS = (
+    re.compile(r"\nQuery: (?P<q>.+?)\nAnswer: ?\Z", re.DOTALL),
+    re.compile(r"\AThe original query is as follows: (?P<q>.+?)\nWe have provided an existing "
+               r"answer", re.DOTALL),
+)
+
+
+def query_from_prompt(prompt: str) -> str | None:
+    """The user's query inside a prompt built from LlamaIndex's default QA or refine
+    template, or ``None`` for any other prompt.
+
+    Examples:
+        >>> query_from_prompt("Context information is below.\\n---\\nsome context\\n---\\n"
+        ...                   "Given the context ..., answer the query.\\n"
+        ...                   "Query: How many muffins?\\nAnswer: ")
+        'How many muffins?'
+        >>> query_from_prompt("What is 2 + 3?") is None
+        True
+    """
+    for pattern in _QUERY_PATTERNS:
+        match = pattern.search(prompt)
+        if match and match.group("q").strip():
+            return match.group("q").strip()
+    return None
 
 #: LLM fields copied from the wrapped LLM, so that ``predict`` and friends format prompts
 #: the same way through the wrapper as without it.
@@ -64,6 +115,27 @@ _PROMPT_FIELDS = (
     "output_parser",
     "pydantic_program_mode",
 )
+
+
+class AnswersTooLongError(AllCandidatesFailedError):
+    """Every answer of a :class:`PRMBestOfNLLM` call is too long for the PRM to score.
+
+    A length limit (the question and an answer together render to more than the PRM's
+    ``max_length`` tokens), not a transient error: nothing is retried. It is deliberately
+    not a ``ValueError`` (unlike :class:`~prm_plugins.errors.ChainTooLongError`, which is
+    each candidate's cause): LlamaIndex's response synthesizers turn a ``ValueError`` from
+    the LLM into an "Empty Response", and this must reach the caller.
+
+    Attributes:
+        n_tokens: how many tokens the first answer rendered to, with the question.
+        max_length: the PRM's limit.
+    """
+
+    def __init__(self, message: str, *, n_tokens: int, max_length: int,
+                 causes: Sequence[BaseException] = (), candidates: Sequence[Any] = ()) -> None:
+        super().__init__(message, causes=causes, candidates=candidates)
+        self.n_tokens = n_tokens
+        self.max_length = max_length
 
 
 class _RepeatCall(Generic[R]):
@@ -108,7 +180,10 @@ class PRMBestOfNLLM(LLM):
 
     Every call is repeated ``n`` times on the wrapped LLM (with the caller's prompt or
     messages and keyword arguments); the answers are cut into steps, scored by ``prm`` and
-    the highest chain score wins (:class:`prm_plugins.strategies.BestOfN`). The returned
+    one is chosen (:class:`prm_plugins.strategies.BestOfN`: by default the PRM-weighted vote
+    over final answers when most answers state one, else the highest chain score; with the
+    shipped PRM the vote beats majority voting at every N >= 2 while single picks fall below
+    random from N = 8, ``benchmarks/results/bon_curve.md``). The returned
     response is the wrapped LLM's own response for the chosen answer, with the PRM's report
     under ``additional_kwargs["prm"]``:
 
@@ -117,6 +192,10 @@ class PRMBestOfNLLM(LLM):
     ==================  ==================================================================
     ``score``           the chosen answer's chain score
     ``index``           its index in sampling order (0-based)
+    ``selection``       ``"weighted_vote"`` or ``"top_score"``: how it was chosen
+    ``answer``          the winning final answer (weighted vote), else ``None``
+    ``votes``           summed chain score per final answer (weighted vote)
+    ``question``        what the answers were scored against
     ``steps``           its steps, as scored
     ``step_scores``     one score per step
     ``candidate_scores`` every candidate's chain score (``None`` for a failed one)
@@ -149,15 +228,22 @@ class PRMBestOfNLLM(LLM):
             a callable).
         retry: retry policy for the wrapped LLM's calls (:class:`RetryPolicy`); put your
             client's rate-limit error types in its ``retry_on``.
-        question_fn: what the PRM is told the question is. Default: the prompt for
-            ``complete``, the text of the last user message for ``chat``. Give a callable
-            (it receives the prompt string or the message list) when the prompt wraps the
-            question in a long template, e.g. RAG context.
+        question_fn: what the PRM is told the question is. Default: the user's query when
+            the call comes through ``predict``/``stream`` with a ``query_str`` prompt
+            variable (every LlamaIndex query engine and response synthesizer) or the prompt
+            is LlamaIndex's default QA/refine template; else the prompt for ``complete``,
+            the text of the last user message for ``chat``. Give a callable (it receives the
+            prompt string or the message list) for other templates that wrap the question.
+        selection: ``"auto"`` (default), ``"weighted_vote"`` or ``"top_score"``
+            (:class:`~prm_plugins.strategies.BestOfN`).
         **kwargs: other ``LLM`` fields (``callback_manager``, ``system_prompt``, ...).
 
     Raises:
         InvalidInputError: for an ``llm`` that is not a LlamaIndex LLM or a bad option
             (the message shows the value received).
+        AnswersTooLongError: (from a call) when every answer is too long for the PRM's
+            ``max_length`` together with the question; it is not retried, and the message
+            names the fixes.
 
     Examples:
         >>> from prm_plugins import load_prm  # doctest: +SKIP
@@ -181,6 +267,7 @@ class PRMBestOfNLLM(LLM):
     retry: Any = Field(default=None, exclude=True, description="RetryPolicy for calls.")
     question_fn: Any = Field(default=None, exclude=True,
                              description="prompt or messages -> question for the PRM.")
+    selection: str = Field(default="auto", description="How the answer is chosen.")
 
     def __init__(
         self,
@@ -194,12 +281,14 @@ class PRMBestOfNLLM(LLM):
         split: Splitter = "auto",
         retry: RetryPolicy | None = None,
         question_fn: QuestionFn | None = None,
+        selection: Selection = "auto",
         **kwargs: Any,
     ) -> None:
         check_llm(llm)
         # The core validates every option and raises InvalidInputError naming the bad one.
         core = BestOfN(None, prm, n, aggregate=aggregate, threshold=threshold,
-                       max_concurrency=max_concurrency, split=split, retry=retry)
+                       max_concurrency=max_concurrency, split=split, retry=retry,
+                       selection=selection)
         if question_fn is not None and not callable(question_fn):
             raise InvalidInputError(
                 f"question_fn must be a callable (prompt or messages -> question) or None, "
@@ -213,6 +302,7 @@ class PRMBestOfNLLM(LLM):
             "llm": llm, "prm": prm, "n": n, "aggregate": core.aggregate,
             "threshold": core.threshold, "max_concurrency": core.max_concurrency,
             "split": core.split, "retry": core.retry, "question_fn": question_fn,
+            "selection": core.selection,
         }
         super().__init__(**fields, **kwargs)
 
@@ -240,7 +330,39 @@ class PRMBestOfNLLM(LLM):
     def _strategy(self, sampler: _RepeatCall[Any]) -> BestOfN:
         return BestOfN(sampler, self.prm, self.n, aggregate=self.aggregate,
                        threshold=self.threshold, max_concurrency=self.max_concurrency,
-                       split=self.split, retry=self.retry)
+                       split=self.split, retry=self.retry,
+                       selection=self.selection)  # type: ignore[arg-type]
+
+    def _length_error(self, exc: AllCandidatesFailedError, question: str) -> Exception:
+        """An :class:`AnswersTooLongError` when length is why every candidate failed."""
+        causes = [getattr(c, "exception", None) for c in exc.candidates or []]
+        if not causes or not all(isinstance(c, ChainTooLongError) for c in causes):
+            return exc
+        first = causes[0]
+        assert isinstance(first, ChainTooLongError)
+        return AnswersTooLongError(
+            f"PRMBestOfNLLM: none of the {len(causes)} answers could be scored: each one, "
+            f"with the question, is too long for the PRM ({first}). This is a length "
+            "limit, not a transient error, so nothing was retried. The question scored was "
+            f"{len(question)} characters ({question[:80]!r}). Fixes: make the answers "
+            "shorter (the wrapped LLM's max tokens); pass question_fn= when the prompt "
+            "wraps the question in a long template; or load the PRM with "
+            "load_prm(..., long_chains='window') to score long answers in windows.",
+            n_tokens=first.n_tokens, max_length=first.max_length,
+            causes=exc.causes, candidates=exc.candidates,
+        )
+
+    def _run(self, sampler: _RepeatCall[Any], question: str) -> BestOfNResult:
+        try:
+            return self._strategy(sampler).run(question)
+        except AllCandidatesFailedError as exc:
+            raise self._length_error(exc, question) from exc
+
+    async def _arun(self, sampler: _RepeatCall[Any], question: str) -> BestOfNResult:
+        try:
+            return await self._strategy(sampler).arun(question)
+        except AllCandidatesFailedError as exc:
+            raise self._length_error(exc, question) from exc
 
     def _question(self, prompt_or_messages: str | Sequence[ChatMessage]) -> str:
         question_fn: QuestionFn | None = self.question_fn
@@ -252,6 +374,9 @@ class PRMBestOfNLLM(LLM):
                     f"{type(question).__name__} {str(question)[:80]!r}"
                 )
             return question
+        query = _QUERY.get()
+        if query is not None and query.strip():
+            return query
         if isinstance(prompt_or_messages, str):
             question = prompt_or_messages
         else:
@@ -260,6 +385,7 @@ class PRMBestOfNLLM(LLM):
             if not question.strip():
                 to_prompt = self.messages_to_prompt or generic_messages_to_prompt
                 question = to_prompt(prompt_or_messages)
+        question = query_from_prompt(question) or question
         if not question.strip():
             raise InvalidInputError(
                 "PRMBestOfNLLM needs a question to score answers against, but the prompt "
@@ -293,6 +419,10 @@ class PRMBestOfNLLM(LLM):
             "failed": len(result.failed),
             "stopped_early": result.stopped_early,
             "aggregate": aggregate_name(self.aggregate),
+            "selection": result.selection,
+            "answer": result.answer,
+            "votes": dict(result.votes),
+            "question": question,
         }
         response = sampler.response_for(result.text)
         return response.model_copy(
@@ -315,28 +445,59 @@ class PRMBestOfNLLM(LLM):
     def _best_chat(self, messages: Sequence[ChatMessage], kwargs: dict[str, Any]) -> ChatResponse:
         question = self._question(messages)
         sampler = self._chat_sampler(messages, kwargs)
-        return self._finish(self._strategy(sampler).run(question), sampler, question)
+        return self._finish(self._run(sampler, question), sampler, question)
 
     async def _abest_chat(
         self, messages: Sequence[ChatMessage], kwargs: dict[str, Any]
     ) -> ChatResponse:
         question = self._question(messages)
         sampler = self._chat_sampler(messages, kwargs)
-        return self._finish(await self._strategy(sampler).arun(question), sampler, question)
+        return self._finish(await self._arun(sampler, question), sampler, question)
 
     def _best_complete(
         self, prompt: str, formatted: bool, kwargs: dict[str, Any]
     ) -> CompletionResponse:
         question = self._question(prompt)
         sampler = self._complete_sampler(prompt, formatted, kwargs)
-        return self._finish(self._strategy(sampler).run(question), sampler, question)
+        return self._finish(self._run(sampler, question), sampler, question)
 
     async def _abest_complete(
         self, prompt: str, formatted: bool, kwargs: dict[str, Any]
     ) -> CompletionResponse:
         question = self._question(prompt)
         sampler = self._complete_sampler(prompt, formatted, kwargs)
-        return self._finish(await self._strategy(sampler).arun(question), sampler, question)
+        return self._finish(await self._arun(sampler, question), sampler, question)
+
+    # -- prompt-template calls: remember the user's query -------------------------------
+    @staticmethod
+    @contextmanager
+    def _query_of(prompt_args: dict[str, Any]) -> Iterator[None]:
+        query = prompt_args.get(QUERY_VARIABLE)
+        token = _QUERY.set(query if isinstance(query, str) else None)
+        try:
+            yield
+        finally:
+            _QUERY.reset(token)
+
+    def predict(self, prompt: BasePromptTemplate, **prompt_args: Any) -> str:
+        """``LLM.predict``, scoring the answers against the prompt's ``query_str``."""
+        with self._query_of(prompt_args):
+            return super().predict(prompt, **prompt_args)
+
+    async def apredict(self, prompt: BasePromptTemplate, **prompt_args: Any) -> str:
+        """``LLM.apredict``, scoring the answers against the prompt's ``query_str``."""
+        with self._query_of(prompt_args):
+            return await super().apredict(prompt, **prompt_args)
+
+    def stream(self, prompt: BasePromptTemplate, **prompt_args: Any) -> TokenGen:
+        """``LLM.stream``, scoring the answers against the prompt's ``query_str``."""
+        with self._query_of(prompt_args):
+            return super().stream(prompt, **prompt_args)
+
+    async def astream(self, prompt: BasePromptTemplate, **prompt_args: Any) -> TokenAsyncGen:
+        """``LLM.astream``, scoring the answers against the prompt's ``query_str``."""
+        with self._query_of(prompt_args):
+            return await super().astream(prompt, **prompt_args)
 
     # -- LLM interface ---------------------------------------------------------------------
     @llm_chat_callback()
