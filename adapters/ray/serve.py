@@ -56,8 +56,8 @@ require("ray", "ray")
 from ray import serve  # noqa: E402
 from ray.serve import Application  # noqa: E402
 
-__all__ = ["PRMServer", "app_builder", "build_app", "handle_request", "score_requests",
-           "serve_prm"]
+__all__ = ["PRMServer", "app_builder", "build_app", "handle_request", "score_items",
+           "score_requests", "serve_prm"]
 
 logger = logging.getLogger(__name__)
 
@@ -186,6 +186,18 @@ async def score_requests(prm: Any, requests: Sequence[list[Any]]) -> list[Any]:
     return out
 
 
+async def score_items(prm: Any, items: Sequence[Any]) -> list[dict[str, Any]]:
+    """Score one request's items without Serve's batcher (the wire form of each result).
+
+    Raises:
+        Exception: the request's own error (see :func:`score_requests`).
+    """
+    (result,) = await score_requests(prm, [list(items)])
+    if isinstance(result, BaseException):
+        raise result
+    return [_result(s) for s in result]
+
+
 async def handle_request(
     method: str, path: str, body: bytes, *, score: Any, model_info: Any
 ) -> tuple[int, dict[str, Any]]:
@@ -195,8 +207,8 @@ async def handle_request(
         method: ``"GET"`` or ``"POST"``.
         path: the URL path (the route prefix included).
         body: the raw request body.
-        score: ``async items -> list of {"step_scores", "meta"}`` (raises the error of a
-            request that fails).
+        score: ``async items -> list of {"step_scores", "meta"}`` that raises the error of a
+            request that fails, e.g. ``functools.partial(score_items, prm)``.
         model_info: ``() -> dict`` for the health answer.
     """
     path = path.rstrip("/")

@@ -524,7 +524,9 @@ class SyncRunner:
             finally:
                 began[k].set()
 
-        futures = [pool.submit(one, k, args) for k, args in enumerate(request.calls)]
+        # each call runs in a copy of the caller's context (callbacks, tracing)
+        futures = [pool.submit(contextvars.copy_context().run, one, k, args)
+                   for k, args in enumerate(request.calls)]
         return [f.result() for f in futures]
 
 
