@@ -49,7 +49,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-DTYPES: tuple[str, ...] = ("fp32", "fp16")
+#: Graph dtypes: fp32; fp16 and bf16 compute (GPU); bf16-weights: bf16 weights, fp32 compute
+#: (any provider). See :mod:`prm_plugins.onnx_export.bf16` for what runs where.
+DTYPES: tuple[str, ...] = ("fp32", "fp16", "bf16", "bf16-weights")
 QUANTIZATIONS: tuple[str, ...] = ("int8", "int8-weights")
 DEVICES: tuple[str, ...] = ("cpu", "cuda")
 EXPORTERS: tuple[str, ...] = ("dynamo", "legacy")
@@ -90,8 +92,12 @@ class ExportConfig:
                 "architectures, head tensors and tokenizer (RLHFlow's plain Llama checkpoints "
                 "need --format rlhflow)"})
     dtype: str = field(default="fp32", metadata={
-        "help": "weights and compute of the graph (fp16 is meant for --device cuda; on CPU it "
-                "works only where ONNX Runtime has CPU fp16 kernels)",
+        "help": "weights and compute of the graph. fp16 is meant for --device cuda (on CPU it "
+                "works only where ONNX Runtime has CPU fp16 kernels). bf16 computes in bf16 as "
+                "upstream runs published PRMs: ONNX Runtime CUDA only (its CPU provider has no "
+                "bf16 kernels), so it needs --device cuda. bf16-weights stores the checkpoint's "
+                "bf16 weights as bf16 (half of fp32's size) and computes in fp32: CPU and CUDA. "
+                "prm.json parity.by_dtype compares the graph with torch in each precision",
         "choices": DTYPES})
     opset: int | None = field(default=None, metadata={
         "help": "ONNX opset (default: the exporter's own)"})
@@ -117,7 +123,7 @@ class ExportConfig:
         "choices": EXPORTERS})
     tolerance: float | None = field(default=None, metadata={
         "help": "max |Δp| the final graph may differ from torch at step positions "
-                "(default: 1e-4 fp32, 2e-2 fp16, 0.1 int8)"})
+                "(default: 1e-4 fp32 and bf16-weights, 2e-2 fp16, 5e-2 bf16, 0.1 int8)"})
     mean_tolerance: float | None = field(default=None, metadata={
         "help": "mean |Δp| bound of the final graph (default: none for fp32/fp16, 0.02 int8)"})
     parity_chains: int = field(default=16, metadata={
@@ -163,6 +169,8 @@ class ExportConfig:
             )
         if self.device not in DEVICES:
             raise bad("device", self.device, f"one of {list(DEVICES)}")
+        if self.dtype == "bf16":
+            self._validate_bf16()
         if self.optimize not in OPTIMIZE_MODES:
             raise bad("optimize", self.optimize, f"one of {list(OPTIMIZE_MODES)}")
         if self.optimize == "fused":
@@ -201,6 +209,21 @@ class ExportConfig:
             raise InvalidInputError(
                 f"format_options must be JSON-serialisable (they go into prm.json): {exc}"
             ) from exc
+
+    def _validate_bf16(self) -> None:
+        from prm_plugins.onnx_export.bf16 import CPU_BF16_NOTE
+
+        if self.device != "cuda":
+            raise InvalidInputError(
+                f"--dtype bf16 computes in bf16 and needs --device cuda: {CPU_BF16_NOTE}, so "
+                "the graph could neither be checked here nor run on a CPU. For CPU use "
+                "--dtype bf16-weights (the bf16 weights, computed in fp32) or fp32"
+            )
+        if self.exporter != "dynamo":
+            raise InvalidInputError(
+                "--dtype bf16 needs --exporter dynamo (the legacy TorchScript exporter cannot "
+                f"export bf16 graphs); got --exporter {self.exporter}"
+            )
 
     def _validate_fused(self) -> None:
         from prm_plugins.onnx_export.fuse import FUSED_OPSET
@@ -357,10 +380,13 @@ def export_prm(config: ExportConfig) -> Path:
                                     dir=out_dir.parent))
     try:
         fmt = _save_tokenizer(hf_tok, staging / TOKENIZER_FILE, fmt_cls, options)
-        torch_dtype = torch.float16 if config.dtype == "fp16" else torch.float32
+        torch_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16,
+                       "bf16-weights": torch.bfloat16}.get(config.dtype, torch.float32)
         logger.info("loading %s as %s (%s) on %s", model_dir, config.format, config.dtype,
                     config.device)
         model = build_step_prob_model(config.format, model_dir, options, torch_dtype)
+        if config.dtype == "bf16-weights":
+            model = model.float()  # exact: bf16 values are fp32 values
         model = model.to(config.device)
         from prm_plugins.onnx_export.parity import (
             DEFAULT_MEAN_TOLERANCES,
@@ -387,9 +413,14 @@ def export_prm(config: ExportConfig) -> Path:
             fusion = fuse_decoder_graph(graph, graph, external_data=external,
                                         what=_describe(hf_config, model_dir)).to_dict()
             logger.info("fused in %.1f s: %s", time.perf_counter() - t0, fusion["fused_ops"])
+        bf16_info: dict[str, Any] = {}
+        if config.dtype == "bf16-weights":
+            from prm_plugins.onnx_export.bf16 import bf16_weights
+
+            bf16_info = bf16_weights(graph, graph, external_data=external)
         opset = _check_graph(graph)
 
-        device_note = f"{config.dtype} on {config.device}"
+        device_note = f"{_torch_precision(config.dtype)} on {config.device}"
         graph_tol = DEFAULT_TOLERANCES[config.dtype], DEFAULT_MEAN_TOLERANCES[config.dtype]
         if not config.quantize:
             graph_tol = _tolerances(config, *graph_tol)
@@ -402,6 +433,16 @@ def export_prm(config: ExportConfig) -> Path:
                           config, parity_kwargs)
         report.check(f"the exported {config.optimize} {config.dtype} graph")
         parity = report.to_dict()
+        other = _other_precision(config.dtype)
+        other_report = None
+        if other is not None:  # bf16 graphs: torch in the other precision, for information
+            model = model.to(other)  # in place, after the gating figures
+            other_report = _measure(
+                measure_parity, graph, model, fmt, chains, (float("inf"), None), providers,
+                config, {**parity_kwargs,
+                         "reference": f"torch wrapper ({_precision_name(other)} on "
+                                      f"{config.device})"})
+        parity["by_dtype"] = _parity_by_dtype(parity, config, other_report)
         if fusion:
             fusion = {"mode": "fused", **fusion,
                       "parity": _fusion_parity(parity, config, providers)}
@@ -465,6 +506,7 @@ def export_prm(config: ExportConfig) -> Path:
                    "tokenizer_source": "tokenizer.json" if (model_dir / TOKENIZER_FILE).is_file()
                    else "tokenizer.model (sentencepiece, converted)",
                    **({"checks": list(config.checks)} if config.checks else {}),
+                   **({"bf16_weights": bf16_info} if bf16_info else {}),
                    **({"quantization": quant_info} if quant_info else {})},
         )
         manifest.hash_files(staging, names)
@@ -539,11 +581,60 @@ def _fusion_parity(parity: dict[str, Any], config: ExportConfig, providers: list
     figures = {"max_abs_diff": parity["max_abs_diff"], "mean_abs_diff": parity["mean_abs_diff"],
                "by_padding": parity.get("by_padding", {}), "tolerance": parity["tolerance"],
                "provider": parity.get("backend") or providers[0]}
-    other = "fp32" if config.dtype == "fp16" else "fp16"
-    how = "--dtype fp16 --device cuda" if other == "fp16" else "--dtype fp32"
-    return {config.dtype: figures,
-            other: f"not measured by this export; export with --optimize fused {how} to "
-                   "measure it"}
+    out: dict[str, Any] = {config.dtype: figures}
+    for other in DTYPES:
+        if other != config.dtype:
+            how = f"--dtype {other}" + (" --device cuda" if other in ("fp16", "bf16") else "")
+            out[other] = (f"not measured by this export; export with --optimize fused {how} "
+                          "to measure it")
+    return out
+
+
+def _torch_precision(dtype: str) -> str:
+    """The precision torch computes in for a graph dtype (bf16-weights computes in fp32)."""
+    return "fp32" if dtype == "bf16-weights" else dtype
+
+
+def _precision_name(torch_dtype: Any) -> str:
+    import torch
+
+    return {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}[torch_dtype]
+
+
+def _other_precision(dtype: str) -> Any:
+    """The torch dtype a bf16 graph is also compared with (``None`` for other graphs)."""
+    import torch
+
+    return {"bf16-weights": torch.bfloat16, "bf16": torch.float32}.get(dtype)
+
+
+def _parity_by_dtype(parity: dict[str, Any], config: ExportConfig,
+                     other_report: Any) -> dict[str, Any]:
+    """``parity.by_dtype``: the graph against torch in each precision, keyed by torch's.
+
+    The gating comparison is always there (``gate: true``). bf16 graphs are also compared
+    with torch in the other precision, for information (``gate: false``): a
+    ``bf16-weights`` graph (fp32 compute) with torch in bf16, as upstream runs the model;
+    a ``bf16`` graph with torch in fp32.
+    """
+
+    def short(figures: dict[str, Any], gate: bool) -> dict[str, Any]:
+        keys = ("max_abs_diff", "mean_abs_diff", "by_padding", "reference", "backend")
+        out = {k: figures[k] for k in keys if k in figures}
+        out["gate"] = gate
+        if gate:
+            out["tolerance"] = figures["tolerance"]
+            out["passed"] = figures["passed"]
+        return out
+
+    table = {_torch_precision(config.dtype): short(parity, True)}
+    other = _other_precision(config.dtype)
+    if other is not None and other_report is not None:
+        table[_precision_name(other)] = short(other_report.to_dict(), False)
+        logger.info("%s graph vs torch %s: max |Δp| %.3g, mean %.3g", config.dtype,
+                    _precision_name(other), other_report.max_abs_diff,
+                    other_report.mean_abs_diff)
+    return table
 
 
 def _providers(config: ExportConfig) -> list[str]:

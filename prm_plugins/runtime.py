@@ -270,6 +270,13 @@ class OnnxPRM:
                     )
                 warnings.warn("CUDA provider could not start; running on CPU",
                               RuntimeWarning, stacklevel=3)
+        if self.manifest.dtype == "bf16":  # see prm_plugins.onnx_export.bf16
+            raise ModelLoadError(
+                f"{self.model_dir} holds a bf16-compute graph (prm export --dtype bf16), which "
+                "only ONNX Runtime's CUDA provider runs (its CPU provider has no bf16 kernels). "
+                "Load it with device='cuda' on a GPU, or export --dtype bf16-weights or fp32 "
+                "for CPU"
+            )
         if cuda_graph:
             warnings.warn("cuda_graph=True but the model runs on CPU; no CUDA graphs",
                           RuntimeWarning, stacklevel=3)

@@ -23,6 +23,7 @@ import io
 import json
 import os
 import shutil
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -187,10 +188,13 @@ def skywork_reference(model_dir: Path, question: str, steps: list[str]) -> list[
     return [float(rewards[i]) for i, f in enumerate(flags) if f == 1]
 
 
-def math_shepherd_reference(model_dir: Path, question: str, steps: list[str]) -> list[float]:
+def math_shepherd_reference(model_dir: Path, question: str, steps: list[str], *,
+                            weights: Any = None, compute: Any = None) -> list[float]:
     """The Math-Shepherd model card's snippet, tokenised by sentencepiece itself.
 
     ``tokenizer.encode`` of the card is the slow LlamaTokenizer: BOS + sentencepiece ids.
+    ``weights``/``compute``: load the model in one torch dtype and run it in another (the
+    card's default: as stored, fp32 here).
     """
     from transformers import AutoModelForCausalLM
 
@@ -199,7 +203,9 @@ def math_shepherd_reference(model_dir: Path, question: str, steps: list[str]) ->
     def encode(text: str) -> list[int]:
         return [sp.bos_id(), *sp.encode(text)]
 
-    model = AutoModelForCausalLM.from_pretrained(model_dir, local_files_only=True).eval()
+    model = AutoModelForCausalLM.from_pretrained(model_dir, local_files_only=True,
+                                                 dtype=weights or torch.float32).eval()
+    model = model.to(compute or model.dtype)
     good_token, bad_token, step_tag = "+", "-", "ки"
     candidate_tokens = encode(f"{good_token} {bad_token}")[1:]
     step_tag_id = encode(f"{step_tag}")[-1]
@@ -445,3 +451,80 @@ def test_detection_reads_no_tensor_data_from_safetensors(tmp_path: Path) -> None
     data[-64:] = os.urandom(64)
     path.write_bytes(bytes(data))
     assert "v_head.summary.weight" in tensor_names(ckpt)
+
+
+# -- bf16 --------------------------------------------------------------------------------------
+def test_onnxruntime_cpu_has_no_bf16_kernels() -> None:
+    """The fact ``--dtype bf16`` rests on (onnxruntime 1.31): a bf16 MatMul/Mul/Add/Softmax
+    graph cannot start on the CPU provider, while a bf16 -> float Cast can. If this fails,
+    ONNX Runtime has gained CPU bf16 kernels: revisit the CPU refusal in onnx_export/bf16.py."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    def session(op: str, out_type: int, **attrs: Any) -> Any:
+        n_in = 1 if op in ("Softmax", "Cast") else 2
+        x = [helper.make_tensor_value_info(f"x{i}", TensorProto.BFLOAT16, [2, 2])
+             for i in range(n_in)]
+        y = helper.make_tensor_value_info("y", out_type, [2, 2])
+        graph = helper.make_graph([helper.make_node(op, [v.name for v in x], ["y"], **attrs)],
+                                  "g", x, [y])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)],
+                                  ir_version=10)
+        return ort.InferenceSession(model.SerializeToString(),
+                                    providers=["CPUExecutionProvider"])
+
+    for op in ("MatMul", "Mul", "Add", "Softmax"):
+        with pytest.raises(Exception, match="NOT_IMPLEMENTED"):
+            session(op, TensorProto.BFLOAT16)
+    assert session("Cast", TensorProto.FLOAT, to=TensorProto.FLOAT) is not None
+
+
+def test_bf16_compute_export_needs_cuda(math_shepherd_dir: Path, tmp_path: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["export", str(math_shepherd_dir), str(tmp_path / "out"), "--dtype", "bf16"])
+    errors = _error_lines(capsys.readouterr().err)
+    assert code == 2 and len(errors) == 1
+    assert "needs --device cuda" in errors[0] and "--dtype bf16-weights" in errors[0]
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_bf16_compute_model_is_refused_on_cpu_with_the_fix(tmp_path: Path) -> None:
+    from graph_models import make_model_dir
+
+    model = make_model_dir(tmp_path / "m")
+    man = Manifest.read(model)
+    man.dtype = "bf16"
+    man.write(model)
+    with pytest.raises(ModelLoadError, match=r"bf16-compute graph.*device='cuda'.*bf16-weights"):
+        load_prm(model, device="cpu")
+
+
+def test_bf16_weights_export_keeps_bf16_weights_and_reports_parity_per_dtype(
+    math_shepherd_dir: Path, tmp_path: Path
+) -> None:
+    """bf16 weights computed in fp32: equal to upstream's code run on the bf16 weights in
+    fp32, and within bf16's noise of upstream's code run in bf16 (as its card loads it)."""
+    import onnx
+
+    out = tmp_path / "bw"
+    assert main(["export", str(math_shepherd_dir), str(out), "--dtype", "bf16-weights",
+                 *PARITY_FLAGS]) == 0
+    man = _check_hashes(out)
+    assert man.dtype == "bf16-weights"
+    by_dtype = man.parity["by_dtype"]
+    assert by_dtype["fp32"]["gate"] and by_dtype["fp32"]["passed"]
+    assert by_dtype["fp32"]["max_abs_diff"] <= 1e-4
+    assert not by_dtype["bf16"]["gate"] and "bf16" in by_dtype["bf16"]["reference"]
+    assert 0 < by_dtype["bf16"]["max_abs_diff"] < 0.1
+    graph = onnx.load(str(out / "model.onnx")).graph
+    stored = {onnx.TensorProto.DataType.Name(i.data_type) for i in graph.initializer
+              if i.name.endswith("_bf16")}
+    assert stored == {"BFLOAT16"} and man.extra["bf16_weights"]["initializers_bf16"] > 0
+
+    bf16_in_fp32 = partial(math_shepherd_reference, weights=torch.bfloat16, compute=torch.float32)
+    _check_scores(out, bf16_in_fp32, math_shepherd_dir)
+    prm = load_prm(out, device="cpu")
+    for question, steps in CHAINS:  # the card's model in bf16, as upstream runs it
+        want = math_shepherd_reference(math_shepherd_dir, question, steps,
+                                       weights=torch.bfloat16)
+        np.testing.assert_allclose(prm.score(question, steps).scores, want, atol=5e-2)
