@@ -6,15 +6,31 @@ Run: python examples/langchain/verify_and_retry.py
   ``OutputParserException`` that carries the PRM's feedback, so ``.with_retry()`` samples
   again (``.with_fallbacks()`` works the same way);
 * ``PRMCallbackHandler`` records the PRM's verdict on every LLM output (observe only);
-* ``PRMStepVerifier`` is the same check as a Runnable, here on a given answer.
+* ``PRMStepVerifier`` is the same check as a Runnable, here on two given answers.
+
+The scripted model's first answer has an arithmetic slip in step 2 (2+1=4): it fails (the
+shipped PRM caps a step with wrong written arithmetic at 0.05), the parser raises, and the
+retry gets the correct answer, which passes: accepted after 2 LLM calls (1 retry). Then the
+verifier fails the slip at step 2, and passes an answer with a reasoning error and correct
+arithmetic (a wrong quantity): the shipped PRM cannot see that kind of error, as the output
+says, with the one line that plugs in a stronger PRM. The pass mark is 0.3 (the shipped
+PRM scores correct late steps near 0.5; see its model card).
 
 The LLM is a scripted fake chat model unless ``REAL_MODEL`` in ``_problem.py`` names a real
-one (one line; see there). Needs ``pip install "prm-plugins[langchain]"``.
+one (one line; see there). Needs ``pip install ".[langchain]"`` from a checkout.
 """
 
 from __future__ import annotations
 
-from _problem import FLAWED_2, QUESTION, chat_model
+from _problem import (
+    CORRECT,
+    QUESTION,
+    SHIPPED_PRM_NOTE,
+    SLIP_STEP_2,
+    THRESHOLD,
+    WRONG_QUANTITY,
+    chat_model,
+)
 from langchain_core.exceptions import OutputParserException
 from langchain_core.prompts import ChatPromptTemplate
 
@@ -29,31 +45,43 @@ def main() -> None:
                    "End with 'The answer is N.'"),
         ("human", "{question}"),
     ])
-    parser = PRMOutputParser(prm=prm, question=QUESTION, threshold=0.5, raise_on_fail=True)
-    recorder = PRMCallbackHandler(prm, threshold=0.5)
-    chain = (prompt | chat_model(temperature=0.8) | parser).with_retry(
+    parser = PRMOutputParser(prm=prm, question=QUESTION, threshold=THRESHOLD,
+                             raise_on_fail=True)
+    recorder = PRMCallbackHandler(prm, threshold=THRESHOLD)
+    llm = chat_model([SLIP_STEP_2, CORRECT], temperature=0.8)
+    chain = (prompt | llm | parser).with_retry(
         retry_if_exception_type=(OutputParserException,), stop_after_attempt=3,
         wait_exponential_jitter=False,
     )
+    print(f"Question: {QUESTION}\nPass mark: {THRESHOLD}")
     try:
         verdict = chain.invoke({"question": QUESTION}, {"callbacks": [recorder]})
-        print(f"accepted after {len(recorder.records)} LLM call(s): score {verdict.score:.3f}")
+        calls = len(recorder.records)
+        retries = f"{calls - 1} {'retry' if calls == 2 else 'retries'}"
+        print(f"\nAccepted after {calls} LLM call(s) ({retries}): chain score "
+              f"{verdict.score:.3f}, {verdict.score - THRESHOLD:.3f} above the pass mark")
         print(verdict.feedback)
     except OutputParserException as exc:
-        print(f"no answer passed in 3 tries; last feedback: {exc.observation}")
+        print(f"\nNo answer passed in 3 tries; last feedback: {exc.observation}")
 
     print("\nWhat the callback handler recorded:")
     for i, record in enumerate(recorder.records, start=1):
         if record.verdict is None:
             print(f"  call {i}: not scored ({record.error})")
             continue
-        print(f"  call {i}: {'passed' if record.passed else 'failed'}, score "
+        print(f"  call {i}: {'passed' if record.passed else 'failed'}, chain score "
               f"{record.verdict.score:.3f}, final line: {record.text.splitlines()[-1]}")
 
-    verdict = PRMStepVerifier(prm=prm).invoke({"question": QUESTION, "answer": FLAWED_2})
-    print("\nA given flawed answer:", "passed" if verdict.passed else "failed")
-    print("  step scores:", ", ".join(f"{s:.3f}" for s in verdict.step_scores.scores))
-    print("  feedback:", verdict.feedback)
+    verifier = PRMStepVerifier(prm=prm, threshold=THRESHOLD)
+    for name, answer in (("an arithmetic slip (2+1=4)", SLIP_STEP_2),
+                         ("a wrong quantity (2+2=4, arithmetic right)", WRONG_QUANTITY)):
+        v = verifier.invoke({"question": QUESTION, "answer": answer})
+        print(f"\nPRMStepVerifier, given an answer with {name}: "
+              f"{'passed' if v.passed else 'failed'}, chain score {v.score:.3f}")
+        print("  step scores:", ", ".join(f"{s:.3f}" for s in v.step_scores.scores))
+        print("  feedback:", v.feedback)
+    print("\nThe wrong-quantity answer passes: the shipped PRM does not see reasoning errors.")
+    print(SHIPPED_PRM_NOTE)
 
 
 if __name__ == "__main__":

@@ -11,11 +11,19 @@ Run: python examples/llamaindex/self_critique_and_agent.py
    same ``Context`` (so it sees its earlier answer and tool calls), up to 2 times.
 
 The LLMs are scripted (``scripted_llm.py``; fakes on purpose, so that this runs offline):
-the first answer takes the wrong operation for "half as many", and a revision request gets
-the correct steps from the step it asks for. To use a real LLM, change the line marked
-SWITCH, e.g. to ``OpenAI(model="gpt-4o-mini")`` (``pip install llama-index-llms-openai``);
-the agent then needs a model that follows the ReAct format (or use ``FunctionAgent`` with
-a function-calling model). The question is written for this example.
+the first answer has an arithmetic slip in step 2 (24 + 12 = 38), which the shipped PRM
+catches (it caps that step and every later one at 0.05); the workflow asks for a revision
+from step 2 and the scripted reviser writes the correct steps from there: 1 revision, final
+answer 6. The agent answers with the same slip, gets the PRM's feedback in the same
+``Context`` and answers correctly: 1 feedback round, final answer 6. The shipped PRM would
+not catch a reasoning error with correct arithmetic (say, 24 * 2 for "half as many"): the
+output says so, with the one line that plugs in a stronger PRM. The pass mark is 0.3 (the
+shipped PRM scores correct late steps near 0.5; see its model card).
+
+To use a real LLM, change the line marked SWITCH, e.g. to ``OpenAI(model="gpt-4o-mini")``
+(``pip install llama-index-llms-openai``); the agent then needs a model that follows the
+ReAct format (or use ``FunctionAgent`` with a function-calling model). The question is
+written for this example.
 """
 
 from __future__ import annotations
@@ -25,7 +33,7 @@ import re
 
 from llama_index.core.agent.workflow import ReActAgent
 from llama_index.core.llms import LLM
-from scripted_llm import ScriptedLLM
+from scripted_llm import SHIPPED_PRM_NOTE, ScriptedLLM
 
 from prm_plugins import load_prm
 from prm_plugins.adapters.llamaindex import (
@@ -44,12 +52,14 @@ CORRECT = [
     "After selling 30, 36 - 30 = 6 muffins are left.",
     "The answer is 6.",
 ]
-FLAWED = [
-    "In the afternoon he makes 24 * 2 = 48 muffins.",
-    "In total he makes 24 + 48 = 72 muffins.",
-    "After selling 30, 72 - 30 = 42 muffins are left.",
-    "The answer is 42.",
+#: An arithmetic slip in step 2 (24 + 12 is not 38), carried on to a wrong answer.
+SLIP = [
+    "In the afternoon he makes 24 / 2 = 12 muffins.",
+    "In total he makes 24 + 12 = 38 muffins.",
+    "After selling 30, 38 - 30 = 8 muffins are left.",
+    "The answer is 8.",
 ]
+THRESHOLD = 0.3
 REACT_TOOL_CALL = (
     "Thought: I need to know how many muffins he makes in the afternoon.\n"
     'Action: divide\nAction Input: {"a": 24, "b": 2}'
@@ -69,16 +79,18 @@ def divide(a: float, b: float) -> float:
 
 
 async def self_critique(llm: LLM) -> None:
-    workflow = PRMSelfCritiqueWorkflow(llm, load_prm(), threshold=0.5, max_rounds=2)
+    workflow = PRMSelfCritiqueWorkflow(llm, load_prm(), threshold=THRESHOLD, max_rounds=2)
     handler = workflow.run(question=QUESTION)
     async for event in handler.stream_events():
         if isinstance(event, CritiqueRoundEvent):
             score = "n/a" if event.score is None else f"{event.score:.3f}"
-            print(f"  round {event.round}: score {score}, passed {event.passed}")
+            print(f"  attempt {event.round + 1}: score {score}, passed {event.passed}")
             if event.feedback:
                 print(f"    feedback: {event.feedback}")
     result = await handler
-    print(f"Final answer ({result.revisions} revision(s), chain score "
+    revisions = f"{result.revisions} {'revision' if result.revisions == 1 else 'revisions'}"
+    answer = result.steps[-1].removeprefix("The answer is ").rstrip(".")
+    print(f"Final answer: {answer} ({revisions}, chain score "
           f"{result.verdict.score:.3f}, passed {result.passed}):")
     for step, score in zip(result.steps, result.verdict.step_scores.scores, strict=True):
         print(f"  {score:.3f}  {step}")
@@ -86,28 +98,33 @@ async def self_critique(llm: LLM) -> None:
 
 async def verified_agent(llm: LLM) -> None:
     agent = ReActAgent(tools=[divide], llm=llm)
-    runner = PRMVerifiedAgentRunner(agent, load_prm(), threshold=0.5, max_feedback_rounds=2)
+    runner = PRMVerifiedAgentRunner(agent, load_prm(), threshold=THRESHOLD,
+                                    max_feedback_rounds=2)
     result = await runner.run(QUESTION)
     for r in result.rounds:
         score = "no steps" if r.verdict is None else f"{r.verdict.score:.3f}"
-        print(f"  round {r.round}: score {score}")
+        print(f"  attempt {r.round + 1}: score {score}")
         if r.feedback:
             print(f"    sent back: {r.feedback}")
-    print(f"Agent's answer (passed {result.passed}, chain score {result.score:.3f}):")
+    rounds = sum(1 for r in result.rounds if r.feedback)
+    print(f"Agent's answer after {rounds} feedback {'round' if rounds == 1 else 'rounds'} "
+          f"(passed {result.passed}, chain score {result.score:.3f}):")
     print("  " + result.response.replace("\n", "\n  "))
 
 
 def main() -> None:
     real_llm: LLM | None = None  # SWITCH: a real LLM here, e.g. OpenAI(model="gpt-4o-mini")
-    critique_llm = real_llm or ScriptedLLM(["\n".join(FLAWED)],
+    critique_llm = real_llm or ScriptedLLM(["\n".join(SLIP)],
                                            respond=revise_from_requested_step)
-    agent_llm = real_llm or ScriptedLLM([REACT_TOOL_CALL, REACT_ANSWER + "\n".join(FLAWED),
+    agent_llm = real_llm or ScriptedLLM([REACT_TOOL_CALL, REACT_ANSWER + "\n".join(SLIP),
                                          REACT_ANSWER + "\n".join(CORRECT)], chat_model=True)
 
     print("PRMSelfCritiqueWorkflow:")
     asyncio.run(self_critique(critique_llm))
     print("\nPRMVerifiedAgentRunner with a ReActAgent:")
     asyncio.run(verified_agent(agent_llm))
+    print()
+    print(SHIPPED_PRM_NOTE)
 
 
 if __name__ == "__main__":
