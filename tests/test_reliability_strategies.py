@@ -50,6 +50,7 @@ from prm_plugins.labeling.gsm8k import (
 )
 from prm_plugins.runtime import OnnxPRM
 from prm_plugins.strategies import (
+    DEFAULT_GENERATOR_TIMEOUT,
     DVTS,
     AllCandidatesFailedError,
     BestOfN,
@@ -62,7 +63,6 @@ from prm_plugins.strategies import (
     best_of_n,
     verify,
 )
-from prm_plugins.strategies._retry import DEFAULT_GENERATOR_TIMEOUT
 
 FAST = RetryPolicy.no_wait()
 Q = "w1 w2 + w3 = ?"
@@ -155,7 +155,8 @@ def test_nested_and_signed_arithmetic_is_still_checked(step: str, verdict: str) 
 def _random_expression(rng: random.Random, depth: int) -> tuple[str, str]:
     """(text for the check, the same with Fraction literals for Python's eval)."""
     if depth == 0 or rng.random() < 0.25:
-        n = str(rng.randint(0, 99)) if rng.random() < 0.8 else f"{rng.randint(0, 9)}.{rng.randint(1, 99)}"
+        n = (str(rng.randint(0, 99)) if rng.random() < 0.8
+             else f"{rng.randint(0, 9)}.{rng.randint(1, 99)}")
         return n, f"Fraction('{n}')"
     kind = rng.random()
     if kind < 0.15:

@@ -4,8 +4,10 @@ Framework-free. Every strategy works over two small protocols: a scorer
 (:class:`prm_plugins.StepScorer`) and a generator (:mod:`prm_plugins.generators`). Each has
 a sync and an async form, returns a result dataclass with ``to_dict()``, and keeps its
 state per call, so one strategy object can serve many questions at once. Generator calls
-are retried on transient errors (:class:`RetryPolicy`), and a failed candidate is reported,
-not fatal, unless every candidate fails (:class:`AllCandidatesFailedError`).
+are retried on transient errors (:class:`RetryPolicy`), each attempt within a deadline
+(:data:`DEFAULT_GENERATOR_TIMEOUT`, 120 s, by default), and a failed candidate (its call
+failed or hung, or the scorer raised on it or answered NaN or a value outside [0, 1]) is
+reported, not fatal, unless every candidate fails (:class:`AllCandidatesFailedError`).
 
 ==============================  =============================================================
 entry point                     what it does
@@ -32,6 +34,7 @@ Examples:
 from __future__ import annotations
 
 from prm_plugins.strategies._retry import (
+    DEFAULT_GENERATOR_TIMEOUT,
     TRANSIENT_ERRORS,
     AllCandidatesFailedError,
     EmptyGenerationsError,
@@ -75,6 +78,7 @@ from prm_plugins.strategies.search import (
 from prm_plugins.strategies.verify import Verdict, averify, verify
 
 __all__ = [
+    "DEFAULT_GENERATOR_TIMEOUT",
     "DVTS",
     "TRANSIENT_ERRORS",
     "AllCandidatesFailedError",
