@@ -20,6 +20,7 @@ Examples:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -28,6 +29,7 @@ import shutil
 import tempfile
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -365,7 +367,8 @@ def export_prm(config: ExportConfig) -> Path:
     format_name = config.format
     assert format_name is not None, "set above: given, saved or detected"
     fmt_cls = get_format(format_name)
-    options = fmt_cls.options_from_hf(hf_tok, **config.format_options)
+    with _explain_detected(format_source):
+        options = fmt_cls.options_from_hf(hf_tok, **config.format_options)
     options = json.loads(json.dumps(options))  # JSON-safe, exactly as prm.json will hold
     if config.optimize == "fused":
         _check_fusable(hf_config, model_dir)
@@ -379,7 +382,8 @@ def export_prm(config: ExportConfig) -> Path:
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial",
                                     dir=out_dir.parent))
     try:
-        fmt = _save_tokenizer(hf_tok, staging / TOKENIZER_FILE, fmt_cls, options)
+        with _explain_detected(format_source):
+            fmt = _save_tokenizer(hf_tok, staging / TOKENIZER_FILE, fmt_cls, options)
         torch_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16,
                        "bf16-weights": torch.bfloat16}.get(config.dtype, torch.float32)
         logger.info("loading %s as %s (%s) on %s", model_dir, config.format, config.dtype,
@@ -549,6 +553,20 @@ def _check_out_dir(out_dir: Path, model_dir: Path, overwrite: bool) -> None:
             f"{MANIFEST_NAME} (holds {present[:6]}); refusing to write into a directory that "
             "is not a model directory. Choose a new or empty directory"
         )
+
+
+@contextlib.contextmanager
+def _explain_detected(format_source: str) -> Iterator[None]:
+    """Say, in a format's own error, that the format was detected and its options defaulted."""
+    try:
+        yield
+    except InvalidInputError as exc:
+        if not format_source.startswith("detected"):
+            raise
+        raise InvalidInputError(
+            f"{exc} (the format was {format_source}; it takes the family's default options: "
+            "pass --option KEY=VALUE for a checkpoint trained with others, or --format)"
+        ) from exc
 
 
 def _check_fusable(hf_config: Any, model_dir: Path) -> None:

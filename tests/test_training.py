@@ -384,12 +384,16 @@ def test_export_takes_format_and_options_from_the_checkpoint(
     assert main(["export", str(ckpt), str(tmp_path / "c"), "--format", "math-shepherd"]) == 2
     assert "trained for format 'token-classification'" in capsys.readouterr().err
     assert not (tmp_path / "c" / "prm.json").exists()
-    # Without prm_format.json, --format is required and the error says so.
+    # Without prm_format.json the format is detected (BertForTokenClassification), with the
+    # family's default options: the "\n" separator, which this tokenizer drops, is refused
+    # and the error says the format was detected and how to pass the right options.
     bare = tmp_path / "bare"
     shutil.copytree(ckpt, bare)
     (bare / "prm_format.json").unlink()
     assert main(["export", str(bare), str(tmp_path / "d")]) == 2
-    assert "--format is required" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "format was detected" in err and "--option KEY=VALUE" in err and "[SEP]" in err
+    assert not (tmp_path / "d" / "prm.json").exists()
 
 
 def test_position_class_weights_balance_each_position() -> None:
