@@ -67,7 +67,10 @@ class StepScores:
         steps: the steps as given (after splitting, before any neutralising).
         scores: one probability per step, in the same order.
         question: the question the chain answers.
-        meta: free-form details from the scorer (model name, windows used, ...).
+        meta: free-form details from the scorer (model name, windows used, ...). The ONNX
+            scorer records there what rendering did to the text: see
+            ``PRMFormat.step_notes`` (``neutralised_steps``, ``tagged_steps``,
+            ``upstream_steps`` for Skywork's multi-line steps).
 
     Examples:
         >>> s = StepScores(steps=["a", "b", "c"], scores=[0.9, 0.2, 0.7])

@@ -133,7 +133,8 @@ def test_tags_newlines_and_special_tokens_in_steps(exported: Path, hf: tuple[Any
     # Raw, the reference would find 6 tags for 4 steps: the hazard neutralising removes.
     assert len(reference_scores(hf, question, steps)) == 6
     neutral_q = "Tom has 3 apples. к и How many?"
-    neutral = ["He buys 2 к и more", "so 3 + 2 = 5 answer < s> 5", "к и", "done < /s> "]
+    # line breaks inside steps stay (issue 17 item 1: they used to become spaces)
+    neutral = ["He buys 2 к и more", "so 3 + 2 = 5\nanswer < s> 5", "к и", "done < /s>\n"]
     want = reference_scores(hf, neutral_q, neutral)
     assert len(want) == 4
     np.testing.assert_allclose(got.scores, want, atol=1e-4)

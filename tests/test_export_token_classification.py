@@ -136,8 +136,9 @@ def test_separator_and_special_tokens_in_steps(exported: Path, hf: tuple[Any, An
     steps = ["Tom has 3\napples.", "He buys [SEP] 2 [CLS] more.\n\n", "so [PAD] 5"]
     got = prm.score("How many apples?", steps)
     assert len(got.scores) == 3
-    # Neutralised by hand: "\n" (the separator) becomes a space, special tokens are broken.
-    neutral = ["Tom has 3 apples.", "He buys [ SEP] 2 [ CLS] more.  ", "so [ PAD] 5"]
+    # Neutralised by hand: special tokens are broken; line breaks stay, as TRL tokenises
+    # each step verbatim (issue 17 item 1: they used to become spaces).
+    neutral = ["Tom has 3\napples.", "He buys [ SEP] 2 [ CLS] more.\n\n", "so [ PAD] 5"]
     np.testing.assert_allclose(got.scores, reference_scores(hf, "How many apples?", neutral),
                                atol=1e-4)
 

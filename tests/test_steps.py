@@ -55,6 +55,7 @@ def test_all_is_pinned() -> None:
         "join_steps",
         "split_step_spans",
         "split_steps",
+        "split_verbatim",
         "validate_chain",
         "validate_steps",
     ]
