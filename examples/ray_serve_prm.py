@@ -3,8 +3,10 @@
 Starts a local Ray cluster (or joins ``RAY_ADDRESS``), deploys the shipped default PRM with
 two replicas and dynamic batching, then scores a correct and a wrong GSM8K-style chain over
 HTTP, runs ``verify`` and ``best_of_n`` against the served model exactly as against a local
-one, and checks that the served scores equal the local scorer's. Needs
-``pip install "prm-plugins[ray]"``::
+one, and checks that the served scores equal the local scorer's. The wrong chain has an
+arithmetic slip, which the shipped PRM catches: ``verify`` fails it at step 2 and
+``best_of_n`` (its default, the PRM-weighted vote) picks the right answer, 18, by a margin
+it prints. Needs ``pip install ".[ray]"`` from a checkout::
 
     python examples/ray_serve_prm.py            # local cluster, 2 replicas
     python examples/ray_serve_prm.py --keep     # leave it running; Ctrl-C to stop
@@ -69,10 +71,12 @@ def main() -> None:
           max(abs(a - b) for x, y in zip(served, here, strict=True)
               for a, b in zip(x, y, strict=True)))
 
-    verdict = verify(QUESTION, BAD, prm, threshold=0.5)
+    verdict = verify(QUESTION, BAD, prm, threshold=0.3)
     print("verify(wrong chain):", verdict.passed, "-", verdict.feedback)
     best = best_of_n(QUESTION, TwoAnswers(), prm, n=2)
-    print("best_of_n picked:", best.text.splitlines()[-1])
+    votes = sorted(best.votes.values(), reverse=True)
+    print(f"best_of_n picked: {best.text.splitlines()[-1]} (selection {best.selection}, "
+          f"ahead by {votes[0] - votes[1]:.3f})")
 
     if args.keep:
         print("serving; Ctrl-C to stop")
