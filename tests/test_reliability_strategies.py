@@ -453,6 +453,9 @@ def test_sync_calls_run_with_the_callers_context_and_in_order(prm: OnnxPRM) -> N
             # the k-th call made is candidate k, every run (no thread-timing shuffle)
             assert [c.text for c in r.candidates] == [f"w{k + 1} = {k}" for k in range(8)]
             assert gen.seen == ["req-7"] * 8
+        gen = Recorder()  # sync methods under the async form run in worker threads
+        asyncio.run(abest_of_n(Q, gen, prm, n=4, max_concurrency=2, retry=FAST))
+        assert gen.seen == ["req-7"] * 4
     finally:
         REQUEST_ID.reset(token)
 

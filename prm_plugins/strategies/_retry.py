@@ -574,7 +574,8 @@ class AsyncRunner:
                 self.max_concurrency, thread_name_prefix="prm-strategy"
             )
         loop = asyncio.get_running_loop()
-        return loop.run_in_executor(self._pool, functools.partial(fn, *args))
+        context = contextvars.copy_context()  # as asyncio.to_thread does
+        return loop.run_in_executor(self._pool, functools.partial(context.run, fn, *args))
 
     async def _generate(self, request: GenerateCalls) -> list[CallOutcome]:
         async_fn = getattr(self.generator, _ASYNC_NAME[request.method], None)
