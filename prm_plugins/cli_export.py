@@ -5,6 +5,8 @@ command line and the Python API cannot drift apart. Heavy packages (torch, trans
 onnx) are imported only when the verb runs.
 
 Examples:
+    $ prm export Skywork-o1-Open-PRM-Qwen-2.5-1.5B/ out/          # format detected
+    $ prm export Llama3.1-8B-PRM-Deepseek-Data/ out/ --format rlhflow
     $ prm export ckpt/ out/ --format math-shepherd
     $ prm export ckpt/ out-int8/ --format token-classification --quantize int8 \\
           --option separator=[SEP] --option bos_token_id=101
@@ -60,9 +62,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "export",
         help="export a checkpoint to an ONNX model directory, with measured parity",
         description=(
-            "Export a local transformers checkpoint (safetensors, never remote code) to a PRM "
-            "model directory (model.onnx, tokenizer.json, prm.json). The graph is checked "
-            "against the torch model on random chains before anything is written."
+            "Export a local transformers checkpoint as downloaded (safetensors or .bin read as "
+            "tensors only, tokenizer.json or a sentencepiece tokenizer.model; never remote "
+            "code) to a PRM model directory (model.onnx, tokenizer.json, prm.json). The format "
+            "is detected when --format is not given. The graph is checked against the torch "
+            "model on random chains before anything is written."
         ),
         epilog=_EPILOG,
     )
@@ -195,12 +199,19 @@ def _summary(out_dir: Path, *, as_json: bool) -> None:
         return
     _write(f"wrote {out_dir} ({man.format}, {man.dtype}, opset {man.opset}, "
            f"max_length {man.max_length})")
+    source = str(man.extra.get("format_source") or "")
+    if source.startswith("detected"):
+        _write(f"format {man.format} {source}")
     mean_tol = par.get("mean_tolerance")
     _write(f"parity vs torch: max |Δp| {par['max_abs_diff']:.3g}, mean "
            f"{par['mean_abs_diff']:.3g} (tolerance {par['tolerance']:g}"
            f"{'' if mean_tol is None else f', mean {mean_tol:g}'}) over {par['n_chains']} "
            f"chains, {par['n_steps']} steps, padding {'+'.join(par['padding_sides'])}, "
            f"{par.get('backend', '')}")
+    for precision, figures in (par.get("by_dtype") or {}).items():
+        if not figures.get("gate"):
+            _write(f"graph vs torch in {precision} (for information): max |Δp| "
+                   f"{figures['max_abs_diff']:.3g}, mean {figures['mean_abs_diff']:.3g}")
     if "fp32_graph" in par:
         fp32 = par["fp32_graph"]
         _write(f"fp32 graph before quantisation: max |Δp| {fp32['max_abs_diff']:.3g}, "

@@ -260,6 +260,8 @@ def test_skywork_bin_exports_without_format_and_scores_as_upstream(
 ) -> None:
     out = tmp_path / "sky"
     assert main(["export", str(skywork_bin_dir), str(out), *PARITY_FLAGS]) == 0
+    assert "format skywork detected: the weights hold Skywork's value head" in \
+        capsys.readouterr().out
     man = _check_hashes(out)
     assert man.format == "skywork"
     assert man.extra["format_source"].startswith("detected: ") and "v_head" in \
@@ -500,7 +502,7 @@ def test_a_bf16_compute_model_is_refused_on_cpu_with_the_fix(tmp_path: Path) -> 
 
 
 def test_bf16_weights_export_keeps_bf16_weights_and_reports_parity_per_dtype(
-    math_shepherd_dir: Path, tmp_path: Path
+    math_shepherd_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """bf16 weights computed in fp32: equal to upstream's code run on the bf16 weights in
     fp32, and within bf16's noise of upstream's code run in bf16 (as its card loads it)."""
@@ -509,6 +511,7 @@ def test_bf16_weights_export_keeps_bf16_weights_and_reports_parity_per_dtype(
     out = tmp_path / "bw"
     assert main(["export", str(math_shepherd_dir), str(out), "--dtype", "bf16-weights",
                  *PARITY_FLAGS]) == 0
+    assert "graph vs torch in bf16 (for information)" in capsys.readouterr().out
     man = _check_hashes(out)
     assert man.dtype == "bf16-weights"
     by_dtype = man.parity["by_dtype"]
@@ -528,3 +531,22 @@ def test_bf16_weights_export_keeps_bf16_weights_and_reports_parity_per_dtype(
         want = math_shepherd_reference(math_shepherd_dir, question, steps,
                                        weights=torch.bfloat16)
         np.testing.assert_allclose(prm.score(question, steps).scores, want, atol=5e-2)
+
+
+@pytest.mark.slow
+def test_example_exports_a_published_layout_without_format(skywork_bin_dir: Path,
+                                                            tmp_path: Path) -> None:
+    """``examples/export_checkpoint.py`` as a user runs it: no --format, default exporter."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "sky"
+    run = subprocess.run([sys.executable, str(root / "examples" / "export_checkpoint.py"),
+                          str(skywork_bin_dir), str(out)], capture_output=True, text=True,
+                         timeout=600, cwd=root)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "format: skywork - detected: the weights hold Skywork's value head" in run.stdout
+    assert Manifest.read(out).parity["by_dtype"]["fp32"]["max_abs_diff"] <= 1e-4
+    scores = json.loads(run.stdout.split("scores: ")[1].split(" provider")[0])
+    assert len(scores) == 3 and all(0 < s < 1 for s in scores)
