@@ -14,6 +14,8 @@ __all__ = [
     "ModelLoadError",
     "ModelIntegrityError",
     "ManifestVersionError",
+    "ManifestError",
+    "ModelOutputError",
     "UnknownFormatError",
     "ParityError",
     "MissingExtraError",
@@ -52,6 +54,15 @@ class ModelIntegrityError(ModelLoadError):
 
 class ManifestVersionError(ModelLoadError):
     """``prm.json`` was written by a newer, incompatible manifest version."""
+
+
+class ManifestError(ModelLoadError):
+    """``prm.json`` holds a field of the wrong type or value (the message names each one)."""
+
+
+class ModelOutputError(PRMError, RuntimeError):
+    """The graph's ``step_probs`` broke the contract on a run: wrong shape, rank or dtype,
+    NaN or infinite values, or probabilities outside [0, 1]; the message names the model."""
 
 
 class UnknownFormatError(PRMError, KeyError):
