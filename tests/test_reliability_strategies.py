@@ -500,7 +500,8 @@ def _http_server(handler_fn: Any) -> tuple[ThreadingHTTPServer, str, _Counter]:
         do_GET = do_POST = _answer  # noqa: N815 - http.server's naming
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02},
+                     daemon=True).start()
     return server, f"http://127.0.0.1:{server.server_address[1]}/prm", counter
 
 
