@@ -62,8 +62,8 @@ def main() -> None:
         print(f"{mark} candidate {c['index'] + 1}: chain score {c['score']:.3f}, "
               f"answer {c['answer']}")
 
-    votes = sorted(report["votes"].items(), key=lambda kv: -kv[1])
-    margin = votes[0][1] - votes[1][1]
+    votes = sorted(report["votes"].items(), key=lambda kv: -kv[1]) or [("none", 0.0)]
+    margin = votes[0][1] - (votes[1][1] if len(votes) > 1 else 0.0)
     print("\nPRM-weighted votes (sum of chain scores): "
           + ", ".join(f"{answer}: {weight:.3f}" for answer, weight in votes))
     print(f"Chosen answer: {report['answer']} (selection {report['selection']}, "
@@ -79,12 +79,13 @@ def main() -> None:
         print("  " + chunk.replace("\n", "\n  "))
 
     candidates = report["result"]["candidates"]
-    slips = [c["score"] for c in candidates if c["text"] in (SLIP_STEP_1, SLIP_STEP_2)]
-    right = [c["score"] for c in candidates if final_answer(c["text"]) == "3"]
-    wrong_quantity = next(c["score"] for c in candidates if c["text"] == WRONG_QUANTITY)
-    print(f"\nThe two arithmetic slips scored {max(slips):.3f}: caught. The wrong-quantity "
-          f"answer (2+2=4, arithmetic right)\nscored {wrong_quantity:.3f}, like the correct "
-          f"ones ({', '.join(f'{s:.3f}' for s in right)}): not caught.")
+    if [c["text"] for c in candidates] == ANSWERS:  # the scripted model's answers
+        slips = [c["score"] for c in candidates if c["text"] in (SLIP_STEP_1, SLIP_STEP_2)]
+        right = [c["score"] for c in candidates if final_answer(c["text"]) == "3"]
+        wrong_quantity = next(c["score"] for c in candidates if c["text"] == WRONG_QUANTITY)
+        print(f"\nThe two arithmetic slips scored {max(slips):.3f}: caught. The wrong-quantity "
+              f"answer (2+2=4, arithmetic right)\nscored {wrong_quantity:.3f}, like the correct "
+              f"ones ({', '.join(f'{s:.3f}' for s in right)}): not caught.")
     print(SHIPPED_PRM_NOTE)
 
 

@@ -97,10 +97,11 @@ def main() -> None:
         print("1. PRMBestOfNLLM.complete:")
         response = best_llm.complete(QUESTION)
         report = response.additional_kwargs["prm"]
-        votes = sorted(report["votes"].items(), key=lambda kv: -kv[1])
+        votes = sorted(report["votes"].items(), key=lambda kv: -kv[1]) or [("none", 0.0)]
+        margin = votes[0][1] - (votes[1][1] if len(votes) > 1 else 0.0)
         print("PRM-weighted votes: " + ", ".join(f"{a}: {w:.3f}" for a, w in votes))
         print(f"Chosen answer: {report['answer']} (candidate {report['index'] + 1}, selection "
-              f"{report['selection']}, ahead by {votes[0][1] - votes[1][1]:.3f})")
+              f"{report['selection']}, ahead by {margin:.3f})")
         for step, score in zip(report["steps"], report["step_scores"], strict=True):
             print(f"  {score:.3f}  {step}")
 
