@@ -448,8 +448,11 @@ def test_best_of_n_returns_the_models_message_with_the_report() -> None:
     prompt = ChatPromptTemplate.from_template("Solve: {question}")
     bon = PRMBestOfN(generator=fake_llm(*VOTING), prm=TableScorer(VOTES), n=3,
                      max_concurrency=1)
+    scorer = bon.prm
     message = (prompt | bon).invoke({"question": "q"})
     assert isinstance(message, AIMessage) and message.content == VOTING[1]
+    # after `prompt |`, the question is the prompt's (last) human message
+    assert scorer.questions == ["Solve: q"] * 3
     report = message.response_metadata["prm"]
     assert report["selection"] == "weighted_vote" and report["answer"] == "7"
     assert report["index"] == 1 and report["score"] == pytest.approx(0.6)
@@ -1008,6 +1011,22 @@ def test_best_of_n_middleware_returns_the_best_response(
         sorted(graph_min(graph_prm, a) for a in answers), abs=1e-6)
     model_runs = set(recorder.run_ids("model"))  # the agent's model node
     assert {p for n, _, p in recorder.runs if n == "chat_model"} <= model_runs
+
+
+def test_best_of_n_middleware_votes_by_default_and_top_score_on_request() -> None:
+    from prm_plugins.adapters.langchain import PRMBestOfNMiddleware
+
+    for selection, expected in (("auto", VOTING[1]), ("top_score", VOTING[0])):
+        _, agent = _agent([AIMessage(a) for a in VOTING], [PRMBestOfNMiddleware(
+            prm=TableScorer(VOTES), n=3, max_concurrency=1, selection=selection)])
+        recorder = RunRecorder()
+        messages = agent.invoke({"messages": [("user", "q")]},
+                                {"callbacks": [recorder]})["messages"]
+        assert messages[-1].content == expected
+        (selected,) = [d for n, d, _ in recorder.events if n == CANDIDATE_SELECTED_EVENT]
+        assert selected["selection"] == ("weighted_vote" if selection == "auto" else selection)
+    with pytest.raises(InvalidInputError, match="selection must be one of"):
+        PRMBestOfNMiddleware(prm=TableScorer({}), selection="best")  # type: ignore[arg-type]
 
 
 def test_best_of_n_middleware_async_and_tool_calls(graph_prm: OnnxPRM) -> None:

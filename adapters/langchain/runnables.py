@@ -407,7 +407,9 @@ class PRMBestOfN(_SelectingRunnable):
     ``prompt | PRMBestOfN(generator=llm, prm=prm) | StrOutputParser()``. The input is the
     generator's own input (e.g. ``{"question": ...}`` for ``prompt | llm``, a str or
     messages for a chat model, a prompt value after ``prompt |``); the question the
-    candidates are scored against is read from it (the last human message of a prompt).
+    candidates are scored against is read from it: the ``question_key`` of a dict, else the
+    last human message (so after ``prompt |``, keep instructions in the system message and
+    the question alone in the human one, or wrap the prompt: ``generator=prompt | llm``).
     The output is the generator's own output for the chosen candidate: its ``AIMessage``,
     with the PRM's report in ``response_metadata["prm"]`` (``score``, ``index``,
     ``selection``, ``answer``, ``votes``, ``scores``, ``step_scores``, ... and the full
