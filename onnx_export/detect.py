@@ -12,14 +12,16 @@ format                      evidence
                             head), or the architecture is ``Qwen2ForPrmModel``
 ``token-classification``    the architecture ends in ``ForTokenClassification`` (TRL
                             ``PRMTrainer`` models)
-``math-shepherd``           a causal LM with no chat template whose vocabulary has ``ки`` as
-                            one token (Math-Shepherd's step tag)
+``math-shepherd``           a causal LM whose vocabulary has ``ки`` as one token
+                            (Math-Shepherd's step tag) and no chat-turn special tokens
+                            (``<|start_header_id|>``, ``<|eot_id|>``, ``<|im_start|>``)
 ==========================  ===============================================================
 
 RLHFlow's PRMs (``Llama3.1-8B-PRM-*``) are plain Llama causal LMs with the Llama 3.1 chat
-template: nothing in the checkpoint says they are PRMs, so they need ``--format rlhflow`` and
-the error says so. No evidence, or evidence for two formats, is an error that lists the
-candidates; detection never guesses. A plugin format takes part by giving its class a
+tokens: nothing in the checkpoint says they are PRMs (Llama 3's vocabulary may well hold
+``ки``), so they need ``--format rlhflow`` and the error says so. No evidence, or evidence
+for two formats, is an error that lists the candidates; detection never guesses. A plugin
+format takes part by giving its class a
 ``detect_checkpoint(model_dir, hf_config, hf_tokenizer, tensor_names) -> bool`` classmethod.
 
 Examples:
@@ -39,6 +41,7 @@ from prm_plugins.formats import available_formats, get_format
 
 __all__ = [
     "BUILTIN_DETECTORS",
+    "CHAT_TURN_TOKENS",
     "MATH_SHEPHERD_TAG",
     "detect_format",
     "detect_format_with_evidence",
@@ -49,6 +52,9 @@ logger = logging.getLogger(__name__)
 
 #: Math-Shepherd's step tag, a single token in the vocabularies of its checkpoints.
 MATH_SHEPHERD_TAG = "ки"
+#: Special tokens of chat-turn tokenizers (Llama 3, Qwen): a causal LM holding them is a chat
+#: model (RLHFlow's PRMs are), never taken for Math-Shepherd.
+CHAT_TURN_TOKENS = ("<|start_header_id|>", "<|eot_id|>", "<|im_start|>")
 _QWEN_PRM_HEAD = ("score.0.weight", "score.2.weight")
 _SKYWORK_HEAD = "v_head.summary.weight"
 
@@ -92,12 +98,20 @@ def _has_tag_token(hf_tok: Any, tag: str = MATH_SHEPHERD_TAG) -> bool:
     return False
 
 
+def _chat_turn_tokens(hf_tok: Any) -> list[str]:
+    try:
+        vocab = hf_tok.get_vocab()
+    except Exception:  # an odd tokenizer: no evidence either way
+        return []
+    return [t for t in CHAT_TURN_TOKENS if t in vocab]
+
+
 def _math_shepherd(archs: list[str], names: set[str], hf_tok: Any) -> str | None:
-    if not _is_causal_lm(archs) or getattr(hf_tok, "chat_template", None):
+    if not _is_causal_lm(archs) or _chat_turn_tokens(hf_tok):
         return None
     if _has_tag_token(hf_tok):
-        return (f"a causal LM ({archs[0]}) without a chat template whose vocabulary has "
-                f"{MATH_SHEPHERD_TAG!r} as one token (Math-Shepherd's step tag)")
+        return (f"a causal LM ({archs[0]}) whose vocabulary has {MATH_SHEPHERD_TAG!r} as one "
+                "token (Math-Shepherd's step tag) and no chat-turn tokens")
     return None
 
 
@@ -172,8 +186,8 @@ def detect_format_with_evidence(model_dir: Path, hf_config: Any, hf_tok: Any
         )
     what = f"config.architectures {archs}" if archs else "no config.architectures"
     if _is_causal_lm(archs):
-        template = "a chat template" if getattr(hf_tok, "chat_template", None) else \
-            f"no {MATH_SHEPHERD_TAG!r} token"
+        chat = _chat_turn_tokens(hf_tok)
+        template = f"chat tokens {chat}" if chat else f"no {MATH_SHEPHERD_TAG!r} token"
         raise InvalidInputError(
             f"cannot tell the format of {model_dir}: it is a plain causal LM ({what}, "
             f"{template}). RLHFlow PRMs (Llama3.1-8B-PRM-*) are plain Llama checkpoints: "

@@ -87,11 +87,13 @@ def load_hf_tokenizer(model_dir: str | Path) -> Any:
     return tok
 
 
-#: Texts the converted tokenizer must split exactly as sentencepiece does.
+#: Texts the converted tokenizer must split exactly as sentencepiece does. None starts with
+#: a space: there Llama tokenizers with ``legacy: false`` differ from raw sentencepiece by
+#: design (and the rendered chains start with the question's first word).
 _SPM_PROBES = (
     "Step 1: Tom has 3 apples and buys 12 more, so 3 + 12 = 15. ки",
     "Step 2:  two  spaces,\ttab\nand a new line ки\nStep 3: 48 / 6 = 8 ки",
-    " leading space, trailing space ",
+    "spaces:  inside,   and trailing ",
     "café × ÷ √2 ≈ 1.414, 😀 ки + -",
 )
 

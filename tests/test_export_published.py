@@ -402,11 +402,30 @@ def test_qwen_prm_and_token_classifier_are_detected(tmp_path: Path,
 
 
 def test_rlhflow_needs_its_format_named(tmp_path: Path) -> None:
+    from prm_plugins.onnx_export.detect import _has_tag_token
     from tests.tiny_chat_models import make_tiny_rlhflow_prm
 
     ckpt = make_tiny_rlhflow_prm(tmp_path / "rlhflow")
-    with pytest.raises(InvalidInputError, match=r"plain causal LM.*--format rlhflow"):
+    # Its vocabulary holds "ки" too (as Llama 3's may): the chat tokens tell it apart.
+    assert _has_tag_token(_hf(ckpt)[1])
+    with pytest.raises(InvalidInputError, match=r"plain causal LM.*chat tokens.*--format rlhflow"):
         _detect(ckpt)
+
+
+def test_math_shepherd_with_a_mistral_chat_template_and_legacy_false(
+    math_shepherd_dir: Path, tmp_path: Path
+) -> None:
+    """Later Mistral tokenizer configs carry an [INST] chat template and ``legacy: false``:
+    still Math-Shepherd, and still converted exactly (texts not starting with a space)."""
+    ckpt = tmp_path / "ms"
+    shutil.copytree(math_shepherd_dir, ckpt)
+    config = json.loads((ckpt / "tokenizer_config.json").read_text())
+    config["legacy"] = False
+    config["chat_template"] = ("{{ bos_token }}{% for m in messages %}{% if m['role'] == 'user' "
+                               "%}{{ '[INST] ' + m['content'] + ' [/INST]' }}{% else %}"
+                               "{{ m['content'] + eos_token }}{% endif %}{% endfor %}")
+    (ckpt / "tokenizer_config.json").write_text(json.dumps(config))
+    assert _detect(ckpt) == "math-shepherd"
 
 
 def _with_architectures(src: Path, dst: Path, archs: list[str]) -> Path:
