@@ -897,6 +897,13 @@ def _measure(measure: Any, graph: Path, model: Any, fmt: PRMFormat, chains: list
                 f"ONNX Runtime's CPU provider ({type(exc).__name__}: {str(exc)[:300]}). "
                 "Export fp32 (optionally --quantize int8) for CPU, or run on a GPU"
             ) from exc
+        if config.dtype == "bf16":
+            raise ParityError(
+                "ONNX Runtime could not run the bf16 graph on its CUDA provider "
+                f"({type(exc).__name__}: {str(exc)[:300]}); an op without a CUDA bf16 kernel "
+                "falls back to the CPU provider, which has none. Export --dtype fp16 for the "
+                "GPU, or --dtype bf16-weights"
+            ) from exc
         raise ParityError(
             f"ONNX Runtime could not run the exported graph for parity: "
             f"{type(exc).__name__}: {str(exc)[:800]}"
