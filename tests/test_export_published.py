@@ -569,3 +569,35 @@ def test_example_exports_a_published_layout_without_format(skywork_bin_dir: Path
     assert Manifest.read(out).parity["by_dtype"]["fp32"]["max_abs_diff"] <= 1e-4
     scores = json.loads(run.stdout.split("scores: ")[1].split(" provider")[0])
     assert len(scores) == 3 and all(0 < s < 1 for s in scores)
+
+
+def test_bf16_weights_converts_only_bf16_exact_initializers(tmp_path: Path) -> None:
+    """Weights a bf16 checkpoint holds go to bf16; fp32-made constants stay fp32: the graph
+    computes exactly what the fp32 graph did."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from prm_plugins.onnx_export.bf16 import bf16_weights
+
+    rng = np.random.default_rng(0)
+    exact = torch.randn(8, 8, dtype=torch.bfloat16).float().numpy()
+    inexact = rng.standard_normal((8, 8)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w_exact"], ["h"]),
+         helper.make_node("MatMul", ["h", "w_inexact"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 8])],
+        [numpy_helper.from_array(exact, "w_exact"), numpy_helper.from_array(inexact, "w_inexact")],
+    )
+    src, dst = tmp_path / "fp32.onnx", tmp_path / "bf16w.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)],
+                                ir_version=9), str(src))
+    stats = bf16_weights(src, dst)
+    assert (stats["initializers_bf16"], stats["initializers_fp32"]) == (1, 1)
+    types = {i.name: i.data_type for i in onnx.load(str(dst)).graph.initializer}
+    assert types == {"w_exact_bf16": TensorProto.BFLOAT16, "w_inexact": TensorProto.FLOAT}
+    x = rng.standard_normal((2, 8)).astype(np.float32)
+    run = [ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+           for p in (src, dst)]
+    np.testing.assert_array_equal(run[0], run[1])
