@@ -42,8 +42,10 @@ logger = logging.getLogger(__name__)
 
 _SAFE_INDEX = "model.safetensors.index.json"
 _BIN_INDEX = "pytorch_model.bin.index.json"
-#: Weight files transformers would look for, safest first.
-_LAYOUTS = (("safetensors", _SAFE_INDEX, "*.safetensors"), ("bin", _BIN_INDEX, "*.bin"))
+#: Weight files transformers would look for, safest first. Other ``.bin`` files of a
+#: checkpoint directory (``training_args.bin``, optimizer states) are never opened.
+_LAYOUTS = (("safetensors", _SAFE_INDEX, "model*.safetensors"),
+            ("bin", _BIN_INDEX, "pytorch_model*.bin"))
 
 
 @dataclass(frozen=True)
@@ -86,7 +88,8 @@ def find_weights(model_dir: str | Path) -> WeightFiles:
             return WeightFiles(kind, files)
     present = sorted(p.name for p in model_dir.iterdir())[:12] if model_dir.is_dir() else []
     raise ModelLoadError(
-        f"{model_dir} holds no weights (*.safetensors, or *.bin read as tensors only); found "
+        f"{model_dir} holds no weights (model*.safetensors, or pytorch_model*.bin read as "
+        f"tensors only); found "
         f"{present or 'nothing'}. Pass the directory of a downloaded checkpoint"
     )
 

@@ -361,6 +361,20 @@ def test_a_bin_that_runs_code_is_refused_unexecuted(skywork_bin_dir: Path, tmp_p
     assert not marker.exists() and not (tmp_path / "out").exists()
 
 
+def test_other_pickles_of_a_checkpoint_are_never_opened(skywork_bin_dir: Path,
+                                                        tmp_path: Path) -> None:
+    """A Trainer's ``training_args.bin`` (a pickle of objects) sits beside the weights."""
+    from prm_plugins.onnx_export.checkpoint import find_weights, tensor_names
+
+    ckpt = tmp_path / "with-args"
+    shutil.copytree(skywork_bin_dir, ckpt)
+    marker = tmp_path / "code-ran"
+    torch.save(_RunsCode(marker), ckpt / "training_args.bin")
+    assert find_weights(ckpt).files == ("pytorch_model.bin",)
+    assert "v_head.summary.weight" in tensor_names(ckpt)
+    assert _detect(ckpt) == "skywork" and not marker.exists()
+
+
 @pytest.mark.parametrize("damage, match", [
     ("no-weights", "holds no weights"),
     ("missing-shard", "incomplete"),
