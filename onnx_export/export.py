@@ -1,7 +1,10 @@
 """Export a local PRM checkpoint to an ONNX model directory, with measured parity.
 
-:func:`export_prm` loads the checkpoint through the family's torch wrapper (local files,
-safetensors only, never remote code), exports a graph that follows the contract
+:func:`export_prm` takes a checkpoint as downloaded: the format from ``--format``, the
+checkpoint's ``prm_format.json``, or detected (:mod:`prm_plugins.onnx_export.detect`); the
+tokenizer from ``tokenizer.json`` or a sentencepiece ``tokenizer.model``; the weights from
+safetensors or tensors-only ``.bin`` files (:mod:`prm_plugins.onnx_export.checkpoint`; never
+remote code). It loads the family's torch wrapper, exports a graph that follows the contract
 (``input_ids [B,T] int64``, ``attention_mask [B,T] int64`` -> ``step_probs [B,T] float32``,
 dynamic ``B`` and ``T``), measures parity against the torch wrapper on fresh random chains
 rendered by the format (several batch sizes and lengths, right and left padding), and only
