@@ -1,4 +1,12 @@
-"""Token-budget batching: sort by length, pad to a few bucket lengths, cap tokens per batch."""
+"""Token-budget batching: sort by length, pad to a few bucket lengths, cap tokens per batch.
+
+Two caps bound a batch: ``token_budget`` (padded tokens, ``rows x length``) and, optionally,
+``attention_budget`` (attention cells, ``rows x length^2``). The second is what keeps memory
+flat on the CPU: a transformer's attention activations grow with the square of the length, so
+a budget of 8192 tokens is 64 rows of 128 tokens (cheap) but also 16 rows of 512 tokens, whose
+attention scores alone took over 1 GB in ONNX Runtime (``benchmarks/results/
+memory_prm_score.md``). Capping ``rows x length^2`` shrinks only the long batches.
+"""
 
 from __future__ import annotations
 
@@ -38,12 +46,21 @@ class Batch:
 
 def plan_batches(
     lengths: Sequence[int], *, token_budget: int = 8192, max_batch_size: int = 64,
-    granularity: int = 16, max_length: int | None = None,
+    granularity: int = 16, max_length: int | None = None, attention_budget: int | None = None,
 ) -> list[Batch]:
     """Group sequences into batches of at most ``token_budget`` padded tokens.
 
     Sequences are sorted by length (longest first) so padding stays small. A sequence
     longer than the budget still gets a batch of its own.
+
+    Args:
+        lengths: token count of each sequence.
+        token_budget: most padded tokens (``rows x length``) per batch.
+        max_batch_size: most rows per batch.
+        granularity: padding step (see :func:`bucket_length`).
+        max_length: the model's longest input; padded lengths never exceed it.
+        attention_budget: most attention cells (``rows x length^2``) per batch; ``None``
+            for no such cap.
     """
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
     batches: list[Batch] = []
@@ -52,7 +69,9 @@ def plan_batches(
     for i in order:
         padded = bucket_length(lengths[i], granularity=granularity, max_length=max_length)
         new_len = max(cur_len, padded)
-        if cur and (new_len * (len(cur) + 1) > token_budget or len(cur) >= max_batch_size):
+        rows = len(cur) + 1
+        if cur and (new_len * rows > token_budget or len(cur) >= max_batch_size or (
+                attention_budget is not None and rows * new_len * new_len > attention_budget)):
             batches.append(Batch(cur, cur_len))
             cur, new_len = [], padded
         cur.append(i)

@@ -75,9 +75,14 @@ def row_bucket(rows: int, cap: int) -> int:
     return min(size, cap)
 
 
-def rows_cap(length: int, *, token_budget: int, max_batch_size: int) -> int:
-    """Most rows a batch of bucket ``length`` may hold (at least one)."""
-    return max(1, min(max_batch_size, token_budget // length))
+def rows_cap(length: int, *, token_budget: int, max_batch_size: int,
+             attention_budget: int | None = None) -> int:
+    """Most rows a batch of bucket ``length`` may hold (at least one): at most
+    ``token_budget`` tokens and, when given, ``attention_budget`` cells (``rows x length^2``)."""
+    cap = min(max_batch_size, token_budget // length)
+    if attention_budget is not None:
+        cap = min(cap, attention_budget // (length * length))
+    return max(1, cap)
 
 
 def plan_bucketed_batches(
@@ -86,6 +91,7 @@ def plan_bucketed_batches(
     *,
     token_budget: int,
     max_batch_size: int,
+    attention_budget: int | None = None,
 ) -> list[Batch]:
     """Group sequences by bucket, longest first, at most ``token_budget`` padded tokens each.
 
@@ -97,6 +103,7 @@ def plan_bucketed_batches(
         buckets: sorted bucket lengths (:func:`resolve_length_buckets`).
         token_budget: most padded tokens per batch.
         max_batch_size: most sequences per batch.
+        attention_budget: most attention cells (``rows x length^2``) per batch, or ``None``.
 
     Raises:
         InvalidInputError: a sequence longer than the longest bucket.
@@ -112,7 +119,8 @@ def plan_bucketed_batches(
             raise InvalidInputError(
                 f"a sequence of {n} tokens is longer than the longest bucket {buckets[-1]}"
             )
-        cap = rows_cap(length, token_budget=token_budget, max_batch_size=max_batch_size)
+        cap = rows_cap(length, token_budget=token_budget, max_batch_size=max_batch_size,
+                       attention_budget=attention_budget)
         if cur and (length != cur_len or len(cur) >= cap):
             batches.append(Batch(cur, cur_len))
             cur = []

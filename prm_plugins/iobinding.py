@@ -37,14 +37,14 @@ OUTPUT_NAME = "step_probs"
 
 
 # GPU only (the CPU test suite cannot run it): a session with CUDA graph capture.
-def cuda_graph_session(path: str, options: Any) -> Any:
+def cuda_graph_session(path: str | bytes, options: Any) -> Any:
     """A CUDA session with ``enable_cuda_graph``, or ``None`` (with a warning) if refused.
 
     ONNX Runtime captures CUDA graphs only when every compute node runs on the CUDA provider;
     its refusal, or any other failure, is reported and the caller runs without graphs.
 
     Args:
-        path: the ``.onnx`` file.
+        path: the ``.onnx`` file, or its verified bytes.
         options: ``onnxruntime.SessionOptions``.
     """
     import warnings

@@ -19,9 +19,23 @@ from typing import Any, Literal
 import numpy as np
 
 from prm_plugins.batching import pad_batch, plan_batches
-from prm_plugins.errors import ChainTooLongError, InvalidInputError, ModelLoadError
+from prm_plugins.errors import (
+    ChainTooLongError,
+    InvalidInputError,
+    ManifestError,
+    ModelLoadError,
+    ModelOutputError,
+    PRMError,
+)
 from prm_plugins.formats import PRMFormat, Rendered, get_format
-from prm_plugins.manifest import Manifest, verify_files
+from prm_plugins.manifest import (
+    MANIFEST_NAME,
+    Manifest,
+    external_data_files,
+    normalise_location,
+    read_verified,
+    verify_files,
+)
 from prm_plugins.steps import validate_chain
 from prm_plugins.types import StepScores
 from prm_plugins.windows import plan_windows
@@ -33,6 +47,13 @@ logger = logging.getLogger(__name__)
 Device = Literal["auto", "cpu", "cuda"]
 LongChains = Literal["error", "window"]
 OUTPUT_NAME = "step_probs"
+#: How far outside [0, 1] a probability may stray through float rounding (softmax/sigmoid in
+#: fp32 or fp16 can give 1.0000001) before the output counts as broken; values within it are
+#: clipped to [0, 1], values past it raise :class:`ModelOutputError`.
+PROB_TOLERANCE = 1e-4
+#: Default most attention cells (``rows x length^2``) per batch on the CPU: 64 rows of 128
+#: tokens, 16 of 256, 4 of 512. See ``benchmarks/results/memory_prm_score.md``.
+CPU_ATTENTION_BUDGET = 1 << 20
 
 
 def default_model_dir() -> Path:
@@ -73,9 +94,18 @@ class OnnxPRM:
             ``max_length``; ``"window"`` scores it in windows that keep the question and as
             many preceding steps as fit.
         token_budget: most padded tokens in one forward batch.
+        attention_budget: most attention cells (``rows x length^2``) in one forward batch, so
+            long chains run in smaller batches and the activations of attention (quadratic in
+            the length) stay bounded. ``None`` (default): :data:`CPU_ATTENTION_BUDGET` on the
+            CPU provider (peak memory of ``prm score`` over a large file fell from 2.2 GB to
+            about 0.5 GB at the same speed), no cap on CUDA; ``0`` for no cap anywhere.
         max_batch_size: most sequences in one forward batch.
         intra_op_num_threads: ONNX Runtime threads (default: its own choice).
-        verify: check every file's sha256 against ``prm.json`` (default ``True``).
+        verify: check every file's sha256 against ``prm.json`` (default ``True``). Each file
+            the model reads (the graph, its external data, the tokenizer) is read once and
+            built from those verified bytes, so a file swapped after the check is never used;
+            a graph whose external data ``prm.json`` does not list is refused. Files that are
+            symlinks out of the model directory are refused either way.
         checks: deterministic step checks applied after the model (``("arithmetic",)``
             caps steps whose written arithmetic is wrong, see :mod:`prm_plugins.checks`);
             ``None`` (default) takes the list the model's manifest recommends under
@@ -98,6 +128,11 @@ class OnnxPRM:
             says why and the model runs without graphs). Implies ``buckets="auto"`` unless
             buckets are given.
 
+    Every run's ``step_probs`` is checked (shape ``[B, T]`` of the inputs, a float dtype,
+    finite and within [0, 1] where the attention mask is 1, up to :data:`PROB_TOLERANCE` of
+    rounding, which is clipped); a graph that breaks it raises :class:`ModelOutputError`
+    naming the model instead of scoring silently.
+
     Examples:
         >>> from prm_plugins import load_prm
         >>> prm = load_prm()  # doctest: +SKIP
@@ -113,6 +148,7 @@ class OnnxPRM:
         device: Device = "auto",
         long_chains: LongChains = "error",
         token_budget: int = 8192,
+        attention_budget: int | None = None,
         max_batch_size: int = 64,
         intra_op_num_threads: int | None = None,
         verify: bool = True,
@@ -130,6 +166,13 @@ class OnnxPRM:
             )
         if not isinstance(token_budget, int) or token_budget < 1:
             raise InvalidInputError(f"token_budget must be a positive int, got {token_budget!r}")
+        if attention_budget is not None and (not isinstance(attention_budget, int)
+                                             or isinstance(attention_budget, bool)
+                                             or attention_budget < 0):
+            raise InvalidInputError(
+                "attention_budget must be None (automatic), 0 (no cap) or a positive int of "
+                f"rows x length^2 cells, got {attention_budget!r}"
+            )
         if cuda_graph and device == "cpu":
             raise InvalidInputError(
                 "cuda_graph=True needs device='cuda' (or 'auto' on a GPU machine); CUDA graphs "
@@ -141,21 +184,41 @@ class OnnxPRM:
                 f"model directory {str(self.model_dir)!r} does not exist or is not a directory"
             )
         self.manifest = Manifest.read(self.model_dir)
+        self._model_path = self.model_dir / self.manifest.model_file
+        # Read once, verify those bytes, build from them: nothing is re-read from disk.
+        model_bytes = read_verified(self.model_dir, self.manifest, self.manifest.model_file,
+                                    verify=verify)
+        external = self._read_external_data(model_bytes, verify)
+        tokenizer_bytes = read_verified(self.model_dir, self.manifest,
+                                        self.manifest.tokenizer_file, verify=verify)
         if verify:
-            verify_files(self.model_dir, self.manifest)
+            verify_files(self.model_dir, self.manifest,
+                         skip={self.manifest.model_file, self.manifest.tokenizer_file, *external})
         self.checks = self._resolve_checks(checks)
         self.calibration = None
         if calibrate and "calibration" in self.manifest.extra:
             from prm_plugins.calibration import PlattCalibration
 
-            self.calibration = PlattCalibration.from_manifest(self.manifest.extra["calibration"])
+            try:
+                self.calibration = PlattCalibration.from_manifest(
+                    self.manifest.extra["calibration"])
+            except InvalidInputError as exc:
+                raise ManifestError(f"{self.model_dir / MANIFEST_NAME}: {exc}") from exc
         self.long_chains: LongChains = long_chains
         self.token_budget = token_budget
         self.max_batch_size = max_batch_size
         self.max_length = int(self.manifest.max_length)
-        self.tokenizer = self._load_tokenizer()
+        self.tokenizer = self._load_tokenizer(tokenizer_bytes)
+        del tokenizer_bytes
+        self._check_token_ids()
         fmt_cls = get_format(self.manifest.format)
-        self.format: PRMFormat = fmt_cls(self.tokenizer, self.manifest.format_options)
+        try:
+            self.format: PRMFormat = fmt_cls(self.tokenizer, self.manifest.format_options)
+        except InvalidInputError as exc:
+            raise ManifestError(
+                f"{self.model_dir / MANIFEST_NAME}: format_options do not fit format "
+                f"{self.manifest.format!r} and this tokenizer: {exc}"
+            ) from exc
         self._pad_id = self._find_pad_id()
         if cuda_graph and buckets is None:
             buckets = "auto"
@@ -163,19 +226,27 @@ class OnnxPRM:
 
         self.buckets: tuple[int, ...] | None = (
             None if buckets is None else resolve_length_buckets(buckets, self.max_length))
-        self._session, self.provider = self._create_session(device, intra_op_num_threads,
-                                                            cuda_graph=cuda_graph)
+        self._session, self.provider = self._create_session(
+            device, intra_op_num_threads, model_bytes, external, cuda_graph=cuda_graph)
+        del model_bytes, external
         self.cuda_graph = cuda_graph and self._cuda_graph_session
+        if attention_budget is None:
+            attention_budget = (CPU_ATTENTION_BUDGET if self.provider == "CPUExecutionProvider"
+                                else 0)
+        #: most ``rows x length^2`` per batch; ``None`` when uncapped.
+        self.attention_budget: int | None = attention_budget or None
         self._runner = self._make_runner(io_binding)
         self._input_names = {i.name for i in self._session.get_inputs()}
         missing = {"input_ids", "attention_mask"} - self._input_names
-        outputs = [o.name for o in self._session.get_outputs()]
+        outputs = {o.name: o for o in self._session.get_outputs()}
         if missing or OUTPUT_NAME not in outputs:
             raise ModelLoadError(
-                f"{self.model_dir / self.manifest.model_file} does not follow the graph contract "
+                f"{self._model_path} does not follow the graph contract "
                 f"(inputs input_ids, attention_mask; output {OUTPUT_NAME}): inputs "
-                f"{sorted(self._input_names)}, outputs {outputs}. Re-export with `prm export`"
+                f"{sorted(self._input_names)}, outputs {list(outputs)}. Re-export with "
+                "`prm export`"
             )
+        self._check_declared_output(outputs[OUTPUT_NAME])
 
     # -- loading --------------------------------------------------------------------------
     def _resolve_checks(self, checks: Sequence[str] | None) -> tuple[str, ...]:
@@ -194,17 +265,77 @@ class OnnxPRM:
             )
         return tuple(checks)
 
-    def _load_tokenizer(self) -> Any:
+    def _read_external_data(self, model_bytes: Any, verify: bool) -> dict[str, Any]:
+        """Location -> verified contents of every external-data file the graph reads.
+
+        Raises:
+            ModelLoadError: a location outside the directory, or (with ``verify``) one that
+                ``prm.json`` does not list, so its hash could not be checked.
+        """
+        external: dict[str, Any] = {}
+        for location in sorted(external_data_files(model_bytes)):
+            name = normalise_location(location)
+            listed = name in self.manifest.files
+            if verify and not listed:
+                raise ModelLoadError(
+                    f"{self._model_path} reads external data file {location!r}, which is not "
+                    f"listed in {self.model_dir / MANIFEST_NAME} 'files': its sha256 cannot be "
+                    "checked, so it could be replaced unseen. Re-export the model (prm export "
+                    "hashes every file), or add the file's sha256 to 'files'"
+                )
+            try:
+                external[location] = read_verified(self.model_dir, self.manifest, name,
+                                                   verify=verify)
+            except ModelLoadError as exc:
+                if type(exc) is not ModelLoadError:
+                    raise
+                raise ModelLoadError(
+                    f"{self._model_path} reads external data from {location!r}: {exc}"
+                ) from exc
+        return external
+
+    def _load_tokenizer(self, data: bytes | Any) -> Any:
         from tokenizers import Tokenizer
 
         path = self.model_dir / self.manifest.tokenizer_file
         try:
-            tok = Tokenizer.from_file(str(path))
+            tok = Tokenizer.from_str(bytes(data).decode("utf-8"))
         except Exception as exc:
             raise ModelLoadError(f"cannot read tokenizer {path}: {exc}") from exc
         tok.no_truncation()  # never truncate silently; length is checked here
         tok.no_padding()
         return tok
+
+    def _check_token_ids(self) -> None:
+        """Token ids written in ``prm.json`` must exist in the tokenizer's vocabulary."""
+        vocab = int(self.tokenizer.get_vocab_size(with_added_tokens=True))
+        named = [(f"format_options.{k}", v) for k, v in self.manifest.format_options.items()
+                 if k.endswith("token_id")]
+        named.append(("extra.pad_token_id", self.manifest.extra.get("pad_token_id")))
+        bad = [f"{field} is {value!r}" for field, value in named
+               if value is not None and not 0 <= value < vocab]
+        if bad:
+            raise ManifestError(
+                f"{self.model_dir / MANIFEST_NAME}: {'; '.join(bad)}, outside the tokenizer's "
+                f"vocabulary of {vocab} ids (0..{vocab - 1}); fix the id(s) in prm.json or "
+                "re-export the model"
+            )
+
+    def _check_declared_output(self, output: Any) -> None:
+        """Refuse a graph whose declared ``step_probs`` is not a float ``[B, T]`` tensor."""
+        shape, kind = getattr(output, "shape", None), str(getattr(output, "type", ""))
+        problems = []
+        if isinstance(shape, (list, tuple)) and len(shape) != 2:
+            problems.append(f"rank {len(shape)} (shape {list(shape)})")
+        if kind and kind not in ("tensor(float)", "tensor(float16)", "tensor(double)",
+                                 "tensor(bfloat16)"):
+            problems.append(f"type {kind}")
+        if problems:
+            raise ModelLoadError(
+                f"{self._model_path} declares {OUTPUT_NAME} with {' and '.join(problems)}; "
+                f"the graph contract is a float32 [B, T] tensor, one probability per token. "
+                "Re-export with `prm export`"
+            )
 
     def _find_pad_id(self) -> int:
         pad = self.manifest.extra.get("pad_token_id")
@@ -226,8 +357,10 @@ class OnnxPRM:
         return BoundRunner(self._session, device="cuda" if on_cuda else "cpu",
                            cuda_graph=self.cuda_graph)
 
-    def _create_session(self, device: Device, threads: int | None, *,
+    def _create_session(self, device: Device, threads: int | None, model: Any,
+                        external: dict[str, Any], *,
                         cuda_graph: bool = False) -> tuple[Any, str]:
+        """The ONNX Runtime session, built from the verified bytes (never from the path)."""
         import onnxruntime as ort
 
         self._cuda_graph_session = False
@@ -237,7 +370,12 @@ class OnnxPRM:
         opts.log_severity_level = 3
         if threads is not None:
             opts.intra_op_num_threads = int(threads)
-        path = str(self.model_dir / self.manifest.model_file)
+        if external:
+            names = list(external)
+            opts.add_external_initializers_from_files_in_memory(
+                names, [external[n] for n in names], [len(external[n]) for n in names])
+        path = str(self._model_path)
+        model = bytes(model) if not isinstance(model, bytes) else model
         available = ort.get_available_providers()
         want_cuda = device == "cuda" or (
             device == "auto" and "CUDAExecutionProvider" in available and _cuda_driver_present()
@@ -249,10 +387,10 @@ class OnnxPRM:
                     f"(available: {available}). Install onnxruntime-gpu "
                     '(pip install "prm-plugins[cuda]") or use device="auto" / "cpu"'
                 )
-            sess = self._cuda_graph_session_or_none(path, opts) if cuda_graph else None
+            sess = self._cuda_graph_session_or_none(model, opts) if cuda_graph else None
             try:
                 sess = sess or ort.InferenceSession(
-                    path, opts, providers=["CUDAExecutionProvider", "CPUExecutionProvider"]
+                    model, opts, providers=["CUDAExecutionProvider", "CPUExecutionProvider"]
                 )
             except Exception as exc:  # CUDA libraries missing or the device failing
                 if device == "cuda":
@@ -280,16 +418,19 @@ class OnnxPRM:
         if cuda_graph:
             warnings.warn("cuda_graph=True but the model runs on CPU; no CUDA graphs",
                           RuntimeWarning, stacklevel=3)
+        # On the CPU, a memory pattern is planned and kept per input shape, and a scorer meets
+        # many shapes: off, peak memory over a large file fell by ~0.7 GB at the same speed.
+        opts.enable_mem_pattern = False
         try:
-            sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+            sess = ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
         except Exception as exc:
             raise ModelLoadError(f"ONNX Runtime cannot load {path}: {exc}") from exc
         return sess, "CPUExecutionProvider"
 
-    def _cuda_graph_session_or_none(self, path: str, opts: Any) -> Any:
+    def _cuda_graph_session_or_none(self, model: bytes, opts: Any) -> Any:
         from prm_plugins.iobinding import cuda_graph_session
 
-        sess = cuda_graph_session(path, opts)
+        sess = cuda_graph_session(model, opts)
         self._cuda_graph_session = sess is not None
         return sess
 
@@ -421,18 +562,21 @@ class OnnxPRM:
     def _plan(self, lengths: list[int]) -> list[Any]:
         if self.buckets is None:
             return plan_batches(lengths, token_budget=self.token_budget,
-                                max_batch_size=self.max_batch_size, max_length=self.max_length)
+                                max_batch_size=self.max_batch_size, max_length=self.max_length,
+                                attention_budget=self.attention_budget)
         from prm_plugins.buckets import plan_bucketed_batches
 
         return plan_bucketed_batches(lengths, self.buckets, token_budget=self.token_budget,
-                                     max_batch_size=self.max_batch_size)
+                                     max_batch_size=self.max_batch_size,
+                                     attention_budget=self.attention_budget)
 
     def _pad_rows(self, ids: np.ndarray, mask: np.ndarray, length: int
                   ) -> tuple[np.ndarray, np.ndarray]:
         """Add fully masked rows up to the batch's row bucket (their outputs are dropped)."""
         from prm_plugins.buckets import row_bucket, rows_cap
 
-        cap = rows_cap(length, token_budget=self.token_budget, max_batch_size=self.max_batch_size)
+        cap = rows_cap(length, token_budget=self.token_budget, max_batch_size=self.max_batch_size,
+                       attention_budget=self.attention_budget)
         extra = row_bucket(len(ids), cap) - len(ids)
         if extra <= 0:
             return ids, mask
@@ -440,10 +584,60 @@ class OnnxPRM:
                 np.concatenate([mask, np.zeros((extra, length), np.int64)]))
 
     def _forward(self, ids: np.ndarray, mask: np.ndarray, *, keep: bool) -> np.ndarray:
-        if self._runner is not None:
-            return self._runner.run(ids, mask, keep=keep)
-        (probs,) = self._session.run([OUTPUT_NAME], {"input_ids": ids, "attention_mask": mask})
-        return np.asarray(probs)
+        try:
+            if self._runner is not None:
+                probs = self._runner.run(ids, mask, keep=keep)
+            else:
+                (probs,) = self._session.run([OUTPUT_NAME],
+                                             {"input_ids": ids, "attention_mask": mask})
+        except (PRMError, MemoryError):
+            raise
+        except Exception as exc:  # the inputs are ours and well formed: the graph failed
+            raise ModelOutputError(
+                f"{self._model_path} failed on a batch of shape {ids.shape} (its {OUTPUT_NAME} "
+                f"must be float32 of the input's shape [B, T]): ONNX Runtime says: "
+                f"{str(exc)[:500]}"
+            ) from exc
+        return self._checked_output(probs, mask)
+
+    def _checked_output(self, probs: Any, mask: np.ndarray) -> np.ndarray:
+        """``probs`` as float32 after the contract checks (see :class:`OnnxPRM`)."""
+        where = f"{self._model_path} (model directory {self.model_dir})"
+        arr = np.asarray(probs)
+        if arr.shape != mask.shape:
+            raise ModelOutputError(
+                f"{where} returned {OUTPUT_NAME} of shape {arr.shape} for inputs of shape "
+                f"{mask.shape}; expected {mask.shape}, one probability per token ([B, T]). "
+                "The graph does not follow the contract: re-export it with `prm export`"
+            )
+        if not np.issubdtype(arr.dtype, np.floating):
+            raise ModelOutputError(
+                f"{where} returned {OUTPUT_NAME} of dtype {arr.dtype}; expected float32 "
+                "probabilities. Re-export it with `prm export`"
+            )
+        real = arr[mask != 0].astype(np.float64)
+        if real.size == 0:
+            return arr.astype(np.float32, copy=False)
+        finite = np.isfinite(real)
+        if not finite.all():
+            bad = real[~finite]
+            raise ModelOutputError(
+                f"{where} returned {bad.size} of {real.size} {OUTPUT_NAME} values that are "
+                f"not finite (e.g. {bad[:3].tolist()}) on a batch of shape {mask.shape}; a "
+                "PRM's output must be probabilities. The model is broken (overflow in fp16, "
+                "a bad export or bad weights): re-export it, or check it with `prm info`"
+            )
+        low, high = float(real.min()), float(real.max())
+        if low < -PROB_TOLERANCE or high > 1.0 + PROB_TOLERANCE:
+            raise ModelOutputError(
+                f"{where} returned {OUTPUT_NAME} values outside [0, 1] (min {low!r}, max "
+                f"{high!r}) on a batch of shape {mask.shape}; the graph must output "
+                "probabilities (softmax or sigmoid), not logits. Re-export it with `prm export`"
+            )
+        arr = arr.astype(np.float32, copy=False)
+        if low < 0.0 or high > 1.0:  # rounding within the tolerance
+            arr = np.clip(arr, 0.0, 1.0)
+        return arr
 
     def run_graph(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         """Run the raw graph: ``step_probs [B, T]`` for padded ``int64`` inputs."""
