@@ -17,7 +17,7 @@ step. Candidate sets are built here, with no LLM:
   none of them the training seed), which writes realistic reasoning errors that carry on
   consistently to a wrong final answer.
 - every candidate, correct or wrong, is then restyled on its own
-  (:func:`prm_plugins.labeling.restyle.restyle_steps`: spacing, multiplication sign, operand
+  (:func:`restyle.restyle_steps`, ``benchmarks/restyle.py``: spacing, multiplication sign, operand
   order, connectives, the final-answer wording; meaning, arithmetic and answer unchanged), so
   no two samples are the same text, as with a real sampler (``--no-restyle`` turns it off).
 - ``prm eval bon``'s engine (:func:`prm_plugins.evaluation.evaluate_best_of_n`) then scores
@@ -56,13 +56,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from restyle import restyle_steps  # benchmarks/restyle.py, beside this script
 
 from prm_plugins.checks import HybridPRM
 from prm_plugins.evaluation import evaluate_best_of_n
 from prm_plugins.evaluation.answers import answers_match
 from prm_plugins.evaluation.bon import paired_difference
 from prm_plugins.labeling.gsm8k import read_gsm8k_jsonl
-from prm_plugins.labeling.restyle import restyle_steps
 from prm_plugins.labeling.verifier import build_verifier_dataset
 from prm_plugins.runtime import default_model_dir, load_prm
 from prm_plugins.types import StepScorer, StepScores

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import random
+import sys
+from pathlib import Path
 
 import pytest
 from test_labeling_gsm8k import ROWS  # GSM8K-format problems written for the tests
@@ -10,8 +12,11 @@ from test_labeling_gsm8k import ROWS  # GSM8K-format problems written for the te
 from prm_plugins.checks import check_arithmetic
 from prm_plugins.errors import InvalidInputError
 from prm_plugins.evaluation.answers import extract_answer, normalize_answer
-from prm_plugins.labeling.restyle import restyle_steps
 from prm_plugins.labeling.verifier import build_verifier_dataset
+
+# restyle_steps is a benchmark tool (benchmarks/restyle.py), not part of the library.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from restyle import restyle_steps  # noqa: E402
 
 
 def _chains() -> list[dict]:

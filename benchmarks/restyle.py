@@ -2,7 +2,7 @@
 
 Real generators never write the same solution twice: they vary spacing, operator symbols,
 operand order and connectives. :func:`restyle_steps` imitates that on labelled chains, so that
-a candidate set built from one reference (``benchmarks/bon_curve.py``) holds distinct texts
+a candidate set built from one reference (``bon_curve.py`` beside this file) holds distinct texts
 whose scores differ the way a real sampler's would, and so that training data can be varied
 without changing any label. Every rewrite keeps each step's meaning, its written arithmetic
 (``a op b = c`` still holds) and the final answer; the number of steps never changes, so the
