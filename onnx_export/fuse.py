@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from prm_plugins.errors import InvalidInputError, require
+from prm_plugins.errors import FusionError, require
 
 __all__ = [
     "FUSED_OPSET",
@@ -52,10 +52,6 @@ logger = logging.getLogger(__name__)
 FUSED_OPSET = 23
 #: Op types a fused decoder graph must hold (each at least once).
 FUSED_OP_TYPES: tuple[str, ...] = ("Attention", "RMSNormalization", "RotaryEmbedding")
-
-
-class FusionError(InvalidInputError):
-    """A requested fusion found nothing to fuse (e.g. an encoder given ``--optimize fused``)."""
 
 
 @dataclass

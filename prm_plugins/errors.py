@@ -5,7 +5,12 @@ Every error says what was wrong, what was received, and how to fix it.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from prm_plugins.strategies.verify import Verdict
 
 __all__ = [
     "PRMError",
@@ -19,6 +24,25 @@ __all__ = [
     "UnknownFormatError",
     "ParityError",
     "MissingExtraError",
+    # generator calls and strategies (prm_plugins.plans)
+    "TransientGeneratorError",
+    "GeneratorTimeoutError",
+    "AllCandidatesFailedError",
+    "EmptyGenerationsError",
+    # the micro-batcher (prm_plugins.microbatch)
+    "ScorerOutputError",
+    "ScorerTimeoutError",
+    "MicroBatcherClosedError",
+    "MicroBatcherLoopError",
+    # input files and LLM answers
+    "JSONLineError",
+    "StepwiseFormatError",
+    "GraderAnswerError",
+    # adapters and export (defined here so that every error has one home)
+    "AnswersTooLongError",
+    "RemotePRMError",
+    "VerificationFailedError",
+    "FusionError",
 ]
 
 
@@ -78,6 +102,177 @@ class ParityError(PRMError, RuntimeError):
 
 class MissingExtraError(PRMError, ImportError):
     """An optional dependency is missing; the message names the pip extra."""
+
+
+# -- generator calls and strategies (prm_plugins.plans) ---------------------------------
+
+
+class TransientGeneratorError(PRMError, RuntimeError):
+    """A generator failure worth retrying (rate limit, overloaded server, dropped stream).
+
+    Raise it (or :class:`TimeoutError` / :class:`ConnectionError`, which count as transient
+    too) from a generator method; strategies retry the call under their
+    :class:`~prm_plugins.plans.RetryPolicy`. Any other exception fails the call at once.
+    """
+
+
+class GeneratorTimeoutError(PRMError, TimeoutError):
+    """A generator call did not answer within :attr:`RetryPolicy.timeout` seconds.
+
+    It is a :class:`TimeoutError`, so the default policy retries it.
+    """
+
+
+class AllCandidatesFailedError(PRMError, RuntimeError):
+    """Every generator call of a strategy failed, so there is nothing to choose from.
+
+    Attributes:
+        causes: the exceptions behind the failures, one per failed candidate or call.
+        candidates: the failed candidates (best-of-N), when there are any.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        causes: Sequence[BaseException] = (),
+        candidates: Sequence[Any] = (),
+    ) -> None:
+        super().__init__(message)
+        self.causes = list(causes)
+        self.candidates = list(candidates)
+
+
+class EmptyGenerationsError(InvalidInputError, AllCandidatesFailedError):
+    """Every generator call returned empty text (no steps to score).
+
+    It is both an :class:`InvalidInputError` (the generator gives unusable input) and an
+    :class:`AllCandidatesFailedError`.
+    """
+
+
+# -- the micro-batcher (prm_plugins.microbatch) -----------------------------------------
+
+
+class ScorerOutputError(PRMError, RuntimeError):
+    """The scorer's ``score_batch`` returned something that breaks the scorer contract.
+
+    The wrong number of results, a container that is not a list, a result that is not a
+    :class:`~prm_plugins.StepScores`, the wrong number of step scores, or a score that is not
+    a finite probability in [0, 1]. Only the callers whose results are wrong get it.
+    """
+
+
+class ScorerTimeoutError(PRMError, TimeoutError):
+    """A ``score_batch`` call did not return within the batcher's ``batch_timeout_s``."""
+
+
+class MicroBatcherClosedError(PRMError, RuntimeError):
+    """The batcher was closed (by :meth:`MicroBatcher.aclose`, or because its scorer hung)."""
+
+
+class MicroBatcherLoopError(PRMError, RuntimeError):
+    """The batcher was used from an event loop other than the running one it belongs to."""
+
+
+# -- input files and LLM answers --------------------------------------------------------
+
+
+class JSONLineError(InvalidInputError):
+    """One input line cannot be read as a JSON value; the message says why."""
+
+
+class StepwiseFormatError(InvalidInputError):
+    """A row is not valid TRL stepwise data.
+
+    Attributes:
+        line: 1-based line number in the file, or None for an in-memory row.
+        path: the file, or None.
+    """
+
+    def __init__(self, message: str, *, line: int | None = None,
+                 path: str | Path | None = None) -> None:
+        where = ""
+        if path is not None and line is not None:
+            where = f"{path}:{line}: "
+        elif line is not None:
+            where = f"line {line}: "
+        super().__init__(where + message)
+        self.line = line
+        self.path = None if path is None else Path(path)
+
+
+class GraderAnswerError(InvalidInputError):
+    """The grader model's answer is not one valid verdict line per step.
+
+    Attributes:
+        answer: the text that was refused.
+        n_steps: how many steps the chain has.
+    """
+
+    def __init__(self, message: str, *, answer: str, n_steps: int) -> None:
+        super().__init__(message)
+        self.answer = answer
+        self.n_steps = n_steps
+
+
+# -- adapters and export ----------------------------------------------------------------
+
+
+class AnswersTooLongError(AllCandidatesFailedError):
+    """Every answer of a ``PRMBestOfNLLM`` call is too long for the PRM to score.
+
+    A length limit (the question and an answer together render to more than the PRM's
+    ``max_length`` tokens), not a transient error: nothing is retried. It is deliberately
+    not a ``ValueError`` (unlike :class:`ChainTooLongError`, which is each candidate's
+    cause): LlamaIndex's response synthesizers turn a ``ValueError`` from the LLM into an
+    "Empty Response", and this must reach the caller.
+
+    Attributes:
+        n_tokens: how many tokens the first answer rendered to, with the question.
+        max_length: the PRM's limit.
+    """
+
+    def __init__(self, message: str, *, n_tokens: int, max_length: int,
+                 causes: Sequence[BaseException] = (), candidates: Sequence[Any] = ()) -> None:
+        super().__init__(message, causes=causes, candidates=candidates)
+        self.n_tokens = n_tokens
+        self.max_length = max_length
+
+
+class RemotePRMError(PRMError, ConnectionError):
+    """The PRM server could not be reached, or kept failing, after every retry.
+
+    Attributes:
+        url: the endpoint that was called.
+        attempts: how many attempts were made.
+    """
+
+    def __init__(self, message: str, *, url: str, attempts: int) -> None:
+        super().__init__(message)
+        self.url = url
+        self.attempts = attempts
+
+
+class VerificationFailedError(PRMError, RuntimeError):
+    """An agent's answer failed PRM verification (``on_failure="error"``).
+
+    Attributes:
+        verdict: the core :class:`~prm_plugins.strategies.Verdict`.
+        answer: the answer text that failed.
+    """
+
+    def __init__(self, verdict: Verdict, answer: str) -> None:
+        super().__init__(
+            f"the agent's answer failed step verification (score {verdict.score:.2f} < "
+            f"threshold {verdict.threshold:.2f}): {verdict.feedback}"
+        )
+        self.verdict = verdict
+        self.answer = answer
+
+
+class FusionError(InvalidInputError):
+    """A requested fusion found nothing to fuse (e.g. an encoder given ``--optimize fused``)."""
 
 
 def require(module: str, extra: str) -> Any:

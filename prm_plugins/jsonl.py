@@ -27,7 +27,7 @@ import sys
 from pathlib import Path
 from typing import IO, Any
 
-from prm_plugins.errors import InvalidInputError
+from prm_plugins.errors import InvalidInputError, JSONLineError
 
 __all__ = [
     "MAX_DEPTH",
@@ -45,10 +45,6 @@ __all__ = [
 MAX_DEPTH = 64
 _BOM = "\ufeff"
 _EXAMPLE = '{"question": "...", "steps": ["...", "..."]}'
-
-
-class JSONLineError(InvalidInputError):
-    """One input line cannot be read as a JSON value; the message says why."""
 
 
 def _depth_exceeds(text: str, limit: int) -> bool:

@@ -60,7 +60,14 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
-from prm_plugins.errors import InvalidInputError, PRMError
+from prm_plugins.errors import (
+    InvalidInputError,
+    MicroBatcherClosedError,
+    MicroBatcherLoopError,
+    PRMError,
+    ScorerOutputError,
+    ScorerTimeoutError,
+)
 from prm_plugins.steps import validate_chain
 from prm_plugins.types import StepScorer, StepScores
 
@@ -78,27 +85,6 @@ logger = logging.getLogger(__name__)
 _DEFAULT_BATCH_TIMEOUT_S = 60.0
 _THREAD_EXIT_WAIT_S = 1.0  # how long aclose waits for an idle worker thread to end
 _ids = itertools.count(1)
-
-
-class ScorerOutputError(PRMError, RuntimeError):
-    """The scorer's ``score_batch`` returned something that breaks the scorer contract.
-
-    The wrong number of results, a container that is not a list, a result that is not a
-    :class:`~prm_plugins.StepScores`, the wrong number of step scores, or a score that is not
-    a finite probability in [0, 1]. Only the callers whose results are wrong get it.
-    """
-
-
-class ScorerTimeoutError(PRMError, TimeoutError):
-    """A ``score_batch`` call did not return within the batcher's ``batch_timeout_s``."""
-
-
-class MicroBatcherClosedError(PRMError, RuntimeError):
-    """The batcher was closed (by :meth:`MicroBatcher.aclose`, or because its scorer hung)."""
-
-
-class MicroBatcherLoopError(PRMError, RuntimeError):
-    """The batcher was used from an event loop other than the running one it belongs to."""
 
 
 @dataclass

@@ -1,4 +1,13 @@
-"""Core result types: :class:`StepScores` and chain-score aggregation."""
+"""The shared vocabulary: :class:`StepScores`, the :class:`StepScorer` contract, and the
+:data:`Aggregation` and :data:`Splitter` option types.
+
+One name per idea. Two older names stay as aliases for one release: ``Aggregate`` (from
+``prm_plugins.strategies.verify``) is :data:`Aggregation`, and ``RewardSplitter`` (from
+``prm_plugins.rewards``) is :data:`Splitter`. The keyword that takes a :data:`Splitter` is
+``split=`` in strategies and the LangChain/LlamaIndex adapters, and ``splitter=`` in
+:mod:`prm_plugins.rewards` and the TRL reward function; new code uses ``split=``, and the
+reward functions keep ``splitter=`` working (renaming a keyword would break callers).
+"""
 
 from __future__ import annotations
 
@@ -9,18 +18,39 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 from prm_plugins.errors import InvalidInputError
 
-__all__ = ["AGGREGATIONS", "Aggregation", "StepScores", "StepScorer", "aggregate_scores"]
+__all__ = [
+    "AGGREGATIONS",
+    "Aggregate",
+    "Aggregation",
+    "AggregationName",
+    "Splitter",
+    "StepScores",
+    "StepScorer",
+    "aggregate_scores",
+]
 
-Aggregation = Literal["min", "prod", "mean", "last", "geomean"]
+#: The built-in chain-score aggregations, by name.
+AggregationName = Literal["min", "prod", "mean", "last", "geomean"]
 AGGREGATIONS: tuple[str, ...] = ("min", "prod", "mean", "last", "geomean")
+
+#: How step scores become one chain score: a name from :data:`AGGREGATIONS` or a callable
+#: that maps the list of step scores to a float. (Until 0.1 this name meant only the
+#: names, now :data:`AggregationName`; strings are checked at run time either way.)
+Aggregation = str | Callable[[Sequence[float]], float]
+#: Old name of :data:`Aggregation` (``prm_plugins.strategies.verify.Aggregate``); kept as an
+#: alias for one release. New code writes ``Aggregation``.
+Aggregate = Aggregation
+
+#: How answer text is cut into steps: a :func:`prm_plugins.split_steps` mode or a callable
+#: ``text -> steps``. Passed as ``split=`` (strategies, adapters) or ``splitter=`` (reward
+#: functions; ``prm_plugins.rewards.RewardSplitter`` is an alias of this type).
+Splitter = str | Callable[[str], Sequence[str]]
 
 #: Floor used by the geometric mean so that one zero does not give log(0).
 _EPS = 1e-12
 
 
-def aggregate_scores(
-    scores: Sequence[float], how: Aggregation | Callable[[Sequence[float]], float] = "min"
-) -> float:
+def aggregate_scores(scores: Sequence[float], how: Aggregation = "min") -> float:
     """Reduce per-step probabilities to one chain score.
 
     Args:
@@ -118,9 +148,7 @@ class StepScores:
         """The geometric mean of the step scores."""
         return aggregate_scores(self.scores, "geomean")
 
-    def aggregate(
-        self, how: Aggregation | Callable[[Sequence[float]], float] = "min"
-    ) -> float:
+    def aggregate(self, how: Aggregation = "min") -> float:
         """Chain score under ``how``; see :func:`aggregate_scores`."""
         return aggregate_scores(self.scores, how)
 
@@ -130,7 +158,9 @@ class StepScores:
         Raises:
             InvalidInputError: if ``threshold`` is outside [0, 1].
         """
-        _check_threshold(threshold)
+        from prm_plugins.validation import check_threshold  # validation imports this module
+
+        check_threshold(threshold)
         for i, s in enumerate(self.scores):
             if s < threshold:
                 return i
@@ -149,17 +179,29 @@ class StepScores:
                 "step_scores": [float(s) for s in self.scores]}
 
 
-def _check_threshold(threshold: float) -> None:
-    if not isinstance(threshold, (int, float)) or not 0.0 <= float(threshold) <= 1.0:
-        raise InvalidInputError(f"threshold must be a number in [0, 1], got {threshold!r}")
-
-
 @runtime_checkable
 class StepScorer(Protocol):
-    """What strategies and adapters need from a PRM: the scorer contract."""
+    """What strategies and adapters need from a PRM: the scorer contract.
 
-    def score(self, question: str, steps: Sequence[str]) -> StepScores: ...
+    Every scorer (the ONNX one, the hybrid calculator scorer, the remote Ray client)
+    implements all four methods. ``score_batch`` returns one :class:`StepScores` per chain,
+    in order, with one finite probability in [0, 1] per step.
+    """
 
-    def score_batch(self, items: Sequence[tuple[str, Sequence[str]]]) -> list[StepScores]: ...
+    def score(self, question: str, steps: Sequence[str]) -> StepScores:
+        """Score one chain."""
+        ...
 
-    async def ascore(self, question: str, steps: Sequence[str]) -> StepScores: ...
+    def score_batch(self, items: Sequence[tuple[str, Sequence[str]]]) -> list[StepScores]:
+        """Score several ``(question, steps)`` chains; one result per chain, in order."""
+        ...
+
+    async def ascore(self, question: str, steps: Sequence[str]) -> StepScores:
+        """Async :meth:`score`."""
+        ...
+
+    async def ascore_batch(
+        self, items: Sequence[tuple[str, Sequence[str]]]
+    ) -> list[StepScores]:
+        """Async :meth:`score_batch`."""
+        ...

@@ -14,10 +14,10 @@ from langchain_core.messages import BaseMessage
 from langchain_core.outputs import LLMResult
 
 from prm_plugins.adapters.langchain.generators import question_from_messages
+from prm_plugins.plans import describe_error
 from prm_plugins.strategies import Verdict, verify
-from prm_plugins.strategies._retry import check_scorer, describe_error
-from prm_plugins.strategies.verify import check_aggregate, check_split, check_threshold
 from prm_plugins.types import StepScorer
+from prm_plugins.validation import check_aggregate, check_scorer, check_split, check_threshold
 
 __all__ = ["PRMCallbackHandler", "ScoredGeneration"]
 

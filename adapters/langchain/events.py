@@ -24,8 +24,7 @@ from typing import Any
 from langchain_core.callbacks import adispatch_custom_event, dispatch_custom_event
 from langchain_core.runnables import RunnableConfig
 
-from prm_plugins.strategies.verify import Aggregate
-from prm_plugins.types import StepScorer, StepScores
+from prm_plugins.types import Aggregate, StepScorer, StepScores
 
 __all__ = [
     "CANDIDATE_SELECTED_EVENT",

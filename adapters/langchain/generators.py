@@ -25,7 +25,9 @@ from langchain_core.runnables.base import coerce_to_runnable
 
 from prm_plugins.errors import InvalidInputError
 from prm_plugins.strategies.search import build_next_step_prompt
-from prm_plugins.strategies.verify import Splitter, check_split, to_steps
+from prm_plugins.strategies.verify import to_steps
+from prm_plugins.types import Splitter
+from prm_plugins.validation import check_split
 
 __all__ = [
     "PRM_FEEDBACK_KEY",

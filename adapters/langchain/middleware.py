@@ -20,7 +20,7 @@ import threading
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
-from prm_plugins.errors import PRMError, require
+from prm_plugins.errors import VerificationFailedError, require
 
 require("langchain", "langchain")
 
@@ -54,14 +54,14 @@ from prm_plugins.strategies import (  # noqa: E402
     averify,
     verify,
 )
-from prm_plugins.strategies._retry import check_scorer  # noqa: E402
 from prm_plugins.strategies.best_of_n import Selection  # noqa: E402
-from prm_plugins.strategies.verify import (  # noqa: E402
+from prm_plugins.types import StepScorer  # noqa: E402
+from prm_plugins.validation import (  # noqa: E402
     check_aggregate,
+    check_scorer,  # noqa: E402
     check_split,
     check_threshold,
 )
-from prm_plugins.types import StepScorer  # noqa: E402
 
 __all__ = [
     "DEFAULT_FEEDBACK_TEMPLATE",
@@ -86,23 +86,6 @@ DEFAULT_FEEDBACK_TEMPLATE = (
 
 #: Metadata key under which the verdict is attached to the verified ``AIMessage``.
 METADATA_KEY = "prm_verification"
-
-
-class VerificationFailedError(PRMError, RuntimeError):
-    """An agent's answer failed PRM verification (``on_failure="error"``).
-
-    Attributes:
-        verdict: the core :class:`~prm_plugins.strategies.Verdict`.
-        answer: the answer text that failed.
-    """
-
-    def __init__(self, verdict: Verdict, answer: str) -> None:
-        super().__init__(
-            f"the agent's answer failed step verification (score {verdict.score:.2f} < "
-            f"threshold {verdict.threshold:.2f}): {verdict.feedback}"
-        )
-        self.verdict = verdict
-        self.answer = answer
 
 
 def _verdict_metadata(verdict: Verdict, retries: int) -> dict[str, Any]:

@@ -12,8 +12,7 @@ from pydantic import ConfigDict
 from prm_plugins.adapters.langchain.generators import question_from_messages
 from prm_plugins.errors import InvalidInputError
 from prm_plugins.strategies import Verdict, averify, verify
-from prm_plugins.strategies._retry import check_scorer
-from prm_plugins.strategies.verify import check_aggregate, check_split, check_threshold
+from prm_plugins.validation import check_aggregate, check_scorer, check_split, check_threshold
 
 __all__ = ["PRMOutputParser"]
 

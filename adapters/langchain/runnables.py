@@ -75,9 +75,8 @@ from prm_plugins.strategies import (
     averify,
     verify,
 )
-from prm_plugins.strategies._retry import check_scorer
 from prm_plugins.strategies.best_of_n import Selection
-from prm_plugins.strategies.verify import check_aggregate, check_split, check_threshold
+from prm_plugins.validation import check_aggregate, check_scorer, check_split, check_threshold
 
 __all__ = ["METADATA_KEY", "PRMBeamSearch", "PRMBestOfN", "PRMSelfCritique", "PRMStepVerifier"]
 

@@ -9,8 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from prm_plugins.errors import InvalidInputError
 from prm_plugins.strategies import Verdict, averify, verify
-from prm_plugins.strategies._retry import check_scorer
-from prm_plugins.strategies.verify import check_aggregate, check_threshold
+from prm_plugins.validation import check_aggregate, check_scorer, check_threshold
 
 __all__ = ["PRMVerifyStepsTool", "VerifyStepsInput"]
 

@@ -31,16 +31,9 @@ from prm_plugins.adapters.llamaindex.events import (
 )
 from prm_plugins.errors import InvalidInputError
 from prm_plugins.strategies import Verdict, averify
-from prm_plugins.strategies.verify import (
-    Aggregate,
-    Splitter,
-    check_aggregate,
-    check_question,
-    check_split,
-    check_threshold,
-    to_steps,
-)
-from prm_plugins.types import StepScorer
+from prm_plugins.strategies.verify import to_steps
+from prm_plugins.types import Aggregate, Splitter, StepScorer
+from prm_plugins.validation import check_aggregate, check_question, check_split, check_threshold
 
 __all__ = ["DEFAULT_FEEDBACK_TEMPLATE", "AgentRound", "PRMVerifiedAgentRunner",
            "VerifiedAgentResult"]

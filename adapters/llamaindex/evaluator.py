@@ -17,16 +17,9 @@ from llama_index.core.prompts.mixin import PromptDictType
 from prm_plugins.adapters.llamaindex.events import emit_verdict
 from prm_plugins.errors import InvalidInputError
 from prm_plugins.strategies import Verdict, averify, verify
-from prm_plugins.strategies.verify import (
-    Aggregate,
-    Splitter,
-    check_aggregate,
-    check_split,
-    check_threshold,
-    step_feedback,
-    to_steps,
-)
-from prm_plugins.types import StepScorer
+from prm_plugins.strategies.verify import step_feedback, to_steps
+from prm_plugins.types import Aggregate, Splitter, StepScorer
+from prm_plugins.validation import check_aggregate, check_split, check_threshold
 
 __all__ = ["PRMEvaluationResult", "PRMStepEvaluator", "original_question"]
 

@@ -34,8 +34,7 @@ from llama_index.core.instrumentation import get_dispatcher
 from llama_index.core.instrumentation.events import BaseEvent
 
 from prm_plugins.strategies import Verdict
-from prm_plugins.strategies.verify import Aggregate
-from prm_plugins.types import StepScores
+from prm_plugins.types import Aggregate, StepScores
 
 __all__ = [
     "PRMCandidateSelectedEvent",

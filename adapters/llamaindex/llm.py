@@ -48,11 +48,10 @@ from prm_plugins.adapters.llamaindex.events import (
     emit_scored,
 )
 from prm_plugins.adapters.llamaindex.generator import chat_text, check_llm
-from prm_plugins.errors import ChainTooLongError, InvalidInputError
+from prm_plugins.errors import AnswersTooLongError, ChainTooLongError, InvalidInputError
 from prm_plugins.strategies import AllCandidatesFailedError, BestOfN, BestOfNResult, RetryPolicy
 from prm_plugins.strategies.best_of_n import Selection
-from prm_plugins.strategies.verify import Aggregate, Splitter
-from prm_plugins.types import StepScorer
+from prm_plugins.types import Aggregate, Splitter, StepScorer
 
 __all__ = [
     "PRM_KWARGS_KEY",
@@ -115,27 +114,6 @@ _PROMPT_FIELDS = (
     "output_parser",
     "pydantic_program_mode",
 )
-
-
-class AnswersTooLongError(AllCandidatesFailedError):
-    """Every answer of a :class:`PRMBestOfNLLM` call is too long for the PRM to score.
-
-    A length limit (the question and an answer together render to more than the PRM's
-    ``max_length`` tokens), not a transient error: nothing is retried. It is deliberately
-    not a ``ValueError`` (unlike :class:`~prm_plugins.errors.ChainTooLongError`, which is
-    each candidate's cause): LlamaIndex's response synthesizers turn a ``ValueError`` from
-    the LLM into an "Empty Response", and this must reach the caller.
-
-    Attributes:
-        n_tokens: how many tokens the first answer rendered to, with the question.
-        max_length: the PRM's limit.
-    """
-
-    def __init__(self, message: str, *, n_tokens: int, max_length: int,
-                 causes: Sequence[BaseException] = (), candidates: Sequence[Any] = ()) -> None:
-        super().__init__(message, causes=causes, candidates=candidates)
-        self.n_tokens = n_tokens
-        self.max_length = max_length
 
 
 class _RepeatCall(Generic[R]):

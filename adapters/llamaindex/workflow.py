@@ -26,6 +26,7 @@ from llama_index.core.workflow import Context, Event, StartEvent, StopEvent, Wor
 from prm_plugins.adapters.llamaindex.events import emit_verdict
 from prm_plugins.adapters.llamaindex.generator import LlamaIndexGenerator, check_llm
 from prm_plugins.errors import InvalidInputError, PRMError
+from prm_plugins.plans import CallOutcome, describe_error
 from prm_plugins.strategies import (
     AllCandidatesFailedError,
     CritiqueResult,
@@ -35,17 +36,10 @@ from prm_plugins.strategies import (
     SelfCritique,
     build_revision_prompt,
 )
-from prm_plugins.strategies._retry import CallOutcome, describe_error
 from prm_plugins.strategies.critique import RedoFrom, redo_point
-from prm_plugins.strategies.verify import (
-    Aggregate,
-    Splitter,
-    as_steps,
-    averify,
-    check_question,
-    to_steps,
-)
-from prm_plugins.types import StepScorer
+from prm_plugins.strategies.verify import as_steps, averify, to_steps
+from prm_plugins.types import Aggregate, Splitter, StepScorer
+from prm_plugins.validation import check_question
 
 __all__ = [
     "CritiqueRoundEvent",

@@ -35,27 +35,13 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from prm_plugins.errors import ChainTooLongError, InvalidInputError, PRMError
+from prm_plugins.errors import ChainTooLongError, InvalidInputError, PRMError, RemotePRMError
 from prm_plugins.jsonl import JSONLineError, loads_line
 from prm_plugins.types import StepScores
 
 __all__ = ["RemotePRM", "RemotePRMError"]
 
 logger = logging.getLogger(__name__)
-
-
-class RemotePRMError(PRMError, ConnectionError):
-    """The PRM server could not be reached, or kept failing, after every retry.
-
-    Attributes:
-        url: the endpoint that was called.
-        attempts: how many attempts were made.
-    """
-
-    def __init__(self, message: str, *, url: str, attempts: int) -> None:
-        super().__init__(message)
-        self.url = url
-        self.attempts = attempts
 
 
 class _Retryable(Exception):

@@ -26,8 +26,8 @@ from prm_plugins.rewards import (
     step_rewards_batch,
     token_rewards,
 )
-from prm_plugins.strategies.verify import Aggregate, check_aggregate
-from prm_plugins.types import StepScorer, aggregate_scores
+from prm_plugins.types import Aggregate, StepScorer, aggregate_scores
+from prm_plugins.validation import check_aggregate
 
 __all__ = ["PRMRewardFunction", "completion_text", "prompt_question"]
 

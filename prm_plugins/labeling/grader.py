@@ -34,13 +34,9 @@ from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping, S
 from dataclasses import dataclass, field
 from typing import Any
 
-from prm_plugins.errors import InvalidInputError, require
-from prm_plugins.strategies._retry import (
-    CallOutcome,
-    RetryPolicy,
-    check_max_concurrency,
-    describe_error,
-)
+from prm_plugins.errors import GraderAnswerError, InvalidInputError, require
+from prm_plugins.plans import CallOutcome, RetryPolicy, describe_error
+from prm_plugins.validation import check_max_concurrency
 
 __all__ = [
     "GRADER_SYSTEM_PROMPT",
@@ -70,20 +66,6 @@ GRADER_SYSTEM_PROMPT = (
 _LINE_RE = re.compile(r"^step\s+(?P<k>\d+)\s*:\s*(?P<verdict>\S.*?)\s*$", re.IGNORECASE)
 _VERDICTS = {"correct": True, "incorrect": False}
 _FORMAT = "'Step k: correct' or 'Step k: incorrect'"
-
-
-class GraderAnswerError(InvalidInputError):
-    """The grader model's answer is not one valid verdict line per step.
-
-    Attributes:
-        answer: the text that was refused.
-        n_steps: how many steps the chain has.
-    """
-
-    def __init__(self, message: str, *, answer: str, n_steps: int) -> None:
-        super().__init__(message)
-        self.answer = answer
-        self.n_steps = n_steps
 
 
 def _render_step(k: int, step: str) -> str:

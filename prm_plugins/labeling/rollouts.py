@@ -4,7 +4,7 @@ For a chain ``s_1 .. s_n`` with a known gold answer, each prefix ``s_1 .. s_k`` 
 continued ``n_rollouts`` times by a generator (one ``generator.sample(prompt, n_rollouts)``
 call per prefix, with the prompt of :func:`build_rollout_prompt`), and each completion's final
 answer is checked against the gold answer by an answer checker (default:
-:func:`prm_plugins.evaluation.answers.extract_answer` + :func:`~prm_plugins.evaluation.answers.
+:func:`prm_plugins.answers.extract_answer` + :func:`~prm_plugins.answers.
 answers_match`). Then, for step ``k``:
 
 * the **soft label** is the fraction of its rollouts that reach the gold answer (Math-Shepherd's
@@ -28,19 +28,18 @@ from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from prm_plugins.answers import answer_is_correct
 from prm_plugins.errors import InvalidInputError
-from prm_plugins.evaluation.answers import answer_is_correct
 from prm_plugins.labeling.grader import as_chain
-from prm_plugins.strategies._retry import (
+from prm_plugins.plans import (
     AsyncRunner,
     CallOutcome,
     GenerateCalls,
     RetryPolicy,
     SyncRunner,
-    check_generator,
-    check_max_concurrency,
     describe_error,
 )
+from prm_plugins.validation import check_generator, check_max_concurrency
 
 __all__ = [
     "AnswerChecker",
@@ -62,9 +61,9 @@ PromptBuilder = Callable[[str, Sequence[str]], str]
 def default_answer_checker(text: str, gold_answer: str) -> bool:
     """Whether the final answer stated in ``text`` matches ``gold_answer``.
 
-    The answer is found with :func:`~prm_plugins.evaluation.answers.extract_answer`
+    The answer is found with :func:`~prm_plugins.answers.extract_answer`
     (``\\boxed{}``, ``#### N``, "The answer is ...", else the last number) and compared with
-    :func:`~prm_plugins.evaluation.answers.answers_match` (``"1,000"`` equals ``"1000.00"``).
+    :func:`~prm_plugins.answers.answers_match` (``"1,000"`` equals ``"1000.00"``).
 
     Examples:
         >>> default_answer_checker("12 - 2 = 10\\nThe answer is 10.", "10")

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from prm_plugins.errors import InvalidInputError
+from prm_plugins.errors import StepwiseFormatError
 from prm_plugins.jsonl import JSONLineError, loads_line
 
 __all__ = [
@@ -31,26 +31,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _EXAMPLE = '{"prompt": "...", "completions": ["step 1", "step 2"], "labels": [true, false]}'
-
-
-class StepwiseFormatError(InvalidInputError):
-    """A row is not valid TRL stepwise data.
-
-    Attributes:
-        line: 1-based line number in the file, or None for an in-memory row.
-        path: the file, or None.
-    """
-
-    def __init__(self, message: str, *, line: int | None = None,
-                 path: str | Path | None = None) -> None:
-        where = ""
-        if path is not None and line is not None:
-            where = f"{path}:{line}: "
-        elif line is not None:
-            where = f"line {line}: "
-        super().__init__(where + message)
-        self.line = line
-        self.path = None if path is None else Path(path)
 
 
 def _type(value: Any) -> str:

@@ -33,15 +33,13 @@ Examples:
 
 from __future__ import annotations
 
-from prm_plugins.strategies._retry import (
-    DEFAULT_GENERATOR_TIMEOUT,
-    TRANSIENT_ERRORS,
+from prm_plugins.errors import (
     AllCandidatesFailedError,
     EmptyGenerationsError,
     GeneratorTimeoutError,
-    RetryPolicy,
     TransientGeneratorError,
 )
+from prm_plugins.plans import DEFAULT_GENERATOR_TIMEOUT, TRANSIENT_ERRORS, RetryPolicy
 from prm_plugins.strategies.best_of_n import (
     BestOfN,
     BestOfNResult,

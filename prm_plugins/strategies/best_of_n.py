@@ -27,7 +27,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from prm_plugins.errors import InvalidInputError, PRMError
+from prm_plugins.errors import (
+    AllCandidatesFailedError,
+    EmptyGenerationsError,
+    InvalidInputError,
+    PRMError,
+)
 from prm_plugins.evaluation.answers import (
     extract_answer,
     extract_answer_is,
@@ -36,33 +41,28 @@ from prm_plugins.evaluation.answers import (
     extract_last_number,
     normalize_answer,
 )
-from prm_plugins.strategies._retry import (
-    AllCandidatesFailedError,
+from prm_plugins.plans import (
     AsyncRunner,
     CallOutcome,
-    EmptyGenerationsError,
     GenerateCalls,
     Plan,
     RetryPolicy,
     ScoreChains,
     SyncRunner,
-    check_generator,
-    check_max_concurrency,
-    check_scorer,
     describe_error,
     summarize_failures,
 )
-from prm_plugins.strategies.verify import (
-    Aggregate,
-    Splitter,
-    chain_score,
+from prm_plugins.strategies.verify import chain_score, to_steps
+from prm_plugins.types import Aggregate, Splitter, StepScorer, StepScores
+from prm_plugins.validation import (
     check_aggregate,
+    check_generator,
+    check_max_concurrency,
     check_question,
+    check_scorer,
     check_split,
     check_threshold,
-    to_steps,
 )
-from prm_plugins.types import StepScorer, StepScores
 
 __all__ = [
     "BestOfN",

@@ -15,35 +15,32 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from prm_plugins.errors import InvalidInputError, PRMError
-from prm_plugins.strategies._retry import (
+from prm_plugins.errors import (
     AllCandidatesFailedError,
+    EmptyGenerationsError,
+    InvalidInputError,
+    PRMError,
+)
+from prm_plugins.plans import (
     AsyncRunner,
     CallOutcome,
-    EmptyGenerationsError,
     GenerateCalls,
     Plan,
     RetryPolicy,
     ScoreChains,
     SyncRunner,
-    check_generator,
-    check_scorer,
     describe_error,
 )
-from prm_plugins.strategies.verify import (
-    Aggregate,
-    Splitter,
-    Verdict,
-    as_steps,
+from prm_plugins.strategies.verify import Verdict, as_steps, make_verdict, step_feedback, to_steps
+from prm_plugins.types import Aggregate, Splitter, StepScorer, StepScores
+from prm_plugins.validation import (
     check_aggregate,
+    check_generator,
     check_question,
+    check_scorer,
     check_split,
     check_threshold,
-    make_verdict,
-    step_feedback,
-    to_steps,
 )
-from prm_plugins.types import StepScorer, StepScores
 
 __all__ = [
     "CritiqueResult",

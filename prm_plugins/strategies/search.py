@@ -25,31 +25,28 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
-from prm_plugins.errors import InvalidInputError
-from prm_plugins.strategies._retry import (
-    AllCandidatesFailedError,
+from prm_plugins.errors import AllCandidatesFailedError, EmptyGenerationsError, InvalidInputError
+from prm_plugins.plans import (
     AsyncRunner,
     CallOutcome,
-    EmptyGenerationsError,
     GenerateCalls,
     Plan,
     RetryPolicy,
     ScoreChains,
     SyncRunner,
-    check_generator,
-    check_max_concurrency,
-    check_scorer,
     describe_error,
     summarize_failures,
 )
 from prm_plugins.strategies.best_of_n import extract_final_answer
-from prm_plugins.strategies.verify import (
-    Aggregate,
-    chain_score,
+from prm_plugins.strategies.verify import chain_score
+from prm_plugins.types import Aggregate, StepScorer, StepScores
+from prm_plugins.validation import (
     check_aggregate,
+    check_generator,
+    check_max_concurrency,
     check_question,
+    check_scorer,
 )
-from prm_plugins.types import StepScorer, StepScores
 
 __all__ = ["DVTS", "SearchChain", "SearchResult", "StepBeamSearch", "build_next_step_prompt",
            "has_final_answer"]

@@ -4,14 +4,22 @@ from __future__ import annotations
 
 import logging
 import math
-import numbers
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from prm_plugins.errors import InvalidInputError, PRMError
-from prm_plugins.steps import SPLIT_MODES, split_steps, validate_steps
-from prm_plugins.types import AGGREGATIONS, StepScorer, StepScores
+from prm_plugins.steps import split_steps, validate_steps
+from prm_plugins.types import Aggregate, Splitter, StepScorer, StepScores
+
+# Moved to prm_plugins.validation; re-exported here so that the old imports keep working.
+from prm_plugins.validation import (  # noqa: F401
+    check_aggregate,
+    check_question,
+    check_split,
+    check_step_scores,
+    check_threshold,
+)
 
 __all__ = [
     "Aggregate", "Splitter", "Verdict", "averify", "chain_score", "check_step_scores",
@@ -19,11 +27,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-#: A chain-score aggregation: a name from :data:`prm_plugins.types.AGGREGATIONS` or a callable.
-Aggregate = str | Callable[[Sequence[float]], float]
-#: How answer text is cut into steps: a :func:`prm_plugins.split_steps` mode or a callable.
-Splitter = str | Callable[[str], list[str]]
 
 #: Most characters of a step quoted in feedback.
 FEEDBACK_STEP_CHARS = 160
@@ -82,50 +85,6 @@ class Verdict:
         }
 
 
-def check_aggregate(aggregate: object) -> Aggregate:
-    """Return ``aggregate`` or raise :class:`InvalidInputError` for an unknown one."""
-    if callable(aggregate) or aggregate in AGGREGATIONS:
-        return aggregate
-    raise InvalidInputError(
-        f"unknown aggregate {aggregate!r}; use one of {', '.join(AGGREGATIONS)} or a callable "
-        "that maps a list of step scores to a float"
-    )
-
-
-def check_split(split: object) -> Splitter:
-    """Return ``split`` or raise :class:`InvalidInputError` for an unknown mode."""
-    if callable(split) or (isinstance(split, str) and split in SPLIT_MODES and split != "regex"):
-        return split
-    raise InvalidInputError(
-        f"unknown split {split!r}; use one of "
-        f"{', '.join(repr(m) for m in SPLIT_MODES if m != 'regex')} or a callable "
-        "text -> list of steps (e.g. functools.partial(split_steps, mode='regex', pattern=...))"
-    )
-
-
-def check_threshold(threshold: object, *, optional: bool = False) -> float | None:
-    """Return ``threshold`` as a float (``None`` allowed when ``optional``)."""
-    if threshold is None and optional:
-        return None
-    if (
-        isinstance(threshold, bool)
-        or not isinstance(threshold, (int, float))
-        or not 0.0 <= float(threshold) <= 1.0
-    ):
-        raise InvalidInputError(f"threshold must be a number in [0, 1], got {threshold!r}")
-    return float(threshold)
-
-
-def check_question(question: object) -> str:
-    """Return ``question`` or raise :class:`InvalidInputError` unless it is a non-blank str."""
-    if not isinstance(question, str) or not question.strip():
-        raise InvalidInputError(
-            f"question must be a non-empty str; received {type(question).__name__} "
-            f"{str(question)[:80]!r}"
-        )
-    return question
-
-
 def to_steps(text: str, split: Splitter) -> list[str]:
     """Cut ``text`` into non-blank steps with ``split``."""
     steps = split(text) if callable(split) else split_steps(text, split)
@@ -150,43 +109,6 @@ def _quote(text: str, limit: int = FEEDBACK_STEP_CHARS) -> str:
     if len(flat) > limit:
         flat = flat[: limit - 3].rstrip() + "..."
     return f'"{flat}"'
-
-
-def check_step_scores(
-    scored: object, steps: Sequence[str], *, scorer: object = None
-) -> StepScores:
-    """Return ``scored`` if it holds one finite probability in [0, 1] per step of ``steps``.
-
-    A scorer's answer is checked before any strategy ranks by it: ``min`` over
-    ``[nan, 0.9]`` is ``nan`` but over ``[0.9, nan]`` is ``0.9``, so an unchecked NaN picks
-    silently and at random.
-
-    Raises:
-        PRMError: naming the scorer, the step and the value received.
-
-    Examples:
-        >>> try:
-        ...     check_step_scores(StepScores(["a"], [float("nan")]), ["a"])
-        ... except PRMError as exc:
-        ...     print(str(exc)[:39])
-        the scorer returned nan for step 1 of 1
-    """
-    who = "the scorer" if scorer is None else f"the scorer {type(scorer).__name__}"
-    if not isinstance(scored, StepScores):
-        raise PRMError(f"{who} returned {type(scored).__name__} {str(scored)[:80]!r} for a "
-                       "chain; a StepScorer returns one StepScores per chain")
-    if len(scored.scores) != len(steps):
-        raise PRMError(f"{who} returned {len(scored.scores)} step scores for a chain of "
-                       f"{len(steps)} steps; a StepScorer returns one score per step")
-    for i, s in enumerate(scored.scores):
-        if (isinstance(s, bool) or not isinstance(s, numbers.Real)
-                or not math.isfinite(s) or not 0.0 <= s <= 1.0):
-            raise PRMError(
-                f"{who} returned {s!r} for step {i + 1} of {len(steps)}; step scores must be "
-                "finite probabilities in [0, 1] (a model that outputs NaN, or logits instead "
-                "of probabilities?)"
-            )
-    return scored
 
 
 def chain_score(step_scores: StepScores, aggregate: Aggregate) -> float:

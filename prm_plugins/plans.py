@@ -32,9 +32,16 @@ from typing import Any, TypeVar
 
 import tenacity
 
-from prm_plugins.errors import InvalidInputError, PRMError
-from prm_plugins.strategies.verify import check_step_scores
+from prm_plugins.errors import (
+    AllCandidatesFailedError,
+    EmptyGenerationsError,
+    GeneratorTimeoutError,
+    InvalidInputError,
+    PRMError,
+    TransientGeneratorError,
+)
 from prm_plugins.types import StepScorer
+from prm_plugins.validation import ASYNC_METHOD, check_step_scores
 
 __all__ = [
     "DEFAULT_GENERATOR_TIMEOUT",
@@ -50,56 +57,14 @@ __all__ = [
     "ScoreChains",
     "SyncRunner",
     "TransientGeneratorError",
+    "describe_error",
+    "summarize_failures",
 ]
 
 logger = logging.getLogger(__name__)
 
 R = TypeVar("R")
 T = TypeVar("T")
-
-
-class TransientGeneratorError(PRMError, RuntimeError):
-    """A generator failure worth retrying (rate limit, overloaded server, dropped stream).
-
-    Raise it (or :class:`TimeoutError` / :class:`ConnectionError`, which count as transient
-    too) from a generator method; strategies retry the call under their
-    :class:`RetryPolicy`. Any other exception fails the call at once.
-    """
-
-
-class GeneratorTimeoutError(PRMError, TimeoutError):
-    """A generator call did not answer within :attr:`RetryPolicy.timeout` seconds.
-
-    It is a :class:`TimeoutError`, so the default policy retries it.
-    """
-
-
-class AllCandidatesFailedError(PRMError, RuntimeError):
-    """Every generator call of a strategy failed, so there is nothing to choose from.
-
-    Attributes:
-        causes: the exceptions behind the failures, one per failed candidate or call.
-        candidates: the failed candidates (best-of-N), when there are any.
-    """
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        causes: Sequence[BaseException] = (),
-        candidates: Sequence[Any] = (),
-    ) -> None:
-        super().__init__(message)
-        self.causes = list(causes)
-        self.candidates = list(candidates)
-
-
-class EmptyGenerationsError(InvalidInputError, AllCandidatesFailedError):
-    """Every generator call returned empty text (no steps to score).
-
-    It is both an :class:`~prm_plugins.errors.InvalidInputError` (the generator gives
-    unusable input) and an :class:`AllCandidatesFailedError`.
-    """
 
 
 #: Exceptions retried by default.
@@ -357,61 +322,6 @@ class ScoreChains:
 Request = GenerateCalls | ScoreChains
 Plan = Generator[Request, Any, R]
 
-#: Generator methods and their async twins.
-_ASYNC_NAME = {
-    "sample": "asample",
-    "propose_next_steps": "apropose_next_steps",
-    "revise": "arevise",
-}
-
-
-def check_generator(generator: object, methods: Sequence[str], *, use_async: bool) -> None:
-    """Raise :class:`InvalidInputError` unless ``generator`` has what a strategy calls.
-
-    Args:
-        generator: the generator object.
-        methods: sync method names the strategy calls (``"sample"``, ...).
-        use_async: the async form accepts the async twin (``asample``) or the sync method.
-    """
-    for name in methods:
-        async_name = _ASYNC_NAME[name]
-        has_sync = callable(getattr(generator, name, None))
-        has_async = callable(getattr(generator, async_name, None))
-        if use_async and not (has_sync or has_async):
-            raise InvalidInputError(
-                f"this strategy needs the generator to have {name}() or {async_name}(); "
-                f"received {type(generator).__name__}, which has neither. Implement the "
-                "prm_plugins.generators.Generator or AsyncGenerator protocol."
-            )
-        if not use_async and not has_sync:
-            hint = (
-                f" It has {async_name}(): call the strategy's async form (arun / the a-prefixed "
-                "function) instead."
-                if has_async
-                else " Implement the prm_plugins.generators.Generator protocol."
-            )
-            raise InvalidInputError(
-                f"this strategy needs the generator to have {name}(); received "
-                f"{type(generator).__name__}, which has no such method.{hint}"
-            )
-
-
-def check_scorer(prm: object) -> None:
-    """Raise :class:`InvalidInputError` unless ``prm`` has ``score_batch``."""
-    if not callable(getattr(prm, "score_batch", None)):
-        raise InvalidInputError(
-            f"prm must implement the StepScorer protocol (score, score_batch, ascore); "
-            f"received {type(prm).__name__}. Load one with prm_plugins.load_prm()."
-        )
-
-
-def check_max_concurrency(max_concurrency: object) -> int:
-    if isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int) or (
-        max_concurrency < 1
-    ):
-        raise InvalidInputError(f"max_concurrency must be an int >= 1, got {max_concurrency!r}")
-    return max_concurrency
-
 
 def _score_sync(prm: StepScorer, items: list[tuple[str, list[str]]]) -> list[Any]:
     """One :class:`StepScores` (checked) or exception per chain; never raises for a chain."""
@@ -578,7 +488,7 @@ class AsyncRunner:
         return loop.run_in_executor(self._pool, functools.partial(context.run, fn, *args))
 
     async def _generate(self, request: GenerateCalls) -> list[CallOutcome]:
-        async_fn = getattr(self.generator, _ASYNC_NAME[request.method], None)
+        async_fn = getattr(self.generator, ASYNC_METHOD[request.method], None)
         what = f"generator.{request.method}()"
         if callable(async_fn):
             call: Callable[..., Awaitable[Any]] = async_fn
