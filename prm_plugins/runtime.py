@@ -425,6 +425,10 @@ class OnnxPRM:
             sess = ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
         except Exception as exc:
             raise ModelLoadError(f"ONNX Runtime cannot load {path}: {exc}") from exc
+        # A session built from bytes keeps them for a provider fallback the CPU never makes
+        # (the whole graph, for as long as the scorer lives); let them go.
+        if getattr(sess, "_model_bytes", None) is not None:
+            sess._model_bytes = None
         return sess, "CPUExecutionProvider"
 
     def _cuda_graph_session_or_none(self, model: bytes, opts: Any) -> Any:

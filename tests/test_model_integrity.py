@@ -425,3 +425,75 @@ def test_a_symlink_inside_the_directory_and_a_linked_directory_load(tmp_path: Pa
     link.symlink_to(d, target_is_directory=True)
     prm = load_prm(link, device="cpu", checks=())
     np.testing.assert_allclose(prm.score(Q, STEPS).scores, expected(prm, Q, STEPS), atol=1e-6)
+
+
+@pytest.mark.parametrize("text", ['{"format": "token-classification", "max_length": 1' + "0" * 5000
+                                  + "}", "[" * 100_000 + "]" * 100_000, "{\"format\": 1e999}"])
+def test_a_hostile_manifest_file_is_a_model_load_error(tmp_path: Path, text: str) -> None:
+    d = make_model_dir(tmp_path / "m", max_length=64)
+    (d / "prm.json").write_text(text)
+    with pytest.raises(ModelLoadError, match="prm.json"):
+        load_prm(d, device="cpu")
+
+
+def test_the_cli_writes_an_error_row_not_nan_for_a_lying_model(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from prm_plugins.cli import main
+
+    d = model_with(tmp_path, add_const(float("nan")))
+    rows = tmp_path / "in.jsonl"
+    rows.write_text("".join(json.dumps({"question": Q, "steps": STEPS[:k]}) + "\n"
+                            for k in (1, 2, 3)))
+    out = tmp_path / "out.jsonl"
+    assert main(["score", str(d), "--input", str(rows), "--output", str(out),
+                 "--no-progress", "--no-checks"]) == 1
+    lines = out.read_text().splitlines()
+    assert len(lines) == 3
+    for line in lines:
+        assert "NaN" not in line
+        row = json.loads(line)
+        assert "step_scores" not in row and "not finite" in row["error"]
+        assert str(d) in row["error"]
+
+
+# -- 5. memory: long batches are capped by attention cells ---------------------------------------
+def test_plan_batches_caps_attention_cells() -> None:
+    from prm_plugins.batching import plan_batches
+    from prm_plugins.buckets import plan_bucketed_batches, rows_cap
+
+    lengths = [500] * 20 + [250] * 40 + [100] * 100
+    for budget in (None, 1 << 20, 1 << 18):
+        batches = plan_batches(lengths, token_budget=8192, max_batch_size=64, max_length=512,
+                               attention_budget=budget)
+        assert sorted(i for b in batches for i in b.indices) == list(range(len(lengths)))
+        for b in batches:
+            assert len(b.indices) * b.length <= 8192
+            if budget is not None:
+                assert len(b.indices) == 1 or len(b.indices) * b.length ** 2 <= budget
+        longest = max(len(b.indices) for b in batches if b.length == 512)
+        assert longest == {None: 16, 1 << 20: 4, 1 << 18: 1}[budget]
+    assert rows_cap(512, token_budget=8192, max_batch_size=64, attention_budget=1 << 20) == 4
+    assert rows_cap(128, token_budget=8192, max_batch_size=64, attention_budget=1 << 20) == 64
+    assert rows_cap(2048, token_budget=8192, max_batch_size=64, attention_budget=1 << 20) == 1
+    bucketed = plan_bucketed_batches(lengths, (128, 256, 512), token_budget=8192,
+                                     max_batch_size=64, attention_budget=1 << 20)
+    assert max(len(b.indices) for b in bucketed if b.length == 512) == 4
+
+
+def test_attention_budget_changes_batches_not_scores(tmp_path: Path) -> None:
+    from prm_plugins.runtime import CPU_ATTENTION_BUDGET
+
+    d = make_model_dir(tmp_path / "m", max_length=64)
+    items = [(Q, STEPS[: 1 + k % 4]) for k in range(12)]
+    default = load_prm(d, device="cpu", checks=())
+    assert default.attention_budget == CPU_ATTENTION_BUDGET
+    uncapped = load_prm(d, device="cpu", checks=(), attention_budget=0)
+    assert uncapped.attention_budget is None
+    tight = load_prm(d, device="cpu", checks=(), attention_budget=32 * 32 * 2)
+    lengths = [len(tight.format.render(q, s)) for q, s in items]
+    assert len(tight._plan(lengths)) > len(uncapped._plan(lengths))
+    for a, b, c in zip(*(p.score_batch(items) for p in (default, uncapped, tight)), strict=True):
+        np.testing.assert_allclose(a.scores, b.scores, atol=1e-7)
+        np.testing.assert_allclose(a.scores, c.scores, atol=1e-7)
+    with pytest.raises(PRMError, match="attention_budget must be"):
+        load_prm(d, device="cpu", attention_budget=-1)
