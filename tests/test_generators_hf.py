@@ -24,8 +24,8 @@ from prm_plugins.generators import AsyncGenerator, Generator
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from prm_plugins import generators_hf  # noqa: E402
-from prm_plugins.generators_hf import (  # noqa: E402
+from prm_plugins.adapters.transformers import generator as generators_hf  # noqa: E402
+from prm_plugins.adapters.transformers.generator import (  # noqa: E402
     LocalHFGenerator,
     _line_done,
     _pattern_end,
@@ -248,7 +248,7 @@ def test_smollm2_missing_package_names_the_pip_command(monkeypatch: pytest.Monke
 
 
 def test_module_import_stays_light() -> None:
-    code = ("import sys, json, prm_plugins.generators_hf;"
+    code = ("import sys, json, prm_plugins.adapters.transformers;"
             "print(json.dumps([m for m in ('torch', 'transformers') if m in sys.modules]))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
@@ -277,3 +277,17 @@ def test_smollm2_writes_steps() -> None:
         assert any(re.search(r"[A-Za-z0-9]", s) for s in steps)
     finally:
         torch.set_num_threads(threads)
+
+
+def test_old_module_path_warns_and_forwards(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib
+
+    from prm_plugins.adapters import transformers as new
+
+    monkeypatch.delitem(sys.modules, "prm_plugins.generators_hf", raising=False)
+    with pytest.warns(FutureWarning, match=r"prm_plugins\.generators_hf moved to "
+                      r"prm_plugins\.adapters\.transformers; import it from there"):
+        old = importlib.import_module("prm_plugins.generators_hf")
+    assert old.LocalHFGenerator is new.LocalHFGenerator
+    assert old.smollm2_generator is new.smollm2_generator
+    assert set(new.__all__) <= set(old.__all__) and old.first_line is new.generator.first_line
