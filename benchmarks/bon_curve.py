@@ -58,9 +58,9 @@ from typing import Any
 import numpy as np
 from restyle import restyle_steps  # benchmarks/restyle.py, beside this script
 
+from prm_plugins.answers import answers_match
 from prm_plugins.checks import HybridPRM
 from prm_plugins.evaluation import evaluate_best_of_n
-from prm_plugins.evaluation.answers import answers_match
 from prm_plugins.evaluation.bon import paired_difference
 from prm_plugins.labeling.gsm8k import read_gsm8k_jsonl
 from prm_plugins.labeling.verifier import build_verifier_dataset

@@ -7,7 +7,7 @@ file, dequantised by transformers, run on the CPU through
 GSM8K-test questions it samples ``--n`` solutions, prompted to solve step by step, one step
 per line, ending with "The answer is N." (a sample stops after its first final-answer line).
 A candidate is correct when its extracted final answer
-(:func:`prm_plugins.evaluation.answers.extract_answer`) matches the ``####`` answer.
+(:func:`prm_plugins.answers.extract_answer`) matches the ``####`` answer.
 ``--dataset svamp`` takes the first questions of SVAMP (``Body`` + ``Question``, answer
 ``Answer``) instead: one- and two-step problems that the small generator solves more often,
 so more questions have both correct and wrong samples; its files are named
@@ -158,7 +158,7 @@ def generate(args: argparse.Namespace, settings: dict[str, Any]) -> dict[str, An
     import torch
 
     from prm_plugins.adapters.transformers import smollm2_generator
-    from prm_plugins.evaluation.answers import answers_match, extract_answer
+    from prm_plugins.answers import answers_match, extract_answer
 
     torch.set_num_threads(args.threads)
     questions = (read_svamp(args.svamp, args.questions) if args.dataset == "svamp"

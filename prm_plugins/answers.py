@@ -1,9 +1,19 @@
-"""Final-answer extraction and normalisation for math solutions.
+"""The one final-answer extractor, for strategies, evaluation and rewards.
 
-Extractors find the final answer a solution states, in the conventions LLMs and datasets
-use: LaTeX ``\\boxed{...}`` (nested braces allowed), GSM8K's ``#### 42`` line, and prose
-such as "The answer is 42." :func:`normalize_answer` turns an answer into a comparison key,
-so that ``"1,000"``, ``"1000.00"`` and ``"$1000"`` compare equal.
+:func:`extract_answer` finds the final answer a solution states, in the conventions LLMs and
+datasets use, tried in this order: LaTeX ``\\boxed{...}`` (nested braces allowed), GSM8K's
+``#### 42`` line, prose such as "The answer is 42." / "Final answer: 42", a few-shot
+``A: 42`` line, and (unless turned off) the last number written. Best-of-N voting
+(:mod:`prm_plugins.strategies`), ``prm eval bon``, the outcome reward
+(:mod:`prm_plugins.rewards`) and rollout labelling all use it, so a solution has one answer
+everywhere. :func:`normalize_answer` turns an answer into a comparison key, so that
+``"1,000"``, ``"1000.00"`` and ``"$1000"`` compare equal, and ``"0.75"`` equals
+``"\\frac{3}{4}"``.
+
+An ``A:`` line counts only when it holds a bare answer: a number, optionally followed by
+words without a computation (``"A: 18 apples."`` gives ``"18"``), or a phrase without digits
+(``"A: Paris."``). An ``A:`` line that opens a worked solution (``"A: She sold 48/2 = 24
+clips..."``) is reasoning, not the answer: the later conventions (the last number) decide.
 
 Stdlib only.
 """
@@ -16,6 +26,7 @@ from fractions import Fraction
 __all__ = [
     "answer_is_correct",
     "answers_match",
+    "extract_a_colon",
     "extract_answer",
     "extract_answer_is",
     "extract_boxed",
@@ -31,6 +42,7 @@ _GSM8K_RE = re.compile(r"####\s*(.+?)\s*$", re.MULTILINE)
 _ANSWER_IS_RE = re.compile(
     r"(?:final\s+answer|answer)\s*(?:is|:|=)\s*(?::\s*)?(?P<rest>[^\n]*)", re.IGNORECASE
 )
+_A_COLON_RE = re.compile(r"^[^\S\n]*A[^\S\n]*:[^\S\n]*(?P<rest>\S[^\n]*)$", re.MULTILINE)
 _BOXED_RE = re.compile(r"\\(?:boxed|fbox)\s*")
 #: A number at the start of a phrase, ended by a space, punctuation or the end (not "12\\sqrt").
 _LEADING_NUMBER_RE = re.compile(
@@ -131,11 +143,43 @@ def extract_last_number(text: str) -> str | None:
     return matches[-1] if matches else None
 
 
+def extract_a_colon(text: str) -> str | None:
+    """The bare answer on the last ``A: ...`` line that holds one (few-shot "Q: ... A: ...").
+
+    A leading number followed by words without a computation is returned alone
+    (``"A: 18 apples."`` gives ``"18"``); a phrase without digits is returned without a
+    trailing period. A line that holds a computation or a numbered sentence (``"A: She sold
+    48/2 = 24 clips"``) is reasoning, not an answer, and is skipped.
+
+    Examples:
+        >>> extract_a_colon("Q: 2 + 3?\\nA: 5 apples.")
+        '5'
+        >>> extract_a_colon("A: Paris.")
+        'Paris'
+        >>> extract_a_colon("A: She sold 48/2 = 24 clips.") is None
+        True
+    """
+    for m in reversed(list(_A_COLON_RE.finditer(text))):
+        rest = m.group("rest").strip().strip("*_ ")
+        num = _LEADING_NUMBER_RE.match(rest)
+        if num:
+            tail = rest[num.end():]
+            if "=" not in tail and not _NUMBER_RE.search(tail):
+                return rest[: num.end()].strip()
+        elif "=" not in rest and not re.search(r"\d", rest):
+            phrase = rest.rstrip(".").strip()
+            if phrase:
+                return phrase
+    return None
+
+
 def extract_answer(text: str, *, fallback_last_number: bool = True) -> str | None:
     """The final answer a solution states.
 
     Tried in order: the last ``\\boxed{...}``, GSM8K's ``#### N``, the last "the answer is
-    ...", and (when ``fallback_last_number``) the last number in the text.
+    ..." / "Final answer: ...", the last ``A: ...`` line holding a bare answer
+    (:func:`extract_a_colon`), and (when ``fallback_last_number``) the last number in the
+    text. Best-of-N voting, ``prm eval`` and the outcome reward all use this function.
 
     Args:
         text: a solution.
@@ -151,10 +195,12 @@ def extract_answer(text: str, *, fallback_last_number: bool = True) -> str | Non
         '12\\\\sqrt{2}'
         >>> extract_answer("5 + 5 = 10, then 10 * 2 = 20")
         '20'
+        >>> extract_answer("Q: 6 * 7?\\nA: 42\\nQ: 2 + 2?")
+        '42'
     """
     if not isinstance(text, str):
         return None
-    for extractor in (extract_boxed, extract_gsm8k, extract_answer_is):
+    for extractor in (extract_boxed, extract_gsm8k, extract_answer_is, extract_a_colon):
         found = extractor(text)
         if found:
             return found

@@ -57,6 +57,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from prm_plugins.answers import answer_is_correct
 from prm_plugins.errors import InvalidInputError
 from prm_plugins.steps import SPLIT_MODES, split_step_spans
 from prm_plugins.types import StepScorer
@@ -382,17 +383,16 @@ def shape_rewards(
 def check_answer(completion: str, gold_answer: str) -> bool:
     """The default outcome check: the completion's final answer equals the gold answer.
 
-    The completion's answer is found by :func:`prm_plugins.evaluation.answers.extract_answer`
-    (``\\boxed{}``, ``#### N``, "the answer is", else the last number); the gold answer may be
-    a bare answer or a full GSM8K solution ending in ``#### N``. Both are compared with
-    :func:`~prm_plugins.evaluation.answers.answers_match` (``"1,000"`` equals ``"1000.00"``).
+    The completion's answer is found by :func:`prm_plugins.answers.extract_answer`, the
+    extractor best-of-N voting and ``prm eval`` use (``\\boxed{}``, ``#### N``, "the answer
+    is", an ``A:`` line, else the last number); the gold answer may be a bare answer or a
+    full GSM8K solution ending in ``#### N``. Both are compared with
+    :func:`~prm_plugins.answers.answers_match` (``"1,000"`` equals ``"1000.00"``).
 
     Examples:
         >>> check_answer("3 + 4 = 7\\nThe answer is 7.", "7"), check_answer("So 8.", "#### 7")
         (True, False)
     """
-    from prm_plugins.evaluation.answers import answer_is_correct
-
     return answer_is_correct(completion, gold_answer)
 
 

@@ -17,14 +17,16 @@ import pytest
 from graph_models import make_model_dir
 
 from prm_plugins import load_prm, split_steps
-from prm_plugins.cli import main
-from prm_plugins.errors import InvalidInputError, MissingExtraError
-from prm_plugins.evaluation.answers import (
+from prm_plugins.answers import (
+    answer_is_correct,
     answers_match,
+    extract_a_colon,
     extract_answer,
     extract_boxed,
     normalize_answer,
 )
+from prm_plugins.cli import main
+from prm_plugins.errors import InvalidInputError, MissingExtraError
 from prm_plugins.evaluation.bon import (
     CandidateSet,
     best_of_n_curves,
@@ -147,6 +149,76 @@ def test_boxed_with_nested_braces_and_numeric_normalisation() -> None:
     assert extract_answer("I think 7", fallback_last_number=False) is None
 
 
+# One extractor for strategies, evaluation and rewards. Each row: a solution as a user might
+# see it, and the normalised answer every consumer now finds in it. The rows marked "changed"
+# are the inputs on which one consumer's answer changed when the copies were unified (the
+# comment says which and what it was).
+ONE_EXTRACTOR_CASES = [
+    ("Natalia sold 48 + 24 = 72 clips.\n#### 72", "72"),
+    (r"So the total is $\boxed{72}$.", "72"),
+    ("She earns 8 * 9 = 72 dollars. The answer is $72.", "72"),
+    ("Q: How many clips?\nA: 72", "72"),
+    ("1,000 + 250 = 1,250 dollars.\n#### 1,250", "1250"),
+    ("It costs 3 * $1.25 = $3.75 in all. The answer is $3.75.", "15/4"),
+    ("A: \u22125", "-5"),
+    # changed (strategies): the whole fraction, was "3" (the old A: number pattern had no /)
+    ("Q: How much flour?\nA: 3/4 cup", "3/4"),
+    # changed (prm eval, rewards): the A: line, was "2" (the last number, in the next question)
+    ("Q: What is 6 * 7?\nA: 42\nQ: What is 2 + 2?", "42"),
+    # changed (prm eval, rewards): a non-numeric A: answer, was None (no number in the text)
+    ("Q: Which city is the capital of France?\nA: Paris.", "Paris"),
+    # changed (strategies): an A: that opens the reasoning is not the answer; was the whole
+    # first sentence
+    ("Q: How many clips?\nA: Natalia sold 48/2 = 24 clips in May.\n"
+     "She sold 48 + 24 = 72 clips altogether.", "72"),
+    # changed (strategies): a computation on the A: line; was "24", its first number
+    ("A: 24 clips in May, then 48 + 24 = 72", "72"),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), ONE_EXTRACTOR_CASES)
+def test_one_answer_extractor_for_strategies_evaluation_and_rewards(
+    text: str, expected: str
+) -> None:
+    from prm_plugins.rewards import check_answer
+    from prm_plugins.strategies import extract_final_answer
+
+    assert extract_final_answer is extract_answer  # one function, two public names
+    key = normalize_answer(extract_answer(text))
+    assert key == expected
+    assert check_answer(text, expected) is True  # rewards' outcome check
+    assert answer_is_correct(text, f"#### {expected}")  # rollout labelling
+    assert CandidateSet("q", [text], [True]).answers == [key]  # prm eval bon
+    assert not check_answer(text, "13")
+
+
+def test_a_colon_lines_hold_an_answer_only_when_bare() -> None:
+    from prm_plugins.strategies import has_final_answer
+
+    assert extract_a_colon("A: 18 apples.") == "18"
+    assert extract_a_colon("A: 1,000 dollars") == "1,000"
+    assert extract_a_colon("A: 18\nQ: next\nA: She sold 48/2 = 24 clips.") == "18"
+    assert extract_a_colon("A: She sold 48/2 = 24 clips.") is None
+    assert extract_a_colon("An A: inside a line does not count: 5") is None
+    # has_final_answer (step search's stop rule) follows: reasoning after "A:" is not an end
+    assert has_final_answer("A: 4") and not has_final_answer("A: 48/2 = 24 clips in May.")
+    # explicit answers still win over an A: line
+    assert extract_answer("A: 5 apples\nThe answer is 7.") == "7"
+
+
+def test_old_answers_module_warns_and_forwards() -> None:
+    import importlib
+
+    import prm_plugins.answers as new
+
+    sys.modules.pop("prm_plugins.evaluation.answers", None)
+    with pytest.warns(FutureWarning, match="moved to prm_plugins.answers"):
+        old = importlib.import_module("prm_plugins.evaluation.answers")
+    assert old.extract_answer is new.extract_answer
+    assert old.normalize_answer is new.normalize_answer
+    assert set(old.__all__) == set(new.__all__)
+
+
 # -- step-level ------------------------------------------------------------------------------
 PRMBENCH_ROWS = [
     {"idx": "prm_test_p1_0", "classification": "redundency",
@@ -256,6 +328,54 @@ def test_stepwise_auroc_per_perturbation_and_first_error(tmp_path: Path) -> None
     assert report["groups"]["wrong_op"]["first_error_acc"] == 0.0
     assert report["overall"]["error_acc"] == 0.5 and report["overall"]["correct_acc"] == 1.0
     assert evaluate_stepwise([], [], 0.5)["overall"]["step_auroc"] is None
+
+
+def _pairwise_auroc(pos: Sequence[float], neg: Sequence[float]) -> float:
+    """AUROC by counting pairs (ties count 1/2): independent of the rank formula."""
+    won = sum((p > n) + 0.5 * (p == n) for p in pos for n in neg)
+    return won / (len(pos) * len(neg))
+
+
+def test_training_and_evaluation_give_the_same_auroc_on_the_same_data(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    import prm_plugins.training.trainer as trainer
+    from prm_plugins.evaluation import metrics
+    from prm_plugins.training import step_auroc_report as training_report
+
+    # one computation: the trainer's validation/test reports call this very function
+    assert training_report is metrics.step_auroc_report is trainer.step_auroc_report
+
+    rng = np.random.default_rng(7)
+    kinds = ["arith", "wrong_op", None]
+    rows, scores, labels, row_kinds = [], [], [], []
+    for i in range(30):
+        n = int(rng.integers(2, 6))
+        first = int(rng.integers(1, n + 1))  # == n: a correct chain
+        y = [k < first for k in range(n)]
+        s = [round(float(v), 1) for v in rng.uniform(0.05, 0.95, n)]  # rounded: ties occur
+        kind = kinds[i % 3] if first < n else None
+        rows.append({"prompt": f"q{i}", "completions": [f"{v} step" for v in s],
+                     "labels": y, "perturbation": kind})
+        scores.append(s)
+        labels.append(y)
+        row_kinds.append(kind)
+    report = evaluate_steps(ScriptedScorer(), _jsonl(tmp_path / "sw.jsonl", rows), "stepwise")
+    trained = training_report(scores, labels, row_kinds)
+    assert report["overall"]["step_auroc"] == trained["auroc"]
+    assert report["overall"]["first_error_auroc"] == trained["first_error_auroc"]
+    assert report["overall"]["n_error_steps"] == trained["n_neg"]
+    assert set(report["groups"]) == set(trained["per_kind"])
+    for kind, g in report["groups"].items():
+        t = trained["per_kind"][kind]
+        assert (g["step_auroc"], g["first_error_auroc"], g["within_rows_auroc"]) == (
+            t["auroc"], t["first_error_auroc"], t["within_rows"])
+    flat = [(v, ok, k) for s, y, k in zip(scores, labels, row_kinds, strict=True)
+            for v, ok in zip(s, y, strict=True)]
+    pos = [v for v, ok, _ in flat if ok]
+    neg = [v for v, ok, _ in flat if not ok]
+    assert trained["auroc"] == pytest.approx(_pairwise_auroc(pos, neg))
+    arith = [v for v, ok, k in flat if not ok and k == "arith"]
+    assert trained["per_kind"]["arith"]["auroc"] == pytest.approx(_pairwise_auroc(pos, arith))
 
 
 def test_processbench_through_the_graph_model(model_dir: Path, tmp_path: Path,

@@ -204,7 +204,14 @@ def test_auroc_matches_hand_computed_values() -> None:
     assert auroc([0.3, 0.3, 0.3], [1, 0, 1]) == pytest.approx(0.5)
     assert auroc([0.9, 0.8, 0.1], [1, 1, 0]) == pytest.approx(1.0)
     assert auroc([0.1, 0.8, 0.9], [1, 1, 0]) == pytest.approx(0.0)
-    assert auroc([0.1, 0.2], [1, 1]) != auroc([0.1, 0.2], [1, 1])  # nan: one class only
+    # one class only: undefined. Training now shares evaluation's contract (one metrics
+    # module): a clear error, and auroc_or_none() for None (was nan here before)
+    from prm_plugins.errors import InvalidInputError
+    from prm_plugins.evaluation.metrics import auroc_or_none
+
+    with pytest.raises(InvalidInputError, match="one class only"):
+        auroc([0.1, 0.2], [1, 1])
+    assert auroc_or_none([0.1, 0.2], [1, 1]) is None
 
 
 def test_step_auroc_report_per_kind() -> None:

@@ -5,8 +5,8 @@
 - :func:`evaluate_best_of_n`: accuracy of best-of-N selection against N for the PRM's chain
   aggregations, majority vote, random and oracle picks (``prm eval bon``).
 - :mod:`.metrics`: rank AUROC with ties, F1 from counts, ProcessBench F1.
-- :mod:`.answers`: final-answer extraction (``\\boxed{}``, ``#### N``, "The answer is")
-  and normalisation.
+- final-answer extraction and normalisation live in :mod:`prm_plugins.answers` (one
+  extractor for strategies, evaluation and rewards); re-exported here.
 
 Examples:
     >>> from prm_plugins import load_prm  # doctest: +SKIP
@@ -20,7 +20,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from prm_plugins.evaluation.answers import answers_match, extract_answer, normalize_answer
+    from prm_plugins.answers import answers_match, extract_answer, normalize_answer
     from prm_plugins.evaluation.bon import best_of_n_curves, evaluate_best_of_n
     from prm_plugins.evaluation.metrics import auroc, processbench_scores
     from prm_plugins.evaluation.steps import evaluate_steps, format_steps_report
@@ -39,15 +39,19 @@ __all__ = [
 
 #: Loaded on first use, so ``prm --help`` (which imports the ``eval`` CLI) stays instant.
 _LAZY = {
-    "answers_match": "answers", "extract_answer": "answers", "normalize_answer": "answers",
-    "best_of_n_curves": "bon", "evaluate_best_of_n": "bon",
-    "auroc": "metrics", "processbench_scores": "metrics",
-    "evaluate_steps": "steps", "format_steps_report": "steps",
+    "answers_match": "prm_plugins.answers", "extract_answer": "prm_plugins.answers",
+    "normalize_answer": "prm_plugins.answers",
+    "best_of_n_curves": "prm_plugins.evaluation.bon",
+    "evaluate_best_of_n": "prm_plugins.evaluation.bon",
+    "auroc": "prm_plugins.evaluation.metrics",
+    "processbench_scores": "prm_plugins.evaluation.metrics",
+    "evaluate_steps": "prm_plugins.evaluation.steps",
+    "format_steps_report": "prm_plugins.evaluation.steps",
 }
 
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        module = importlib.import_module(f"prm_plugins.evaluation.{_LAZY[name]}")
+        module = importlib.import_module(_LAZY[name])
         return getattr(module, name)
     raise AttributeError(f"module 'prm_plugins.evaluation' has no attribute {name!r}")

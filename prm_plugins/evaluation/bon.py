@@ -16,9 +16,9 @@ fewer than N candidates do not count at that N). Methods:
   that aggregation; candidates tied at the top share the pick (the expected accuracy of
   breaking the tie at random). A candidate that could not be scored (no steps, too long) is
   picked only when nothing in the subset was scored.
-- ``majority``: the most frequent normalised final answer (:mod:`.answers`); its accuracy is
-  the share of correct candidates among those giving it (ties between answers averaged); 0 when
-  no candidate states an answer.
+- ``majority``: the most frequent normalised final answer (:mod:`prm_plugins.answers`); its
+  accuracy is the share of correct candidates among those giving it (ties between answers
+  averaged); 0 when no candidate states an answer.
 - ``weighted_min``, ``weighted_last``: PRM-weighted majority vote (as
   :func:`prm_plugins.weighted_best_of_n`): each candidate votes for its final answer with its
   chain score under ``min`` or ``last`` aggregation, and the answer with the largest total
@@ -43,8 +43,8 @@ from typing import Any
 
 import numpy as np
 
+from prm_plugins.answers import answers_match, extract_answer, normalize_answer
 from prm_plugins.errors import InvalidInputError, MissingExtraError, PRMError
-from prm_plugins.evaluation.answers import answers_match, extract_answer, normalize_answer
 from prm_plugins.evaluation.steps import RowIssue, iter_jsonl
 from prm_plugins.steps import split_steps
 from prm_plugins.types import StepScorer

@@ -1,13 +1,18 @@
-"""Metrics for PRM evaluation: rank AUROC, binary F1 counts, ProcessBench F1, accuracies.
+"""The one home of PRM metrics: rank AUROC, step AUROC per kind, F1 counts, ProcessBench F1.
 
-Pure Python + numpy; no scikit-learn. Undefined figures (a ratio with a zero denominator)
-are ``None``, so reports stay valid JSON.
+``prm eval`` and training (validation and test reports of :func:`prm_plugins.training.train`)
+both compute their step AUROC figures here (:func:`step_auroc_report`), so the two give the
+same figure on the same data. Pure Python + numpy; no scikit-learn. Undefined figures (a
+ratio with a zero denominator, an AUROC with one class absent) are ``None``, so reports stay
+valid JSON.
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -25,6 +30,7 @@ __all__ = [
     "paired_bootstrap",
     "predicted_first_error",
     "processbench_scores",
+    "step_auroc_report",
 ]
 
 
@@ -226,6 +232,105 @@ def gold_first_error(labels: Sequence[bool | int | None]) -> int:
         if v is not None and not v:
             return i
     return -1
+
+
+def _first_error_score(scores: Sequence[float | None], labels: Sequence[Any]) -> float | None:
+    """The score of the first step labelled incorrect, or ``None`` (no error, or unscored)."""
+    first = gold_first_error(labels)
+    return scores[first] if 0 <= first < len(scores) else None
+
+
+def step_auroc_report(
+    step_scores: Iterable[Sequence[float | None]],
+    step_labels: Iterable[Sequence[bool | int | None]],
+    kinds: Iterable[str | None] | None = None,
+) -> dict[str, Any]:
+    """Step AUROC overall and per kind (perturbation, class): the one computation of both
+    ``prm eval steps --kind stepwise`` and training's validation/test reports.
+
+    Per kind ``k``, the negatives are the incorrect steps of rows of kind ``k`` and the
+    positives are all correct steps of the set (every row), so each figure answers "does this
+    kind of error score below correct steps?" on the same positives; ``within_rows`` is the
+    stricter figure on the rows of kind ``k`` only. ``first_error_auroc`` (overall and per
+    kind) keeps only each row's first incorrect step as a negative: whether the model sees an
+    error where it happens, apart from the steps after it (labelled incorrect too, and easier
+    by position and by the error before them). A step whose score or label is ``None``
+    (unscored, unlabelled) is left out. Figures that cannot be computed (one class absent)
+    are ``None``.
+
+    Args:
+        step_scores: per row, one score per step (``None`` for an unscored step).
+        step_labels: per row, one label per step (1/True correct, 0/False incorrect, ``None``
+            unknown).
+        kinds: per row, its kind (``None`` counts as ``"none"``).
+
+    Returns:
+        ``{"auroc", "first_error_auroc", "n_rows", "n_steps", "n_pos", "n_neg",
+        "per_kind": {kind: {"rows", "neg_steps", "auroc", "first_error_auroc",
+        "within_rows"}}}``; ``n_steps`` counts the steps both scored and labelled.
+
+    Raises:
+        InvalidInputError: when rows or a row's scores and labels differ in length, or a
+            score is not finite.
+
+    Examples:
+        >>> r = step_auroc_report([[0.9, 0.2], [0.8, 0.7]], [[1, 0], [1, 1]], ["slip", None])
+        >>> r["auroc"], r["per_kind"]["slip"]["auroc"], r["per_kind"]["none"]["auroc"]
+        (1.0, 1.0, None)
+    """
+    rows_s = [list(r) for r in step_scores]
+    rows_y = [list(r) for r in step_labels]
+    if len(rows_s) != len(rows_y):
+        raise InvalidInputError(
+            f"step_auroc_report needs one label row per score row; received {len(rows_s)} "
+            f"score rows and {len(rows_y)} label rows")
+    row_kinds = [None] * len(rows_s) if kinds is None else list(kinds)
+    pairs: list[list[tuple[float, bool]]] = []
+    for i, (s, y) in enumerate(zip(rows_s, rows_y, strict=True)):
+        if len(s) != len(y):
+            raise InvalidInputError(
+                f"row {i}: {len(s)} step score(s) but {len(y)} label(s); give one label per "
+                "step")
+        pairs.append([(float(v), bool(lab)) for v, lab in zip(s, y, strict=True)
+                      if v is not None and lab is not None])
+    positives = [p for row in pairs for p in row if p[1]]
+
+    def auroc_of(ps: Sequence[tuple[float, bool]]) -> float | None:
+        return auroc_or_none([p[0] for p in ps], [p[1] for p in ps])
+
+    def vs_positives(negatives: list[tuple[float, bool]]) -> float | None:
+        return auroc_of(positives + negatives) if negatives else None
+
+    def firsts(idx: Iterable[int]) -> list[tuple[float, bool]]:
+        scores = (_first_error_score(rows_s[i], rows_y[i]) for i in idx)
+        return [(float(v), False) for v in scores if v is not None]
+
+    everything = [p for row in pairs for p in row]
+    report: dict[str, Any] = {
+        "auroc": auroc_of(everything),
+        "first_error_auroc": vs_positives(firsts(range(len(rows_s)))),
+        "n_rows": len(rows_s),
+        "n_steps": len(everything),
+        "n_pos": len(positives),
+        "n_neg": len(everything) - len(positives),
+    }
+    by_kind: dict[str, list[int]] = defaultdict(list)
+    for i, k in enumerate(row_kinds):
+        by_kind["none" if k is None else str(k)].append(i)
+    per_kind: dict[str, dict[str, Any]] = {}
+    for k in sorted(by_kind):
+        idx = by_kind[k]
+        kind_pairs = [p for i in idx for p in pairs[i]]
+        negatives = [p for p in kind_pairs if not p[1]]
+        per_kind[k] = {
+            "rows": len(idx),
+            "neg_steps": len(negatives),
+            "auroc": vs_positives(negatives),
+            "first_error_auroc": vs_positives(firsts(idx)),
+            "within_rows": auroc_of(kind_pairs),
+        }
+    report["per_kind"] = per_kind
+    return report
 
 
 def processbench_scores(

@@ -43,6 +43,7 @@ from prm_plugins.evaluation.metrics import (
     mean_or_none,
     predicted_first_error,
     processbench_scores,
+    step_auroc_report,
 )
 from prm_plugins.jsonl import JSONLineError, loads_line
 from prm_plugins.types import StepScorer
@@ -417,15 +418,6 @@ def _pairs(item: StepItem, scores: list[float | None]) -> list[tuple[float, bool
             if s is not None and y is not None]
 
 
-def _first_error_auroc(positives: list[tuple[float, bool]],
-                       rows: list[tuple[StepItem, list[float | None]]]) -> float | None:
-    """AUROC of each row's first erroneous step (where scored) against ``positives``;
-    ``None`` when no row has one."""
-    firsts = [(s[it.first_error], False) for it, s in rows
-              if 0 <= it.first_error < len(s) and s[it.first_error] is not None]
-    return _auroc_of(positives + firsts)  # type: ignore[operator]
-
-
 def _auroc_of(pairs: Sequence[tuple[float, bool]]) -> float | None:
     return auroc_or_none([p[0] for p in pairs], [p[1] for p in pairs])
 
@@ -521,21 +513,19 @@ def evaluate_stepwise(
     gives ProcessBench's ``error_acc``, ``correct_acc`` and ``f1``.
     """
     rows = list(_scored_steps(items, scores))
-    all_pairs = [p for it, s in rows for p in _pairs(it, s)]
-    positives = [p for p in all_pairs if p[1]]
+    aurocs = step_auroc_report([s for _, s in rows], [it.labels for it, _ in rows],
+                               [it.group for it, _ in rows])
 
-    def first_errors(rs: list[tuple[StepItem, list[float | None]]]) -> tuple[list[int], list[int]]:
-        return ([predicted_first_error(s, threshold) for _, s in rs],
-                [it.first_error for it, _ in rs])
+    def first_error_acc(rs: list[tuple[StepItem, list[float | None]]]) -> float | None:
+        return mean_or_none(float(predicted_first_error(s, threshold) == it.first_error)
+                            for it, s in rs)
 
-    pred, gold = first_errors(rows)
-    pb = processbench_scores(pred, gold)
+    pb = processbench_scores([predicted_first_error(s, threshold) for _, s in rows],
+                             [it.first_error for it, _ in rows])
     overall = {
-        "n_samples": len(rows), "n_steps": len(all_pairs),
-        "n_error_steps": len(all_pairs) - len(positives),
-        "step_auroc": _auroc_of(all_pairs),
-        "first_error_auroc": _first_error_auroc(positives, rows),
-        "first_error_acc": mean_or_none(float(p == g) for p, g in zip(pred, gold, strict=True)),
+        "n_samples": len(rows), "n_steps": aurocs["n_steps"], "n_error_steps": aurocs["n_neg"],
+        "step_auroc": aurocs["auroc"], "first_error_auroc": aurocs["first_error_auroc"],
+        "first_error_acc": first_error_acc(rows),
         "error_acc": pb["error_acc"], "correct_acc": pb["correct_acc"], "f1": pb["f1"],
     }
     groups: dict[str, list[tuple[StepItem, list[float | None]]]] = defaultdict(list)
@@ -543,15 +533,12 @@ def evaluate_stepwise(
         groups[it.group].append((it, s))
     per_kind: dict[str, Any] = {}
     for kind, rs in sorted(groups.items()):
-        pairs = [p for it, s in rs for p in _pairs(it, s)]
-        negatives = [p for p in pairs if not p[1]]
-        kp, kg = first_errors(rs)
+        k = aurocs["per_kind"][kind]
         per_kind[kind] = {
-            "n_samples": len(rs), "n_steps": len(pairs), "n_error_steps": len(negatives),
-            "step_auroc": _auroc_of(positives + negatives) if negatives else None,
-            "first_error_auroc": _first_error_auroc(positives, rs),
-            "within_rows_auroc": _auroc_of(pairs),
-            "first_error_acc": mean_or_none(float(p == g) for p, g in zip(kp, kg, strict=True)),
+            "n_samples": len(rs), "n_steps": sum(len(_pairs(it, s)) for it, s in rs),
+            "n_error_steps": k["neg_steps"], "step_auroc": k["auroc"],
+            "first_error_auroc": k["first_error_auroc"], "within_rows_auroc": k["within_rows"],
+            "first_error_acc": first_error_acc(rs),
         }
     return {"overall": overall, "groups": per_kind}
 

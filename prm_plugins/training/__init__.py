@@ -11,8 +11,8 @@ Examples:
 
 from __future__ import annotations
 
+from prm_plugins.evaluation.metrics import auroc, step_auroc_report
 from prm_plugins.training.config import TrainConfig, add_config_arguments, config_from_args
-from prm_plugins.training.metrics import auroc, step_auroc_report
 from prm_plugins.training.tokenizer import digit_splitting_tokenizer, minilm_dir
 from prm_plugins.training.trainer import (
     StepwiseRow,

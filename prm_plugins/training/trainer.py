@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from prm_plugins.errors import InvalidInputError, PRMError, require
+from prm_plugins.evaluation.metrics import step_auroc_report
 from prm_plugins.formats.base import Rendered
 from prm_plugins.formats.token_classification import TokenClassificationFormat
 from prm_plugins.training.config import POSITION_BUCKETS, TrainConfig
-from prm_plugins.training.metrics import step_auroc_report
 from prm_plugins.training.tokenizer import (
     digit_splitting_tokenizer,
     minilm_dir,
