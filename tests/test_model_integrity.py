@@ -328,8 +328,10 @@ def test_a_tokenizer_swapped_after_verification_is_not_used(
     tok = json.loads((d / "tokenizer.json").read_text())
     vocab = tok["model"]["vocab"]
     words = [k for k in vocab if k.startswith("w")]
-    for a, b in zip(words, reversed(words), strict=True):  # same tokens, other ids
+    half = len(words) // 2
+    for a, b in zip(words[:half], words[::-1][:half], strict=True):  # same tokens, other ids
         vocab[a], vocab[b] = vocab[b], vocab[a]
+    assert vocab["w0"] != VOCAB.index("w0")
     fired = swap_after_hash(d / "tokenizer.json", json.dumps(tok).encode())
     prm = load_prm(d, device="cpu", checks=())
     assert fired == ["tokenizer.json"]
@@ -497,3 +499,23 @@ def test_attention_budget_changes_batches_not_scores(tmp_path: Path) -> None:
         np.testing.assert_allclose(a.scores, c.scores, atol=1e-7)
     with pytest.raises(PRMError, match="attention_budget must be"):
         load_prm(d, device="cpu", attention_budget=-1)
+
+
+def test_large_files_are_memory_mapped_and_still_verified(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Files past MMAP_THRESHOLD (multi-GB external data) are hashed and used as one mapping."""
+    import mmap
+
+    from prm_plugins import manifest as manifest_module
+
+    monkeypatch.setattr(manifest_module, "MMAP_THRESHOLD", 0)
+    d = make_model_dir(tmp_path / "m", max_length=64)
+    build_graph(d / "model.onnx", external="weights.bin")
+    rehash(d, ["model.onnx", "tokenizer.json", "weights.bin"])
+    data = manifest_module.read_verified(d, Manifest.read(d), "weights.bin")
+    assert isinstance(data, mmap.mmap)
+    prm = load_prm(d, device="cpu", checks=())
+    np.testing.assert_allclose(prm.score(Q, STEPS).scores, expected(prm, Q, STEPS), atol=1e-6)
+    (d / "weights.bin").write_bytes(b"\0" * len(data))
+    with pytest.raises(ModelIntegrityError, match="weights.bin does not match"):
+        load_prm(d, device="cpu")
