@@ -57,6 +57,7 @@ __all__ = [
     "ScoreChains",
     "SyncRunner",
     "TransientGeneratorError",
+    "check_retry",
     "describe_error",
     "summarize_failures",
 ]
@@ -246,6 +247,13 @@ class RetryPolicy:
         except Exception as exc:
             return CallOutcome(error=exc, attempts=attempts)
         return CallOutcome(value=value, attempts=attempts)
+
+
+def check_retry(retry: object) -> RetryPolicy | None:
+    """Return ``retry`` unless it is neither a :class:`RetryPolicy` nor ``None``."""
+    if retry is not None and not isinstance(retry, RetryPolicy):
+        raise InvalidInputError(f"retry must be a RetryPolicy or None, got {retry!r}")
+    return retry
 
 
 def _call_with_deadline(

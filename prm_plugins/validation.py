@@ -29,6 +29,7 @@ from prm_plugins.types import AGGREGATIONS, Aggregation, Splitter, StepScores
 __all__ = [
     "ASYNC_METHOD",
     "check_aggregate",
+    "check_count",
     "check_generator",
     "check_max_concurrency",
     "check_question",
@@ -93,13 +94,39 @@ def check_question(question: object) -> str:
     return question
 
 
+def check_count(value: object, name: str, *, minimum: int = 1, hint: str = "",
+                optional: bool = False) -> int | None:
+    """Return ``value`` if it is an int >= ``minimum`` (a bool is refused).
+
+    Args:
+        value: the option's value.
+        name: the option's name, as the user wrote it.
+        minimum: the smallest value allowed.
+        hint: words put after the bound in the message, e.g. ``" (candidates to sample)"``.
+        optional: ``None`` is accepted (and returned); the message then says "or None".
+
+    Examples:
+        >>> check_count(4, "n")
+        4
+        >>> try:
+        ...     check_count(0, "max_rounds", minimum=1)
+        ... except InvalidInputError as exc:
+        ...     print(exc)
+        max_rounds must be an int >= 1, got 0
+    """
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        alt = " or None" if optional else ""
+        raise InvalidInputError(f"{name} must be an int >= {minimum}{hint}{alt}, got {value!r}")
+    return value
+
+
 def check_max_concurrency(max_concurrency: object) -> int:
     """Return ``max_concurrency`` unless it is not an int >= 1."""
-    if isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int) or (
-        max_concurrency < 1
-    ):
-        raise InvalidInputError(f"max_concurrency must be an int >= 1, got {max_concurrency!r}")
-    return max_concurrency
+    checked = check_count(max_concurrency, "max_concurrency")
+    assert checked is not None
+    return checked
 
 
 def check_scorer(prm: object) -> None:

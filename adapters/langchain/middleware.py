@@ -54,7 +54,7 @@ from prm_plugins.strategies import (  # noqa: E402
     averify,
     verify,
 )
-from prm_plugins.strategies.best_of_n import Selection  # noqa: E402
+from prm_plugins.strategies.options import BestOfNOptions, Selection  # noqa: E402
 from prm_plugins.types import StepScorer  # noqa: E402
 from prm_plugins.validation import (  # noqa: E402
     check_aggregate,
@@ -343,8 +343,8 @@ class PRMBestOfNMiddleware(AgentMiddleware):
     ) -> None:
         super().__init__()
         check_scorer(prm)
-        BestOfN(None, prm, n, aggregate=aggregate, max_concurrency=max_concurrency,
-                split=split, retry=retry, selection=selection)  # validates the options
+        self.options = BestOfNOptions(n=n, aggregate=aggregate, max_concurrency=max_concurrency,
+                                      split=split, retry=retry, selection=selection)
         self.selection: Selection = selection
         self.prm = prm
         self.n = n
@@ -354,9 +354,8 @@ class PRMBestOfNMiddleware(AgentMiddleware):
         self.retry = retry
 
     def _core(self, generator: _HandlerGenerator, events: EventDispatcher) -> BestOfN:
-        return BestOfN(generator, events.observe(self.prm, self.aggregate), self.n,
-                       aggregate=self.aggregate, max_concurrency=self.max_concurrency,
-                       split=self.split, retry=self.retry, selection=self.selection)
+        return BestOfN.from_options(generator, events.observe(self.prm, self.aggregate),
+                                    self.options)
 
     def _choose(self, question: str, first: ModelResponse, result: Any,
                 events: EventDispatcher) -> tuple[ModelResponse, dict[str, Any]]:

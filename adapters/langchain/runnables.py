@@ -75,8 +75,19 @@ from prm_plugins.strategies import (
     averify,
     verify,
 )
-from prm_plugins.strategies.best_of_n import Selection
-from prm_plugins.validation import check_aggregate, check_scorer, check_split, check_threshold
+from prm_plugins.strategies.options import (
+    BestOfNOptions,
+    SearchOptions,
+    Selection,
+    SelfCritiqueOptions,
+)
+from prm_plugins.validation import (
+    check_aggregate,
+    check_count,
+    check_scorer,
+    check_split,
+    check_threshold,
+)
 
 __all__ = ["METADATA_KEY", "PRMBeamSearch", "PRMBestOfN", "PRMSelfCritique", "PRMStepVerifier"]
 
@@ -169,11 +180,6 @@ class _PRMRunnable(RunnableSerializable[Any, Any]):
             generator, config=child, split=self.split,
             step_prompt=getattr(self, "step_prompt", build_next_step_prompt),
         ).bound_to(input, question, self.question_key)
-
-
-def _check_max_concurrency(value: Any) -> None:
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-        raise InvalidInputError(f"max_concurrency must be an int >= 1 or None, got {value!r}")
 
 
 class PRMStepVerifier(_PRMRunnable):
@@ -451,13 +457,16 @@ class PRMBestOfN(_SelectingRunnable):
     _result_type: ClassVar[type] = BestOfNResult
 
     def _check_options(self) -> None:
-        _check_max_concurrency(self.max_concurrency)
-        self._core(None, self.prm, DEFAULT_MAX_CONCURRENCY)  # validates n, threshold, retry
+        check_count(self.max_concurrency, "max_concurrency", optional=True)
+        self._options(DEFAULT_MAX_CONCURRENCY)  # validates n, threshold, retry, selection
+
+    def _options(self, max_concurrency: int) -> BestOfNOptions:
+        return BestOfNOptions(n=self.n, aggregate=self.aggregate, threshold=self.threshold,
+                              max_concurrency=max_concurrency, split=self.split,
+                              retry=self.retry, selection=self.selection)
 
     def _core(self, generator: Any, prm: Any, max_concurrency: int) -> BestOfN:
-        return BestOfN(generator, prm, self.n, aggregate=self.aggregate,
-                       threshold=self.threshold, max_concurrency=max_concurrency,
-                       split=self.split, retry=self.retry, selection=self.selection)
+        return BestOfN.from_options(generator, prm, self._options(max_concurrency))
 
     @staticmethod
     def _template(result: BestOfNResult) -> Any:
@@ -523,13 +532,16 @@ class PRMSelfCritique(_SelectingRunnable):
     _result_type: ClassVar[type] = CritiqueResult
 
     def _check_options(self) -> None:
-        self._core(None, self.prm)
+        self._options()
+
+    def _options(self) -> SelfCritiqueOptions:
+        return SelfCritiqueOptions(threshold=self.threshold, max_rounds=self.max_rounds,
+                                   aggregate=self.aggregate, split=self.split,
+                                   redo_from=self.redo_from, return_best=self.return_best,
+                                   retry=self.retry)
 
     def _core(self, generator: Any, prm: Any, max_concurrency: int = 1) -> SelfCritique:
-        return SelfCritique(generator, prm, threshold=self.threshold,
-                            max_rounds=self.max_rounds, aggregate=self.aggregate,
-                            split=self.split, redo_from=self.redo_from,
-                            return_best=self.return_best, retry=self.retry)
+        return SelfCritique.from_options(generator, prm, self._options())
 
     def _prepare(self, input: Any) -> tuple[Any, str, Any]:
         question = self._question(input)
@@ -617,8 +629,13 @@ class PRMBeamSearch(_SelectingRunnable):
     _result_type: ClassVar[type] = SearchResult
 
     def _check_options(self) -> None:
-        _check_max_concurrency(self.max_concurrency)
-        self._core(None, self.prm, DEFAULT_MAX_CONCURRENCY)
+        check_count(self.max_concurrency, "max_concurrency", optional=True)
+        self._options(DEFAULT_MAX_CONCURRENCY)
+
+    def _options(self, max_concurrency: int) -> SearchOptions:
+        return SearchOptions(n=self.n, beam_width=self.beam_width, max_steps=self.max_steps,
+                             aggregate=self.aggregate, is_complete=self.is_complete,
+                             max_concurrency=max_concurrency, retry=self.retry)
 
     @staticmethod
     def _template(result: SearchResult) -> Any:
@@ -628,10 +645,7 @@ class PRMBeamSearch(_SelectingRunnable):
 
     def _core(self, generator: Any, prm: Any, max_concurrency: int) -> StepBeamSearch | DVTS:
         cls = DVTS if self.method == "dvts" else StepBeamSearch
-        return cls(generator, prm, n=self.n, beam_width=self.beam_width,
-                   max_steps=self.max_steps, aggregate=self.aggregate,
-                   is_complete=self.is_complete, max_concurrency=max_concurrency,
-                   retry=self.retry)
+        return cls.from_options(generator, prm, self._options(max_concurrency))
 
     @staticmethod
     def _selected(result: SearchResult) -> dict[str, Any]:

@@ -50,8 +50,9 @@ from prm_plugins.adapters.llamaindex.events import (
 from prm_plugins.adapters.llamaindex.generator import chat_text, check_llm
 from prm_plugins.errors import AnswersTooLongError, ChainTooLongError, InvalidInputError
 from prm_plugins.strategies import AllCandidatesFailedError, BestOfN, BestOfNResult, RetryPolicy
-from prm_plugins.strategies.best_of_n import Selection
+from prm_plugins.strategies.options import BestOfNOptions, Selection
 from prm_plugins.types import Aggregate, Splitter, StepScorer
+from prm_plugins.validation import check_scorer
 
 __all__ = [
     "PRM_KWARGS_KEY",
@@ -264,9 +265,10 @@ class PRMBestOfNLLM(LLM):
     ) -> None:
         check_llm(llm)
         # The core validates every option and raises InvalidInputError naming the bad one.
-        core = BestOfN(None, prm, n, aggregate=aggregate, threshold=threshold,
-                       max_concurrency=max_concurrency, split=split, retry=retry,
-                       selection=selection)
+        core = BestOfNOptions(n=n, aggregate=aggregate, threshold=threshold,
+                              max_concurrency=max_concurrency, split=split, retry=retry,
+                              selection=selection)
+        check_scorer(prm)
         if question_fn is not None and not callable(question_fn):
             raise InvalidInputError(
                 f"question_fn must be a callable (prompt or messages -> question) or None, "
@@ -306,10 +308,10 @@ class PRMBestOfNLLM(LLM):
 
     # -- the core strategy -----------------------------------------------------------------
     def _strategy(self, sampler: _RepeatCall[Any]) -> BestOfN:
-        return BestOfN(sampler, self.prm, self.n, aggregate=self.aggregate,
-                       threshold=self.threshold, max_concurrency=self.max_concurrency,
-                       split=self.split, retry=self.retry,
-                       selection=self.selection)  # type: ignore[arg-type]
+        options = BestOfNOptions(n=self.n, aggregate=self.aggregate, threshold=self.threshold,
+                                 max_concurrency=self.max_concurrency, split=self.split,
+                                 retry=self.retry, selection=self.selection)  # type: ignore[arg-type]
+        return BestOfN.from_options(sampler, self.prm, options)
 
     def _length_error(self, exc: AllCandidatesFailedError, question: str) -> Exception:
         """An :class:`AnswersTooLongError` when length is why every candidate failed."""

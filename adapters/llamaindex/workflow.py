@@ -33,13 +33,13 @@ from prm_plugins.strategies import (
     CritiqueRound,
     EmptyGenerationsError,
     RetryPolicy,
-    SelfCritique,
     build_revision_prompt,
 )
-from prm_plugins.strategies.critique import RedoFrom, redo_point
+from prm_plugins.strategies.critique import redo_point
+from prm_plugins.strategies.options import RedoFrom, SelfCritiqueOptions
 from prm_plugins.strategies.verify import as_steps, averify, to_steps
 from prm_plugins.types import Aggregate, Splitter, StepScorer
-from prm_plugins.validation import check_question
+from prm_plugins.validation import check_question, check_scorer
 
 __all__ = [
     "CritiqueRoundEvent",
@@ -164,9 +164,11 @@ class PRMSelfCritiqueWorkflow(Workflow):
     ) -> None:
         check_llm(llm)
         # The core validates every option and raises InvalidInputError naming the bad one.
-        self.options = SelfCritique(None, prm, threshold=threshold, max_rounds=max_rounds,
-                                    aggregate=aggregate, split=split, redo_from=redo_from,
-                                    return_best=return_best, retry=retry)
+        check_scorer(prm)
+        self.options = SelfCritiqueOptions(threshold=threshold, max_rounds=max_rounds,
+                                           aggregate=aggregate, split=split,
+                                           redo_from=redo_from, return_best=return_best,
+                                           retry=retry)
         self.prm = prm
         self.generator = LlamaIndexGenerator(llm, system_prompt=system_prompt)
         super().__init__(timeout=timeout, **workflow_kwargs)

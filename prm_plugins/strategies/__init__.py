@@ -65,6 +65,7 @@ from prm_plugins.strategies.critique import (
     build_revision_prompt,
     self_critique,
 )
+from prm_plugins.strategies.options import BestOfNOptions, SearchOptions, SelfCritiqueOptions
 from prm_plugins.strategies.search import (
     DVTS,
     SearchChain,
@@ -81,6 +82,7 @@ __all__ = [
     "TRANSIENT_ERRORS",
     "AllCandidatesFailedError",
     "BestOfN",
+    "BestOfNOptions",
     "BestOfNResult",
     "Candidate",
     "CritiqueResult",
@@ -89,8 +91,10 @@ __all__ = [
     "GeneratorTimeoutError",
     "RetryPolicy",
     "SearchChain",
+    "SearchOptions",
     "SearchResult",
     "SelfCritique",
+    "SelfCritiqueOptions",
     "StepBeamSearch",
     "TransientGeneratorError",
     "Verdict",

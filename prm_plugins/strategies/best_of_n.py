@@ -22,24 +22,23 @@ methods stay one argument away: ``selection="top_score"`` or ``"weighted_vote"``
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
+from prm_plugins.answers import (
+    extract_a_colon,
+    extract_answer_is,
+    extract_boxed,
+    extract_gsm8k,
+    normalize_answer,
+)
+from prm_plugins.answers import extract_answer as extract_final_answer
 from prm_plugins.errors import (
     AllCandidatesFailedError,
     EmptyGenerationsError,
     InvalidInputError,
     PRMError,
-)
-from prm_plugins.evaluation.answers import (
-    extract_answer,
-    extract_answer_is,
-    extract_boxed,
-    extract_gsm8k,
-    extract_last_number,
-    normalize_answer,
 )
 from prm_plugins.plans import (
     AsyncRunner,
@@ -52,17 +51,14 @@ from prm_plugins.plans import (
     describe_error,
     summarize_failures,
 )
+from prm_plugins.strategies.options import (  # noqa: F401 (SELECTIONS: re-exported)
+    SELECTIONS,
+    BestOfNOptions,
+    Selection,
+)
 from prm_plugins.strategies.verify import chain_score, to_steps
 from prm_plugins.types import Aggregate, Splitter, StepScorer, StepScores
-from prm_plugins.validation import (
-    check_aggregate,
-    check_generator,
-    check_max_concurrency,
-    check_question,
-    check_scorer,
-    check_split,
-    check_threshold,
-)
+from prm_plugins.validation import check_generator, check_question, check_scorer
 
 __all__ = [
     "BestOfN",
@@ -86,61 +82,6 @@ logger = logging.getLogger(__name__)
 
 #: Why a candidate failed: its generator call, empty text, or scoring.
 FailedAt = Literal["generation", "empty", "scoring"]
-
-#: How :class:`BestOfN` chooses: ``"auto"`` (the weighted vote when most candidates state a
-#: final answer, else the top score), ``"weighted_vote"`` or ``"top_score"``.
-Selection = Literal["auto", "weighted_vote", "top_score"]
-SELECTIONS: tuple[str, ...] = ("auto", "weighted_vote", "top_score")
-
-_A_COLON_RE = re.compile(r"^[^\S\n]*A[^\S\n]*:[^\S\n]*(?P<rest>\S[^\n]*)$", re.MULTILINE)
-_LEADING_NUMBER_RE = re.compile(r"^\$?\s*(?P<num>[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?)")
-
-
-def extract_a_colon(text: str) -> str | None:
-    """The answer on the last ``A: ...`` line (few-shot "Q: ... A: ..." style).
-
-    A leading number is returned alone (``"A: 18 apples."`` gives ``"18"``); otherwise the
-    line without a trailing period.
-
-    Examples:
-        >>> extract_a_colon("Q: 2 + 3?\\nA: 5 apples.")
-        '5'
-        >>> extract_a_colon("no answer line") is None
-        True
-    """
-    matches = list(_A_COLON_RE.finditer(text))
-    if not matches:
-        return None
-    rest = matches[-1].group("rest").strip().strip("*_ ")
-    num = _LEADING_NUMBER_RE.match(rest)
-    if num:
-        return rest[: num.end()].strip()
-    return rest.rstrip(".").strip() or None
-
-
-def extract_final_answer(text: str, *, fallback_last_number: bool = True) -> str | None:
-    """The final answer a solution states, for voting.
-
-    Tried in order: ``\\boxed{...}``, GSM8K ``#### N``, "The answer is ..." / "Final answer:",
-    an ``A: ...`` line, then (when ``fallback_last_number``) the last number in the text.
-    Reuses :mod:`prm_plugins.evaluation.answers`.
-
-    Examples:
-        >>> extract_final_answer("3 + 4 = 7\\n#### 7")
-        '7'
-        >>> extract_final_answer("So x = \\\\boxed{12}.")
-        '12'
-        >>> extract_final_answer("A: 9")
-        '9'
-    """
-    found = extract_answer(text, fallback_last_number=False)
-    if found:
-        return found
-    found = extract_a_colon(text)
-    if found:
-        return found
-    return extract_last_number(text) if fallback_last_number else None
-
 
 @dataclass
 class Candidate:
@@ -252,7 +193,7 @@ class VoteResult:
     Attributes:
         answer: the winning final answer as the representative candidate wrote it, or
             ``None`` when no candidate stated one.
-        answer_key: its normalised form (:func:`prm_plugins.evaluation.answers.normalize_answer`),
+        answer_key: its normalised form (:func:`prm_plugins.answers.normalize_answer`),
             the key votes are grouped by.
         best: the representative candidate: for ``weighted``, the highest-scored one giving
             the winning answer; for ``majority``, the first one.
@@ -345,27 +286,40 @@ class BestOfN:
         retry: RetryPolicy | None = None,
         selection: Selection = "auto",
     ) -> None:
-        if selection not in SELECTIONS:
-            raise InvalidInputError(
-                f"selection must be one of {', '.join(map(repr, SELECTIONS))}; got {selection!r}"
-            )
-        self.selection: Selection = selection
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise InvalidInputError(f"n must be an int >= 1 (candidates to sample), got {n!r}")
+        self._use(BestOfNOptions(n=n, aggregate=aggregate, threshold=threshold,
+                                 max_concurrency=max_concurrency, split=split, retry=retry,
+                                 selection=selection))
         if prm is not None:
             check_scorer(prm)
         elif threshold is not None:
             raise InvalidInputError("threshold needs a prm to score candidates; got prm=None")
         self.generator = generator
         self.prm = prm
-        self.n = n
-        self.aggregate = check_aggregate(aggregate)
-        self.threshold = check_threshold(threshold, optional=True)
-        self.max_concurrency = check_max_concurrency(max_concurrency)
-        self.split = check_split(split)
-        if retry is not None and not isinstance(retry, RetryPolicy):
-            raise InvalidInputError(f"retry must be a RetryPolicy or None, got {retry!r}")
-        self.retry = retry or RetryPolicy()
+
+    def _use(self, options: BestOfNOptions) -> None:
+        self.options = options
+        self.n = options.n
+        self.aggregate = options.aggregate
+        self.threshold = options.threshold
+        self.max_concurrency = options.max_concurrency
+        self.split = options.split
+        self.retry = options.retry
+        self.selection: Selection = options.selection
+
+    @classmethod
+    def from_options(
+        cls, generator: Any, prm: StepScorer | None, options: BestOfNOptions
+    ) -> BestOfN:
+        """A :class:`BestOfN` with already validated options (what adapters hold).
+
+        Examples:
+            >>> opts = BestOfNOptions(n=8)
+            >>> BestOfN.from_options(my_generator, prm, opts).n  # doctest: +SKIP
+            8
+        """
+        return cls(generator, prm, options.n, aggregate=options.aggregate,
+                   threshold=options.threshold, max_concurrency=options.max_concurrency,
+                   split=options.split, retry=options.retry, selection=options.selection)
 
     def run(self, question: str) -> BestOfNResult:
         """Sample, score and choose, blocking; see the class docs."""

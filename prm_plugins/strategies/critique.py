@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from prm_plugins.errors import (
     AllCandidatesFailedError,
@@ -31,15 +31,13 @@ from prm_plugins.plans import (
     SyncRunner,
     describe_error,
 )
+from prm_plugins.strategies.options import RedoFrom, SelfCritiqueOptions
 from prm_plugins.strategies.verify import Verdict, as_steps, make_verdict, step_feedback, to_steps
 from prm_plugins.types import Aggregate, Splitter, StepScorer, StepScores
 from prm_plugins.validation import (
-    check_aggregate,
     check_generator,
     check_question,
     check_scorer,
-    check_split,
-    check_threshold,
 )
 
 __all__ = [
@@ -53,9 +51,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-RedoFrom = Literal["first_failing", "weakest"]
-
 
 def build_revision_prompt(question: str, prefix: Sequence[str], feedback: str) -> str:
     """The prompt sent to ``generator.sample`` when the generator has no ``revise``.
@@ -250,25 +245,29 @@ class SelfCritique:
         retry: RetryPolicy | None = None,
     ) -> None:
         check_scorer(prm)
-        if isinstance(max_rounds, bool) or not isinstance(max_rounds, int) or max_rounds < 0:
-            raise InvalidInputError(f"max_rounds must be an int >= 0, got {max_rounds!r}")
-        if redo_from not in ("first_failing", "weakest"):
-            raise InvalidInputError(
-                f"redo_from must be 'first_failing' or 'weakest', got {redo_from!r}"
-            )
-        if retry is not None and not isinstance(retry, RetryPolicy):
-            raise InvalidInputError(f"retry must be a RetryPolicy or None, got {retry!r}")
+        options = SelfCritiqueOptions(threshold=threshold, max_rounds=max_rounds,
+                                      aggregate=aggregate, split=split, redo_from=redo_from,
+                                      return_best=return_best, retry=retry)
         self.generator = generator
         self.prm = prm
-        threshold_f = check_threshold(threshold)
-        assert threshold_f is not None
-        self.threshold = threshold_f
-        self.max_rounds = max_rounds
-        self.aggregate = check_aggregate(aggregate)
-        self.split = check_split(split)
-        self.redo_from: RedoFrom = redo_from
-        self.return_best = return_best
-        self.retry = retry or RetryPolicy()
+        self.options = options
+        self.threshold = options.threshold
+        self.max_rounds = options.max_rounds
+        self.aggregate = options.aggregate
+        self.split = options.split
+        self.redo_from: RedoFrom = options.redo_from
+        self.return_best = options.return_best
+        self.retry = options.retry
+
+    @classmethod
+    def from_options(
+        cls, generator: Any, prm: StepScorer, options: SelfCritiqueOptions
+    ) -> SelfCritique:
+        """A :class:`SelfCritique` with already validated options (what adapters hold)."""
+        return cls(generator, prm, threshold=options.threshold, max_rounds=options.max_rounds,
+                   aggregate=options.aggregate, split=options.split,
+                   redo_from=options.redo_from, return_best=options.return_best,
+                   retry=options.retry)
 
     def run(
         self, question: str, solution: str | Sequence[str] | None = None

@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, TypeVar
 
 from prm_plugins.errors import AllCandidatesFailedError, EmptyGenerationsError, InvalidInputError
 from prm_plugins.plans import (
@@ -38,12 +38,11 @@ from prm_plugins.plans import (
     summarize_failures,
 )
 from prm_plugins.strategies.best_of_n import extract_final_answer
+from prm_plugins.strategies.options import SearchOptions
 from prm_plugins.strategies.verify import chain_score
 from prm_plugins.types import Aggregate, StepScorer, StepScores
 from prm_plugins.validation import (
-    check_aggregate,
     check_generator,
-    check_max_concurrency,
     check_question,
     check_scorer,
 )
@@ -200,6 +199,9 @@ class _State:
     finished: list[_Node] = field(default_factory=list)
 
 
+_SearchT = TypeVar("_SearchT", bound="_StepSearch")
+
+
 class _StepSearch:
     """Shared machinery of :class:`StepBeamSearch` and :class:`DVTS`."""
 
@@ -218,36 +220,30 @@ class _StepSearch:
         max_concurrency: int = 4,
         retry: RetryPolicy | None = None,
     ) -> None:
-        for name, value in (("n", n), ("beam_width", beam_width), ("max_steps", max_steps)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise InvalidInputError(f"{name} must be an int >= 1, got {value!r}")
-        if beam_width > n:
-            raise InvalidInputError(
-                f"beam_width ({beam_width}) must not exceed n ({n}): each of the n // beam_width "
-                "beams proposes beam_width next steps. Lower beam_width or raise n."
-            )
-        if n % beam_width:
-            raise InvalidInputError(
-                f"n ({n}) must be a multiple of beam_width ({beam_width}) so that the n "
-                f"candidates split into n // beam_width beams; e.g. n={n - n % beam_width} "
-                f"or n={n - n % beam_width + beam_width}."
-            )
-        if is_complete is not None and not callable(is_complete):
-            raise InvalidInputError(
-                f"is_complete must be a callable step -> bool, got {is_complete!r}"
-            )
-        if retry is not None and not isinstance(retry, RetryPolicy):
-            raise InvalidInputError(f"retry must be a RetryPolicy or None, got {retry!r}")
+        options = SearchOptions(n=n, beam_width=beam_width, max_steps=max_steps,
+                                aggregate=aggregate, is_complete=is_complete,
+                                max_concurrency=max_concurrency, retry=retry)
         check_scorer(prm)
         self.generator = generator
         self.prm = prm
-        self.n = n
-        self.beam_width = beam_width
-        self.max_steps = max_steps
-        self.aggregate = check_aggregate(aggregate)
-        self.is_complete: Callable[[str], bool] = is_complete or has_final_answer
-        self.max_concurrency = check_max_concurrency(max_concurrency)
-        self.retry = retry or RetryPolicy()
+        self.options = options
+        self.n = options.n
+        self.beam_width = options.beam_width
+        self.max_steps = options.max_steps
+        self.aggregate = options.aggregate
+        self.is_complete: Callable[[str], bool] = options.is_complete or has_final_answer
+        self.max_concurrency = options.max_concurrency
+        self.retry = options.retry
+
+    @classmethod
+    def from_options(
+        cls: type[_SearchT], generator: Any, prm: StepScorer, options: SearchOptions
+    ) -> _SearchT:
+        """A search with already validated options (what adapters hold)."""
+        return cls(generator, prm, n=options.n, beam_width=options.beam_width,
+                   max_steps=options.max_steps, aggregate=options.aggregate,
+                   is_complete=options.is_complete, max_concurrency=options.max_concurrency,
+                   retry=options.retry)
 
     @property
     def n_beams(self) -> int:
