@@ -105,9 +105,65 @@ def test_manifest_recommended_checks_apply_on_load(tmp_path) -> None:  # type: i
     ("No numbers here.", ["The answer is 4."], []),
 ])
 def test_unused_quantities(question: str, steps: list[str], unused: list[str]) -> None:
-    from prm_plugins.checks import unused_quantities
+    from prm_plugins.experimental.coverage import unused_quantities
 
     assert unused_quantities(question, steps) == unused
+
+
+@pytest.mark.parametrize("name", ["unused_quantities", "states_final_answer",
+                                  "apply_coverage_check"])
+def test_coverage_names_at_the_old_path_warn_and_forward(name: str) -> None:
+    import prm_plugins.checks as checks
+    from prm_plugins.experimental import coverage
+
+    with pytest.warns(FutureWarning, match=f"prm_plugins.checks.{name} moved to "
+                                           "prm_plugins.experimental.coverage"):
+        old = getattr(checks, name)
+    assert old is getattr(coverage, name)
+    with pytest.raises(AttributeError, match="no attribute 'nothing_here'"):
+        checks.nothing_here  # noqa: B018
+
+
+def test_check_registry_takes_known_names_only() -> None:
+    from prm_plugins.checks import apply_arithmetic_check, register_check
+
+    with pytest.raises(InvalidInputError, match="unknown step check 'spelling'; known checks: "
+                                                "arithmetic, coverage"):
+        register_check("spelling", apply_arithmetic_check)
+
+
+def test_coverage_check_is_loaded_on_first_use() -> None:
+    # a fresh interpreter: asking for "coverage" imports the experimental module that fills
+    # the registry; nothing else imports it
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from prm_plugins.checks import apply_checks\n"
+        "from prm_plugins.types import StepScores\n"
+        "assert 'prm_plugins.experimental.coverage' not in sys.modules\n"
+        "s = StepScores(steps=['60 - 7 = 53', 'The answer is 53.'], scores=[0.9, 0.9],\n"
+        "               question='He sells 18 and gives away 7.')\n"
+        "out = apply_checks(s, ['coverage'])\n"
+        "assert 'prm_plugins.experimental.coverage' in sys.modules\n"
+        "print(out.scores, out.meta['unused_quantities'])\n"
+    )
+    done = subprocess.run([sys.executable, "-W", "error::FutureWarning", "-c", code],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[0.9, 0.3] ['18']"
+
+
+def test_one_arithmetic_home_for_checks_and_labelling() -> None:
+    import prm_plugins.arithmetic as arithmetic
+    import prm_plugins.checks as checks
+    import prm_plugins.labeling.gsm8k as gsm8k
+
+    assert checks.check_arithmetic is arithmetic.check_arithmetic
+    for name in ("parse_number", "parse_expression", "evaluate", "find_equations",
+                 "format_number", "quantize"):
+        assert getattr(gsm8k, name) is getattr(arithmetic, name), name
 
 
 def test_coverage_caps_only_a_final_answer_step(tmp_path) -> None:  # type: ignore[no-untyped-def]

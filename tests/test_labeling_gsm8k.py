@@ -37,7 +37,7 @@ from prm_plugins.labeling import (
     wrong_operation,
     wrong_quantity,
 )
-from prm_plugins.labeling import cli as label_cli
+from prm_plugins.cli import label as label_cli
 from prm_plugins.labeling.gsm8k import find_equations
 
 CLIPS = {
@@ -514,7 +514,7 @@ def test_cli_label_gsm8k(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
 
 
 def test_cli_label_never_writes_over_its_input(tmp_path: Path,
-                                               caplog: pytest.LogCaptureFixture) -> None:
+                                               capsys: pytest.CaptureFixture[str]) -> None:
     src = tmp_path / "train.jsonl"
     body = "".join(json.dumps(r) + "\n" for r in ROWS)
     src.write_text(body, encoding="utf-8")
@@ -524,7 +524,7 @@ def test_cli_label_never_writes_over_its_input(tmp_path: Path,
         args = _parse(["label", "gsm8k", "--input", str(src), "--out", str(out),
                        "--no-progress"])
         assert label_cli.run(args) == 2
-        assert "is the input file" in caplog.text
+        assert "is the input file" in capsys.readouterr().err
         assert src.read_text(encoding="utf-8") == body
     merge = _parse(["label", "merge", "--human", str(src), "--graded", str(tmp_path / "g"),
                     "--out", str(src)])
@@ -533,14 +533,14 @@ def test_cli_label_never_writes_over_its_input(tmp_path: Path,
     assert src.read_text(encoding="utf-8") == body
 
 
-def test_cli_label_bad_input(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_cli_label_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     missing = _parse(["label", "gsm8k", "--input", str(tmp_path / "nope.jsonl"),
                       "--out", str(tmp_path / "o.jsonl")])
     assert label_cli.run(missing) == 2
-    assert "not found" in caplog.text
+    assert "not found" in capsys.readouterr().err
     broken = tmp_path / "broken.jsonl"
     broken.write_text(json.dumps(CLIPS) + "\n{broken\n", encoding="utf-8")
     args = _parse(["label", "gsm8k", "--input", str(broken), "--out", str(tmp_path / "o.jsonl"),
                    "--no-progress"])
     assert label_cli.run(args) == 2
-    assert ":2: not valid JSON" in caplog.text
+    assert ":2: not valid JSON" in capsys.readouterr().err

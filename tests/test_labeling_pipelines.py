@@ -38,7 +38,7 @@ from prm_plugins.labeling import (
     validate_stepwise_row,
     write_stepwise_jsonl,
 )
-from prm_plugins.labeling import cli as label_cli
+from prm_plugins.cli import label as label_cli
 from prm_plugins.strategies import RetryPolicy
 from tests.fake_generators import FakeGenerator
 
@@ -581,8 +581,7 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def test_cli_agreement_and_merge(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                 caplog: pytest.LogCaptureFixture) -> None:
+def test_cli_agreement_and_merge(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     human, graded = tmp_path / "human.jsonl", tmp_path / "graded.jsonl"
     write_stepwise_jsonl(HUMAN, human)
     write_stepwise_jsonl([{**r, "source": "llm-grader"} for r in GRADED], graded)
@@ -609,15 +608,16 @@ def test_cli_agreement_and_merge(tmp_path: Path, capsys: pytest.CaptureFixture[s
     write_stepwise_jsonl([_row("zz", [T])], other)
     assert label_cli.run(_parse(["label", "agreement", "--human", str(human), "--graded",
                                  str(other)])) == 2
-    assert "no chain is in both files (4 human, 1 graded chains)" in caplog.text
+    assert "no chain is in both files (4 human, 1 graded chains)" in capsys.readouterr().err
     assert label_cli.run(_parse(["label", "agreement", "--human", str(tmp_path / "nope"),
                                  "--graded", str(graded)])) == 2
-    assert "--human file" in caplog.text and "not found" in caplog.text
+    err = capsys.readouterr().err
+    assert "--human file" in err and "not found" in err
     broken = tmp_path / "broken.jsonl"
     broken.write_text(json.dumps(_row("qa", [T, F, F])) + "\n{oops\n", encoding="utf-8")
     assert label_cli.run(_parse(["label", "merge", "--human", str(broken), "--graded",
                                  str(graded), "--out", str(tmp_path / "m2.jsonl")])) == 2
-    assert ":2: not valid JSON" in caplog.text
+    assert ":2: not valid JSON" in capsys.readouterr().err
     assert not (tmp_path / "m2.jsonl").exists()
 
 
