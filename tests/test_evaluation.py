@@ -338,12 +338,11 @@ def _pairwise_auroc(pos: Sequence[float], neg: Sequence[float]) -> float:
 
 def test_training_and_evaluation_give_the_same_auroc_on_the_same_data(tmp_path: Path) -> None:
     pytest.importorskip("torch")
-    import prm_plugins.training.trainer as trainer
     from prm_plugins.evaluation import metrics
     from prm_plugins.training import step_auroc_report as training_report
 
-    # one computation: the trainer's validation/test reports call this very function
-    assert training_report is metrics.step_auroc_report is trainer.step_auroc_report
+    # one computation: training's validation/test reports call this very function
+    assert training_report is metrics.step_auroc_report
 
     rng = np.random.default_rng(7)
     kinds = ["arith", "wrong_op", None]
@@ -466,6 +465,26 @@ BON_ROWS = [
         {"solution": "w14\n3", "is_correct": False},
         {"solution": "w30 w31 w32\n3", "is_correct": False}]},
 ]
+
+
+def test_bon_chain_scores_use_the_one_aggregation_and_refuse_unknown_names(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import prm_plugins.evaluation.bon as bon
+    from prm_plugins.types import AGGREGATIONS
+
+    assert set(bon.AGGREGATION_METHODS) <= set(AGGREGATIONS)
+    assert set(bon.WEIGHTED_METHODS.values()) <= set(AGGREGATIONS)
+    rows = [CandidateSet("q", ["a\nb", "c\nd"], [True, False])]
+    scores = [[[0.9, 0.2], [0.5, 0.7]]]  # min .2 < .5, mean .55 < .6: both pick the wrong one
+    perms = [np.array([[0, 1]])]
+    curves = best_of_n_curves(rows, scores, perms)
+    assert curves["accuracy"]["min"] == [1.0, 0.0] and curves["accuracy"]["mean"] == [1.0, 0.0]
+    # an aggregation the library does not know is refused, not silently read as "last"
+    # (which would pick candidate 1 here, as the built-in "last" does)
+    monkeypatch.setattr(bon, "AGGREGATION_METHODS", ("min", "median"))
+    with pytest.raises(InvalidInputError, match="unknown aggregation 'median'; use one of min"):
+        best_of_n_curves(rows, scores, perms)
 
 
 def _hand_pick(scores: list[list[float]], correct: list[bool], how: str) -> float:

@@ -47,7 +47,7 @@ from prm_plugins.answers import answers_match, extract_answer, normalize_answer
 from prm_plugins.errors import InvalidInputError, MissingExtraError, PRMError
 from prm_plugins.evaluation.steps import RowIssue, iter_jsonl
 from prm_plugins.steps import split_steps
-from prm_plugins.types import StepScorer
+from prm_plugins.types import Aggregation, StepScorer, aggregate_scores
 
 __all__ = [
     "AGGREGATION_METHODS",
@@ -249,16 +249,10 @@ def make_permutations(
     return [np.stack([rng.permutation(c) for _ in range(permutations)]) for c in counts]
 
 
-def _chain_score(scores: list[float] | None, how: str) -> float:
-    if scores is None:
-        return -math.inf
-    if how == "min":
-        return min(scores)
-    if how == "prod":
-        return math.prod(scores)
-    if how == "mean":
-        return sum(scores) / len(scores)
-    return scores[-1]
+def _chain_score(scores: list[float] | None, how: Aggregation) -> float:
+    """The chain score by :func:`prm_plugins.types.aggregate_scores` (an unknown ``how`` is
+    refused there, naming the known ones); ``-inf`` for an unscored candidate."""
+    return -math.inf if scores is None else aggregate_scores(scores, how)
 
 
 def _vote_accuracy(totals: Mapping[str, float], votes: Mapping[str, int],
