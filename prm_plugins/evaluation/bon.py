@@ -45,7 +45,7 @@ import numpy as np
 
 from prm_plugins.answers import answers_match, extract_answer, normalize_answer
 from prm_plugins.errors import InvalidInputError, MissingExtraError, PRMError
-from prm_plugins.evaluation.steps import RowIssue, iter_jsonl
+from prm_plugins.evaluation.step_data import RowIssue, iter_jsonl
 from prm_plugins.steps import split_steps
 from prm_plugins.types import Aggregation, StepScorer, aggregate_scores
 
@@ -264,6 +264,43 @@ def _vote_accuracy(totals: Mapping[str, float], votes: Mapping[str, int],
     return sum(vote_correct[a] / votes[a] for a in leaders) / len(leaders)
 
 
+def _add_order(acc: dict[str, np.ndarray], order: np.ndarray,
+               chain: Mapping[str, Sequence[float]], answers: Sequence[str | None],
+               correct: np.ndarray) -> None:
+    """Add to ``acc[method][n - 1]`` each method's expected accuracy after the first ``n``
+    candidates of ``order``, for every ``n``."""
+    best = {m: -math.inf for m in AGGREGATION_METHODS}
+    tied: dict[str, list[int]] = {m: [] for m in AGGREGATION_METHODS}
+    votes: Counter[str] = Counter()
+    vote_correct: dict[str, float] = {}
+    weights: dict[str, dict[str, float]] = {m: {} for m in WEIGHTED_METHODS}
+    n_correct = 0.0
+    for n, c in enumerate(order):
+        c = int(c)
+        n_correct += correct[c]
+        for m in AGGREGATION_METHODS:
+            v = chain[m][c]
+            if v > best[m]:
+                best[m], tied[m] = v, [c]
+            elif v == best[m]:
+                tied[m].append(c)
+            acc[m][n] += float(np.mean(correct[tied[m]]))
+        key = answers[c]
+        if key is not None:
+            votes[key] += 1
+            vote_correct[key] = vote_correct.get(key, 0.0) + correct[c]
+        if votes:
+            acc["majority"][n] += _vote_accuracy(votes, votes, vote_correct)
+        for m, how in WEIGHTED_METHODS.items():
+            w = chain[how][c]
+            if key is not None and w > -math.inf:
+                weights[m][key] = weights[m].get(key, 0.0) + w
+            if weights[m]:
+                acc[m][n] += _vote_accuracy(weights[m], votes, vote_correct)
+        acc["random"][n] += n_correct / (n + 1)
+        acc["oracle"][n] += float(n_correct > 0)
+
+
 def best_of_n_curves(
     rows: Sequence[CandidateSet],
     step_scores: Sequence[Sequence[list[float] | None]],
@@ -306,36 +343,7 @@ def best_of_n_curves(
         answers = row.answers or [None] * k
         acc = {m: np.zeros(k) for m in METHODS}
         for order in perms:
-            best = {m: -math.inf for m in AGGREGATION_METHODS}
-            tied: dict[str, list[int]] = {m: [] for m in AGGREGATION_METHODS}
-            votes: Counter[str] = Counter()
-            vote_correct: dict[str, float] = {}
-            weights: dict[str, dict[str, float]] = {m: {} for m in WEIGHTED_METHODS}
-            n_correct = 0.0
-            for n, c in enumerate(order):
-                c = int(c)
-                n_correct += correct[c]
-                for m in AGGREGATION_METHODS:
-                    v = chain[m][c]
-                    if v > best[m]:
-                        best[m], tied[m] = v, [c]
-                    elif v == best[m]:
-                        tied[m].append(c)
-                    acc[m][n] += float(np.mean(correct[tied[m]]))
-                key = answers[c]
-                if key is not None:
-                    votes[key] += 1
-                    vote_correct[key] = vote_correct.get(key, 0.0) + correct[c]
-                if votes:
-                    acc["majority"][n] += _vote_accuracy(votes, votes, vote_correct)
-                for m, how in WEIGHTED_METHODS.items():
-                    w = chain[how][c]
-                    if key is not None and w > -math.inf:
-                        weights[m][key] = weights[m].get(key, 0.0) + w
-                    if weights[m]:
-                        acc[m][n] += _vote_accuracy(weights[m], votes, vote_correct)
-                acc["random"][n] += n_correct / (n + 1)
-                acc["oracle"][n] += float(n_correct > 0)
+            _add_order(acc, order, chain, answers, correct)
         for m in METHODS:
             per_row[m][r, :k] = acc[m] / len(perms)
             sums[m][:k] += per_row[m][r, :k]
@@ -426,6 +434,32 @@ def result_as_json(result: dict[str, Any], *, per_row: bool = False) -> dict[str
     return out
 
 
+def _candidate_counts(
+    rows: Sequence[CandidateSet], scores: Sequence[Sequence[list[float] | None]]
+) -> dict[str, int]:
+    """How many rows and candidates, scored, correct, without an answer, and whose
+    ``is_correct`` disagrees with their extracted answer (logged: majority vote is judged by
+    ``is_correct``)."""
+    disagree = sum(
+        1 for r in rows if r.answer is not None
+        for sol, ok in zip(r.solutions, r.correct, strict=True)
+        if answers_match(extract_answer(sol), r.answer) != ok
+    )
+    if disagree:
+        logger.warning("%d candidate(s) have an is_correct that disagrees with their extracted "
+                       "answer vs the row's answer; majority vote is judged by is_correct",
+                       disagree)
+    return {
+        "rows": len(rows), "candidates": sum(len(r.solutions) for r in rows),
+        "scored_candidates": sum(1 for r in scores for s in r if s is not None),
+        "correct_candidates": sum(sum(r.correct) for r in rows),
+        "rows_with_a_correct_candidate": sum(1 for r in rows if any(r.correct)),
+        "candidates_without_answer": sum(
+            1 for r in rows for a in (r.answers or []) if a is None),
+        "is_correct_disagrees_with_answer": disagree,
+    }
+
+
 def evaluate_best_of_n(
     scorer: StepScorer,
     data: str | Path,
@@ -455,15 +489,14 @@ def evaluate_best_of_n(
         progress: show a progress bar.
         plot: write ``bon.png``.
         config: the settings that ran (e.g. the CLI's), recorded in ``bon.json``.
-        per_row: also write each row's accuracy per method and N to ``bon.json``
-            (``per_row``: method -> one list per row, ``null`` past its candidate count), for
-            paired comparisons between runs. The returned dict always has them, as arrays.
+        per_row: also write each row's accuracy per method and N to ``bon.json`` (method ->
+            one list per row, ``null`` past its candidate count), for paired comparisons
+            between runs. The returned dict always has them, as arrays.
 
     Returns:
-        The figures written to ``bon.json``: ``n``, ``n_rows``, ``accuracy`` (method ->
-        list per N), ``final`` (method -> accuracy at the largest N), ``counts`` and
-        ``skipped``; and ``per_row`` (method -> ``[rows, N]`` array, see
-        :func:`best_of_n_curves`).
+        The figures written to ``bon.json``: ``n``, ``n_rows``, ``accuracy`` (method -> list
+        per N), ``final`` (method -> accuracy at the largest N), ``counts`` and ``skipped``;
+        and ``per_row`` (method -> ``[rows, N]`` array, see :func:`best_of_n_curves`).
 
     Raises:
         InvalidInputError: for a bad argument, a missing file or no usable row.
@@ -486,41 +519,23 @@ def evaluate_best_of_n(
                                             progress=progress)
     perms = make_permutations([len(r.solutions) for r in rows], permutations, seed)
     curves = best_of_n_curves(rows, scores, perms)
-    n_cands = sum(len(r.solutions) for r in rows)
-    disagree = sum(
-        1 for r in rows if r.answer is not None
-        for sol, ok in zip(r.solutions, r.correct, strict=True)
-        if answers_match(extract_answer(sol), r.answer) != ok
-    )
+    counts = _candidate_counts(rows, scores)
     result: dict[str, Any] = {
         **curves,
         "final": {m: curves["accuracy"][m][-1] for m in METHODS},
-        "counts": {
-            "rows": len(rows), "candidates": n_cands,
-            "scored_candidates": sum(1 for r in scores for s in r if s is not None),
-            "correct_candidates": sum(sum(r.correct) for r in rows),
-            "rows_with_a_correct_candidate": sum(1 for r in rows if any(r.correct)),
-            "candidates_without_answer": sum(
-                1 for r in rows for a in (r.answers or []) if a is None),
-            "is_correct_disagrees_with_answer": disagree,
-            "permutations": permutations, "seed": seed, "split": split,
-            "bad_lines": len(issues),
-        },
+        "counts": {**counts, "permutations": permutations, "seed": seed, "split": split,
+                   "bad_lines": len(issues)},
         "data": str(data),
         "skipped": [str(i) for i in [*issues, *score_issues]],
         "seconds": round(time.perf_counter() - t0, 3),
     }
     if config is not None:
         result["config"] = config
-    if disagree:
-        logger.warning("%d candidate(s) have an is_correct that disagrees with their extracted "
-                       "answer vs the row's answer; majority vote is judged by is_correct",
-                       disagree)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tmp = out / "bon.json.tmp"
-    written = result_as_json(result, per_row=per_row)
-    tmp.write_text(json.dumps(written, indent=2) + "\n", encoding="utf-8")
+    tmp.write_text(json.dumps(result_as_json(result, per_row=per_row), indent=2) + "\n",
+                   encoding="utf-8")
     os.replace(tmp, out / "bon.json")
     if plot:
         write_bon_plot({**result, "title": f"best-of-N on {Path(data).name}"}, out / "bon.png")

@@ -280,26 +280,12 @@ def step_auroc_report(
     """
     rows_s = [list(r) for r in step_scores]
     rows_y = [list(r) for r in step_labels]
-    if len(rows_s) != len(rows_y):
-        raise InvalidInputError(
-            f"step_auroc_report needs one label row per score row; received {len(rows_s)} "
-            f"score rows and {len(rows_y)} label rows")
     row_kinds = [None] * len(rows_s) if kinds is None else list(kinds)
-    pairs: list[list[tuple[float, bool]]] = []
-    for i, (s, y) in enumerate(zip(rows_s, rows_y, strict=True)):
-        if len(s) != len(y):
-            raise InvalidInputError(
-                f"row {i}: {len(s)} step score(s) but {len(y)} label(s); give one label per "
-                "step")
-        pairs.append([(float(v), bool(lab)) for v, lab in zip(s, y, strict=True)
-                      if v is not None and lab is not None])
+    pairs = _labelled_pairs(rows_s, rows_y)
     positives = [p for row in pairs for p in row if p[1]]
 
-    def auroc_of(ps: Sequence[tuple[float, bool]]) -> float | None:
-        return auroc_or_none([p[0] for p in ps], [p[1] for p in ps])
-
     def vs_positives(negatives: list[tuple[float, bool]]) -> float | None:
-        return auroc_of(positives + negatives) if negatives else None
+        return _pairs_auroc(positives + negatives) if negatives else None
 
     def firsts(idx: Iterable[int]) -> list[tuple[float, bool]]:
         scores = (_first_error_score(rows_s[i], rows_y[i]) for i in idx)
@@ -307,30 +293,48 @@ def step_auroc_report(
 
     everything = [p for row in pairs for p in row]
     report: dict[str, Any] = {
-        "auroc": auroc_of(everything),
+        "auroc": _pairs_auroc(everything),
         "first_error_auroc": vs_positives(firsts(range(len(rows_s)))),
-        "n_rows": len(rows_s),
-        "n_steps": len(everything),
-        "n_pos": len(positives),
-        "n_neg": len(everything) - len(positives),
+        "n_rows": len(rows_s), "n_steps": len(everything),
+        "n_pos": len(positives), "n_neg": len(everything) - len(positives),
     }
     by_kind: dict[str, list[int]] = defaultdict(list)
     for i, k in enumerate(row_kinds):
         by_kind["none" if k is None else str(k)].append(i)
-    per_kind: dict[str, dict[str, Any]] = {}
+    report["per_kind"] = {}
     for k in sorted(by_kind):
-        idx = by_kind[k]
-        kind_pairs = [p for i in idx for p in pairs[i]]
+        kind_pairs = [p for i in by_kind[k] for p in pairs[i]]
         negatives = [p for p in kind_pairs if not p[1]]
-        per_kind[k] = {
-            "rows": len(idx),
-            "neg_steps": len(negatives),
+        report["per_kind"][k] = {
+            "rows": len(by_kind[k]), "neg_steps": len(negatives),
             "auroc": vs_positives(negatives),
-            "first_error_auroc": vs_positives(firsts(idx)),
-            "within_rows": auroc_of(kind_pairs),
+            "first_error_auroc": vs_positives(firsts(by_kind[k])),
+            "within_rows": _pairs_auroc(kind_pairs),
         }
-    report["per_kind"] = per_kind
     return report
+
+
+def _labelled_pairs(
+    rows_s: list[list[float | None]], rows_y: list[list[bool | int | None]]
+) -> list[list[tuple[float, bool]]]:
+    """Per row, ``(score, correct)`` for the steps both scored and labelled."""
+    if len(rows_s) != len(rows_y):
+        raise InvalidInputError(
+            f"step_auroc_report needs one label row per score row; received {len(rows_s)} "
+            f"score rows and {len(rows_y)} label rows")
+    pairs = []
+    for i, (s, y) in enumerate(zip(rows_s, rows_y, strict=True)):
+        if len(s) != len(y):
+            raise InvalidInputError(
+                f"row {i}: {len(s)} step score(s) but {len(y)} label(s); give one label per "
+                "step")
+        pairs.append([(float(v), bool(lab)) for v, lab in zip(s, y, strict=True)
+                      if v is not None and lab is not None])
+    return pairs
+
+
+def _pairs_auroc(pairs: Sequence[tuple[float, bool]]) -> float | None:
+    return auroc_or_none([p[0] for p in pairs], [p[1] for p in pairs])
 
 
 def processbench_scores(
