@@ -30,13 +30,13 @@ from prm_plugins.training import (  # noqa: E402
     token_labels,
     train,
 )
-from prm_plugins.training.tokenizer import prune_vocabulary, select_vocabulary  # noqa: E402
-from prm_plugins.training.trainer import (  # noqa: E402
+from prm_plugins.training.data import (  # noqa: E402
     IGNORE_INDEX,
     StepwiseRow,
     length_bucketed_batches,
     split_by_question,
 )
+from prm_plugins.training.tokenizer import prune_vocabulary, select_vocabulary  # noqa: E402
 
 WORDS = ("tom", "ann", "has", "apples", "pens", "buys", "sells", "more", "each", "total",
          "so", "the", "answer", "is", "add", "subtract", "then", "left", "she", "he")
@@ -281,7 +281,7 @@ def test_train_config_rejects_bad_values() -> None:
 
 
 def test_cli_train_parser_is_pluggable() -> None:
-    from prm_plugins import cli_train
+    from prm_plugins.cli import train as cli_train
 
     parser = argparse.ArgumentParser(prog="prm")
     sub = parser.add_subparsers(dest="verb")
@@ -404,7 +404,8 @@ def test_export_takes_format_and_options_from_the_checkpoint(
 
 
 def test_position_class_weights_balance_each_position() -> None:
-    from prm_plugins.training.trainer import EncodedChain, _collate, position_class_weights
+    from prm_plugins.experimental.training import position_class_weights, token_weights
+    from prm_plugins.training.data import EncodedChain
 
     # step 0: 3 good, 1 bad; step 1: 1 good, 3 bad; steps 2 and 3 pooled: 3 good, 5 bad
     chains = [EncodedChain([5] * 9, [-100] * 9, [2, 4, 6, 8], labels)
@@ -416,14 +417,15 @@ def test_position_class_weights_balance_each_position() -> None:
         assert row[1] * good == pytest.approx(row[0] * (4 - good))
     import torch
 
-    batch = _collate(chains[1:2], 0, torch, table)
-    assert batch["weights"][0].tolist() == pytest.approx([0, 0, 4 / 6, 0, 4 / 6, 0, 0.8, 0, 0.8])
+    weights = token_weights(chains[1:2], table, torch)
+    assert weights[0].tolist() == pytest.approx([0, 0, 4 / 6, 0, 4 / 6, 0, 0.8, 0, 0.8])
 
 
 def test_position_balanced_training_learns_the_toy_task(base_dir: Path,
                                                         tmp_path: Path) -> None:
     data = _write(tmp_path / "train.jsonl", _toy_rows(160, 0))
-    train(_toy_config(base_dir, data, tmp_path / "ckpt", class_weight="position-balanced"))
+    train(_toy_config(base_dir, data, tmp_path / "ckpt", class_weight="none",
+                      experimental_position_balanced=True))
     info = json.loads((tmp_path / "ckpt" / "training.json").read_text())
     assert info["best_val_auroc"] > 0.85
 
@@ -448,7 +450,8 @@ def test_outcome_supervision_labels_every_step_with_the_chain_outcome(
 
 
 def test_question_batches_keep_a_question_together_and_cover_every_chain() -> None:
-    from prm_plugins.training.trainer import EncodedChain, question_batches
+    from prm_plugins.experimental.training import question_batches
+    from prm_plugins.training.data import EncodedChain
 
     chains = [EncodedChain([0] * (5 + i % 7), [-100] * (5 + i % 7), [1], [1], None,
                            f"q{i // 3}" if i < 60 else None) for i in range(70)]
@@ -475,16 +478,89 @@ def test_pairwise_loss_trains_on_question_pairs(base_dir: Path, tmp_path: Path) 
         rows.append({"prompt": q, "completions": bad,
                      "labels": [j < k for j in range(3)], "perturbation": "toy"})
     data = _write(tmp_path / "pairs.jsonl", rows)
-    train(_toy_config(base_dir, data, tmp_path / "pw", steps=40, pair_weight=1.0))
+    train(_toy_config(base_dir, data, tmp_path / "pw", steps=40, experimental_pair_weight=1.0))
     info = json.loads((tmp_path / "pw" / "training.json").read_text())
-    assert info["config"]["pair_weight"] == 1.0
+    assert info["config"]["experimental_pair_weight"] == 1.0
     assert info["data"]["pairs"] == info["data"]["train_chains"] // 2  # every flawed chain
     assert info["best_val_auroc"] > 0.85
     # without any question that has both a correct and a flawed chain it says so
     lone = _write(tmp_path / "lone.jsonl", _toy_rows(40, 1))
-    with pytest.raises(InvalidInputError, match="pair-weight"):
+    with pytest.raises(InvalidInputError, match="--experimental-pair-weight"):
         train(TrainConfig(data=str(lone), out=str(tmp_path / "x"), base_model=str(base_dir),
                           max_steps=2, device="cpu", progress=False, vocab_keep_top=50,
-                          max_length=128, threads=1, pair_weight=1.0, val_fraction=0.2))
-    with pytest.raises(InvalidInputError, match="pair_weight"):
-        TrainConfig(data="d", out="o", pair_weight=-1).validate()
+                          max_length=128, threads=1, experimental_pair_weight=1.0,
+                          val_fraction=0.2))
+    with pytest.raises(InvalidInputError, match="experimental_pair_weight"):
+        TrainConfig(data="d", out="o", experimental_pair_weight=-1).validate()
+
+
+def test_experimental_knobs_have_their_own_flags_and_clear_errors() -> None:
+    from prm_plugins.errors import InvalidInputError
+
+    with pytest.raises(InvalidInputError, match=r"--class-weight none "
+                       r"--experimental-position-balanced"):
+        TrainConfig(data="d", out="o", class_weight="position-balanced").validate()
+    with pytest.raises(InvalidInputError, match="replaces the class weighting.*balanced"):
+        TrainConfig(data="d", out="o", experimental_position_balanced=True).validate()
+    cfg = TrainConfig(data="d", out="o", class_weight="none",
+                      experimental_position_balanced=True)
+    cfg.validate()
+    assert cfg.uses_experimental() and not TrainConfig(data="d", out="o").uses_experimental()
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser)
+    args = parser.parse_args(["--data", "d", "--out", "o", "--class-weight", "none",
+                              "--experimental-position-balanced",
+                              "--experimental-pair-weight", "0.5"])
+    assert config_from_args(args) == TrainConfig(
+        data="d", out="o", class_weight="none", experimental_position_balanced=True,
+        experimental_pair_weight=0.5)
+
+
+def test_shipped_objective_is_core_and_experimental_ones_come_from_their_namespace() -> None:
+    import torch
+
+    from prm_plugins.experimental.training import ExperimentalLoss
+    from prm_plugins.training.data import EncodedChain
+    from prm_plugins.training.objective import ClassWeightedLoss, objective_for
+
+    chains = [EncodedChain([5] * 5, [-100] * 5, [2, 4], labels, None, f"q{i // 2}")
+              for i, labels in enumerate(([1, 1], [1, 0], [1, 1], [0, 0]))]
+    shipped = objective_for(TrainConfig(data="d", out="o"), chains, "cpu", torch)
+    assert type(shipped) is ClassWeightedLoss and shipped.data_info() == {"pairs": 0}
+    # inverse-frequency class weights: 3 bad and 5 good of 8 steps
+    assert shipped.loss_fn.weight.tolist() == pytest.approx([8 / 6, 8 / 10])
+    paired = objective_for(TrainConfig(data="d", out="o", experimental_pair_weight=1.0),
+                           chains, "cpu", torch)
+    assert isinstance(paired, ExperimentalLoss) and paired.data_info() == {"pairs": 2}
+    batches = paired.batches(random.Random(0))
+    assert sorted(i for b in batches for i in b) == [0, 1, 2, 3]
+
+
+def test_old_trainer_names_of_experimental_helpers_warn_and_forward() -> None:
+    from prm_plugins.experimental import training as experimental
+    from prm_plugins.training import trainer
+
+    with pytest.warns(FutureWarning, match=r"trainer\.question_pairs moved to "
+                      r"prm_plugins\.experimental\.training"):
+        assert trainer.question_pairs is experimental.question_pairs
+    with pytest.raises(AttributeError, match="no_such_name"):
+        trainer.no_such_name  # noqa: B018
+
+
+def test_resume_reads_the_experimental_knobs_under_their_old_names() -> None:
+    from prm_plugins.errors import InvalidInputError
+    from prm_plugins.training.resume import check_resumable
+
+    old = TrainConfig(data="d", out="o").to_dict()
+    del old["experimental_pair_weight"], old["experimental_position_balanced"]
+    saved = {"info": {"config": {**old, "pair_weight": 0.0}},
+             "state": {"data_sha256": {"data": None, "val_data": None}}}
+    fingerprint: dict[str, str | None] = {"data": None, "val_data": None}
+    check_resumable(saved, TrainConfig(data="d", out="o"), fingerprint)
+    posbal = {"info": {"config": {**old, "pair_weight": 0.0,
+                                  "class_weight": "position-balanced"}},
+              "state": saved["state"]}
+    check_resumable(posbal, TrainConfig(data="d", out="o", class_weight="none",
+                                        experimental_position_balanced=True), fingerprint)
+    with pytest.raises(InvalidInputError, match="--experimental-position-balanced"):
+        check_resumable(posbal, TrainConfig(data="d", out="o"), fingerprint)

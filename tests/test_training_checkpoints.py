@@ -121,7 +121,7 @@ def test_resume_without_the_saved_state_does_not_reproduce(
     """The equality above is not automatic: drop the RNG/data-position restore and it breaks."""
     import torch
 
-    from prm_plugins.training import trainer
+    from prm_plugins.training import resume
 
     whole = tmp_path / "whole"
     train(_resume_config(base_dir, toy_data, whole))
@@ -130,7 +130,7 @@ def test_resume_without_the_saved_state_does_not_reproduce(
     with pytest.raises(Killed):
         train(_resume_config(base_dir, toy_data, cut))
     monkeypatch.undo()
-    monkeypatch.setattr(trainer._BatchCursor, "restore", lambda self, state: None)
+    monkeypatch.setattr(resume.BatchCursor, "restore", lambda self, state: None)
     train(_resume_config(base_dir, toy_data, cut, resume=True))
     a, b = _weights(whole), _weights(cut)
     assert any(not torch.equal(a[k], b[k]) for k in a)

@@ -229,6 +229,25 @@ class LocalHFGenerator:
             raise InvalidInputError(f"generation_kwargs may not set {sorted(reserved)}; use the "
                                     "generator's own arguments (n, max_new_tokens, ...)")
 
+        path = self._load(model_dir, gguf_file, dtype, device)
+        has_template = bool(getattr(self.tokenizer, "chat_template", None))
+        if use_chat_template is True and not has_template:
+            raise InvalidInputError(f"use_chat_template=True but the tokenizer in "
+                                    f"{str(path)!r} has no chat template")
+        self.use_chat_template = has_template if use_chat_template is None \
+            else bool(use_chat_template)
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.tokenizer.padding_side = "left"
+        self._pad_id = self.tokenizer.pad_token_id
+        self._max_positions: int | None = getattr(self.model.config,
+                                                  "max_position_embeddings", None)
+        self._lock = threading.Lock()
+        self._calls: Counter[str] = Counter()
+
+    def _load(self, model_dir: str | os.PathLike[str], gguf_file: str | None,
+              dtype: str | None, device: str) -> Path:
+        """Load the tokenizer and the model (offline, no remote code); returns the directory."""
         path = Path(model_dir)
         if not path.is_dir():
             raise ModelLoadError(f"model directory {str(path)!r} does not exist; pass a local "
@@ -260,21 +279,7 @@ class LocalHFGenerator:
             raise ModelLoadError(f"could not load a causal LM from {str(path)!r}"
                                  f"{f' (gguf_file={gguf_file!r})' if gguf_file else ''}: "
                                  f"{exc}") from exc
-
-        has_template = bool(getattr(self.tokenizer, "chat_template", None))
-        if use_chat_template is True and not has_template:
-            raise InvalidInputError(f"use_chat_template=True but the tokenizer in "
-                                    f"{str(path)!r} has no chat template")
-        self.use_chat_template = has_template if use_chat_template is None \
-            else bool(use_chat_template)
-        if self.tokenizer.pad_token_id is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.tokenizer.padding_side = "left"
-        self._pad_id = self.tokenizer.pad_token_id
-        self._max_positions: int | None = getattr(self.model.config,
-                                                  "max_position_embeddings", None)
-        self._lock = threading.Lock()
-        self._calls: Counter[str] = Counter()
+        return path
 
     def __repr__(self) -> str:
         where = f"{self.model_dir}" + (f"/{self.gguf_file}" if self.gguf_file else "")

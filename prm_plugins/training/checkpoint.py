@@ -31,6 +31,7 @@ import errno
 import hashlib
 import json
 import logging
+import math
 import os
 import shutil
 import sys
@@ -43,6 +44,7 @@ from prm_plugins.errors import InvalidInputError, ModelLoadError, require
 
 __all__ = [
     "CHECKPOINT_FILES",
+    "FORMAT_FILE",
     "RESUME_DIR",
     "TRAINING_FILE",
     "atomic_write_dir",
@@ -51,6 +53,7 @@ __all__ = [
     "prepare_out_dir",
     "read_training_info",
     "recover_checkpoint",
+    "save_checkpoint",
     "save_resume_state",
     "sha256_file",
     "verify_checkpoint",
@@ -59,6 +62,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 TRAINING_FILE = "training.json"
+FORMAT_FILE = "prm_format.json"
 RESUME_DIR = "resume"
 STATE_FILE = "state.json"
 TENSORS_FILE = "tensors.pt"
@@ -70,7 +74,7 @@ BEST_FILE = "best.safetensors"
 CHECKPOINT_FILES = frozenset({
     "config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
     "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "added_tokens.json",
-    "chat_template.jinja", "prm_format.json", TRAINING_FILE, RESUME_DIR,
+    "chat_template.jinja", FORMAT_FILE, TRAINING_FILE, RESUME_DIR,
 })
 
 _TMP, _OLD, _PROBE = "tmp", "old", "probe"
@@ -303,6 +307,57 @@ def atomic_write_dir(out: Path, write: Callable[[Path], None],
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def save_checkpoint(
+    model: Any, tokenizer: Any, fmt: Any, out: str | os.PathLike[str],
+    info: dict[str, Any], *, max_length: int = 512, resume: dict[str, Any] | None = None,
+) -> Path:
+    """Write a checkpoint directory that ``prm export`` takes, atomically.
+
+    Files: ``config.json`` + ``model.safetensors`` (transformers), ``tokenizer.json`` +
+    ``tokenizer_config.json`` (fast tokenizer), ``prm_format.json`` (``fmt``'s name and
+    options) and ``training.json`` (``info`` plus the sha256 of every other file), and with
+    ``resume`` (the keyword arguments of :func:`save_resume_state`) ``resume/``. The
+    directory is written as a hidden sibling and swapped into place, so ``out`` is always
+    either the previous complete checkpoint or this one.
+    """
+    import copy
+
+    from prm_plugins.training.tokenizer import to_hf_tokenizer
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    model = copy.deepcopy(model).to("cpu") if _on_gpu(model) else model
+
+    def write(tmp: Path) -> None:
+        model.save_pretrained(str(tmp), safe_serialization=True)
+        to_hf_tokenizer(tokenizer, model_max_length=max_length).save_pretrained(str(tmp))
+        (tmp / FORMAT_FILE).write_text(
+            json.dumps({"format": fmt.name, "options": fmt.options}, indent=2) + "\n",
+            encoding="utf-8")
+        if resume is not None:
+            save_resume_state(tmp, **resume)
+
+    return atomic_write_dir(out, write, _finite(info))
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every non-finite float replaced by None (strict JSON)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _on_gpu(model: Any) -> bool:
+    try:
+        return next(model.parameters()).device.type != "cpu"
+    except StopIteration:  # pragma: no cover
+        return False
 
 
 # -- reading back -------------------------------------------------------------------------------

@@ -20,13 +20,10 @@ __all__ = ["TrainConfig", "add_config_arguments", "config_from_args"]
 
 
 #: Loss weightings accepted by ``--class-weight``.
-CLASS_WEIGHTS: tuple[str, ...] = ("balanced", "position-balanced", "none")
+CLASS_WEIGHTS: tuple[str, ...] = ("balanced", "none")
 
 #: Label sources accepted by ``--supervision``.
 SUPERVISIONS: tuple[str, ...] = ("process", "outcome")
-
-#: Step positions weighted separately by ``position-balanced`` (later steps share the last).
-POSITION_BUCKETS = 8
 
 
 @dataclass
@@ -107,16 +104,8 @@ class TrainConfig:
         "help": "fraction of steps of linear warm-up before linear decay to 0"})
     grad_clip: float = field(default=1.0, metadata={"help": "max gradient norm; 0 disables"})
     class_weight: str = field(default="balanced", metadata={
-        "help": "loss weight per class: 'balanced' (inverse frequency over step labels), "
-                "'position-balanced' (inverse frequency per step position, so the position "
-                "of a step says nothing about its label: in verifier-labelled data later "
-                "steps are far more often bad) or 'none'"})
-    pair_weight: float = field(default=0.0, metadata={
-        "help": "weight of a pairwise loss that ranks each flawed chain's first wrong step "
-                "below the step at the same position of its question's correct chain (the "
-                "two share the question and usually the steps before, so only the error "
-                "tells them apart); batches then keep a question's chains together. 0 "
-                "disables it"})
+        "help": "loss weight per class: 'balanced' (inverse frequency over step labels) or "
+                "'none'"})
     supervision: str = field(default="process", metadata={
         "help": "'process' (each step's own label: a PRM) or 'outcome' (every step labelled "
                 "with the chain's outcome, i.e. whether all its steps are correct: an "
@@ -145,6 +134,18 @@ class TrainConfig:
     keep_best: bool = field(default=True, metadata={
         "help": "save the weights with the best validation AUROC rather than the last ones"})
     progress: bool = field(default=True, metadata={"help": "show a tqdm progress bar"})
+    # -- experimental: tried for the default PRM, not shipped (prm_plugins.experimental) ----
+    experimental_position_balanced: bool = field(default=False, metadata={
+        "help": "EXPERIMENTAL (tried, not shipped; may change or go): loss weights per step "
+                "position and label, so the position of a step says nothing about its label "
+                "(in verifier-labelled data later steps are far more often bad); replaces the "
+                "class weighting, so pass --class-weight none with it"})
+    experimental_pair_weight: float = field(default=0.0, metadata={
+        "help": "EXPERIMENTAL (tried, not shipped; may change or go): weight of a pairwise "
+                "loss that ranks each flawed chain's first wrong step below the step at the "
+                "same position of its question's correct chain (the two share the question "
+                "and usually the steps before, so only the error tells them apart); batches "
+                "then keep a question's chains together. 0 disables it"})
 
     def validate(self) -> None:
         """Raise :class:`InvalidInputError` naming the first bad field."""
@@ -166,11 +167,21 @@ class TrainConfig:
             raise InvalidInputError(f"max_steps must be >= 1, got {self.max_steps}")
         if self.epochs <= 0:
             raise InvalidInputError(f"epochs must be > 0, got {self.epochs}")
+        if self.class_weight == "position-balanced":
+            raise InvalidInputError(
+                "class_weight 'position-balanced' is experimental now (tried, not shipped): "
+                "pass --class-weight none --experimental-position-balanced")
         if self.class_weight not in CLASS_WEIGHTS:
             raise InvalidInputError(
                 f"class_weight must be one of {list(CLASS_WEIGHTS)}, got {self.class_weight!r}")
-        if self.pair_weight < 0:
-            raise InvalidInputError(f"pair_weight must be >= 0, got {self.pair_weight}")
+        if self.experimental_position_balanced and self.class_weight != "none":
+            raise InvalidInputError(
+                "--experimental-position-balanced replaces the class weighting, got "
+                f"--class-weight {self.class_weight}: pass --class-weight none with it")
+        if self.experimental_pair_weight < 0:
+            raise InvalidInputError(
+                f"experimental_pair_weight must be >= 0, got {self.experimental_pair_weight} "
+                "(--experimental-pair-weight; 0 disables it)")
         if self.supervision not in SUPERVISIONS:
             raise InvalidInputError(
                 f"supervision must be one of {list(SUPERVISIONS)}, got {self.supervision!r}")
@@ -202,6 +213,10 @@ class TrainConfig:
                 f"{self.grad_clip}")
         if self.dropout is not None and not 0.0 <= self.dropout < 1.0:
             raise InvalidInputError(f"dropout must be in [0, 1), got {self.dropout}")
+
+    def uses_experimental(self) -> bool:
+        """Whether an ``experimental_*`` field asks for a tried-and-not-shipped objective."""
+        return self.experimental_position_balanced or self.experimental_pair_weight > 0
 
     def to_dict(self) -> dict[str, Any]:
         """The config as a JSON-able dict."""
