@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from prm_plugins.arithmetic import find_equations
+from prm_plugins.cli import label as label_cli
 from prm_plugins.errors import InvalidInputError
 from prm_plugins.labeling import (
     PERTURBATION_KINDS,
@@ -37,8 +39,6 @@ from prm_plugins.labeling import (
     wrong_operation,
     wrong_quantity,
 )
-from prm_plugins.cli import label as label_cli
-from prm_plugins.labeling.gsm8k import find_equations
 
 CLIPS = {
     "question": "Natalia sold clips to 48 of her friends in April, and then she sold half as "

@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from prm_plugins.cli import label as label_cli
 from prm_plugins.errors import InvalidInputError
 from prm_plugins.labeling import (
     GradedChain,
@@ -38,7 +39,6 @@ from prm_plugins.labeling import (
     validate_stepwise_row,
     write_stepwise_jsonl,
 )
-from prm_plugins.cli import label as label_cli
 from prm_plugins.strategies import RetryPolicy
 from tests.fake_generators import FakeGenerator
 
@@ -650,8 +650,64 @@ def test_new_names_are_exported() -> None:
 
 def test_docstring_examples() -> None:
     pytest.importorskip("langchain_core")
-    from prm_plugins.labeling import grader, hybrid, rollouts
+    import prm_plugins.adapters.langchain.grader as lc_grader
+    from prm_plugins.labeling import grader, hybrid, rollouts, verdicts
 
-    for module in (grader, hybrid, rollouts):
+    for module in (grader, verdicts, hybrid, rollouts, lc_grader):
         result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
         assert result.failed == 0 and result.attempted > 0, module.__name__
+
+
+# -- the core grader is framework-free; LangChain messages come from the adapter -------------
+class _PlainChat:
+    """Not a LangChain model: an ``invoke`` that records what it is sent."""
+
+    def __init__(self, answer: str) -> None:
+        self.answer = answer
+        self.seen: list[Any] = []
+
+    def invoke(self, messages: Any) -> str:
+        self.seen.append(messages)
+        return self.answer
+
+
+def test_core_grader_sends_role_text_pairs_and_builds_no_langchain_objects() -> None:
+    from prm_plugins.labeling import LLMStepGrader
+
+    model = _PlainChat("Step 1: correct\nStep 2: incorrect")
+    graded = LLMStepGrader(model).grade("What is 2 + 3?", ["2 + 3 = 5", "The answer is 6."])
+    assert graded.labels == [True, False]
+    (sent,) = model.seen
+    assert [role for role, _ in sent] == ["system", "human"]
+    assert all(type(m) is tuple and all(type(x) is str for x in m) for m in sent)
+    assert sent[1][1].startswith("Question:\nWhat is 2 + 3?\n\nSolution (2 steps):\n")
+    # no module of the core grader imports LangChain
+    code = ("import sys, prm_plugins.labeling.grader, prm_plugins.labeling.verdicts;"
+            "print(sorted(m for m in sys.modules if m.startswith('langchain')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_langchain_adapter_builds_the_messages() -> None:
+    pytest.importorskip("langchain_core")
+    from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
+
+    from prm_plugins.adapters.langchain.grader import to_langchain_messages
+    from prm_plugins.labeling import LLMStepGrader
+
+    model = _PlainChat("Steps look fine")  # unreadable: re-asked once, then failed
+    graded = LLMStepGrader(model, max_retries=1, to_messages=to_langchain_messages).grade(
+        "q", ["a"])
+    assert not graded.ok and graded.model_calls == 2
+    first, second = model.seen
+    assert [type(m) for m in first] == [SystemMessage, HumanMessage]
+    assert [type(m) for m in second] == [SystemMessage, HumanMessage, AIMessage, HumanMessage]
+    assert second[2].content == "Steps look fine"
+    assert second[3].content.startswith("Your answer could not be read: line 1 is not a "
+                                        "verdict line: 'Steps look fine'")
+    with pytest.raises(InvalidInputError, match="unknown message role 'tool' in a grading "
+                                                "conversation; expected one of system, human, ai"):
+        to_langchain_messages([("tool", "x")])
+    with pytest.raises(InvalidInputError, match="to_messages must be a function of a list of "
+                                                "\\(role, text\\) pairs, got str"):
+        LLMStepGrader(model, to_messages="langchain")  # type: ignore[arg-type]

@@ -1,8 +1,8 @@
 """LLM-as-grader: label every step of a chain with a LangChain chat model.
 
-The grader sends the question and the numbered steps to any LangChain ``BaseChatModel``
-(``invoke`` / ``ainvoke`` with a list of messages) and asks for exactly one verdict line per
-step, in order and nothing else::
+The grader sends the question and the numbered steps to any chat model with ``invoke`` /
+``ainvoke`` over a list of messages (any LangChain ``BaseChatModel``) and asks for exactly
+one verdict line per step, in order and nothing else::
 
     Step 1: correct
     Step 2: incorrect
@@ -20,8 +20,10 @@ default) the first step graded ``incorrect`` and every step after it are labelle
 whatever the model said about the later ones; ``propagate=False`` keeps the model's raw
 verdicts. The raw verdicts are always kept in :attr:`GradedChain.verdicts`.
 
-LangChain is imported only when a chat model is called (``langchain_core.messages``), so
-``import prm_plugins.labeling`` stays light.
+Framework-free: the conversation goes to the chat model's ``invoke`` as ``(role, text)``
+pairs (which every LangChain chat model takes); the LangChain message objects, when wanted,
+are built by :mod:`prm_plugins.adapters.langchain.grader`. The prompts and the verdict reader
+are in :mod:`prm_plugins.labeling.verdicts`.
 """
 
 from __future__ import annotations
@@ -29,12 +31,18 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
-import re
 from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from prm_plugins.errors import GraderAnswerError, InvalidInputError, require
+from prm_plugins.errors import GraderAnswerError, InvalidInputError
+from prm_plugins.labeling.verdicts import (
+    GRADER_SYSTEM_PROMPT,
+    build_grading_prompt,
+    build_regrade_prompt,
+    parse_step_verdicts,
+    propagate_first_error,
+)
 from prm_plugins.plans import CallOutcome, RetryPolicy, describe_error
 from prm_plugins.validation import check_max_concurrency
 
@@ -48,175 +56,10 @@ __all__ = [
     "graded_rows",
     "parse_step_verdicts",
     "propagate_first_error",
+    "role_text_pairs",
 ]
 
 logger = logging.getLogger(__name__)
-
-#: The system message of every grading conversation.
-GRADER_SYSTEM_PROMPT = (
-    "You are a meticulous grader of step-by-step solutions to math word problems. "
-    "For each step, decide whether it is correct given the question and the steps before it. "
-    "A step is correct when every quantity it uses is the right one (read correctly from the "
-    "question or taken from the right earlier step), the operation fits what the question "
-    "asks, its arithmetic is exact, and its claim is justified. A step is incorrect when any "
-    "of these fails. Grade every step, including the steps after a wrong one. "
-    "Answer only with the verdict lines you are asked for, with no other text."
-)
-
-_LINE_RE = re.compile(r"^step\s+(?P<k>\d+)\s*:\s*(?P<verdict>\S.*?)\s*$", re.IGNORECASE)
-_VERDICTS = {"correct": True, "incorrect": False}
-_FORMAT = "'Step k: correct' or 'Step k: incorrect'"
-
-
-def _render_step(k: int, step: str) -> str:
-    lines = step.strip().splitlines() or [""]
-    return "\n".join([f"Step {k}: {lines[0]}", *(f"    {line}" for line in lines[1:])])
-
-
-def _format_instruction(n_steps: int) -> str:
-    last = "Step 1" if n_steps == 1 else f"Step 1 to Step {n_steps}"
-    return (
-        f"Answer with exactly {n_steps} line{'s' if n_steps != 1 else ''} ({last}, in order), "
-        f"each of the form {_FORMAT}, and nothing else."
-    )
-
-
-def build_grading_prompt(question: str, steps: Sequence[str]) -> str:
-    """The user message that asks the grader model for one verdict per step.
-
-    Args:
-        question: the problem.
-        steps: the chain's steps (a step's extra lines are indented under it).
-
-    Returns:
-        The prompt text.
-
-    Examples:
-        >>> print(build_grading_prompt("What is 2 + 3 * 4?", ["3 * 4 = 12", "2 + 12 = 15"]))
-        Question:
-        What is 2 + 3 * 4?
-        <BLANKLINE>
-        Solution (2 steps):
-        Step 1: 3 * 4 = 12
-        Step 2: 2 + 12 = 15
-        <BLANKLINE>
-        Grade each step. Answer with exactly 2 lines (Step 1 to Step 2, in order), each of \
-the form 'Step k: correct' or 'Step k: incorrect', and nothing else.
-    """
-    n = len(steps)
-    body = "\n".join(_render_step(k, s) for k, s in enumerate(steps, start=1))
-    return (
-        f"Question:\n{question.strip()}\n\nSolution ({n} step{'s' if n != 1 else ''}):\n{body}"
-        f"\n\nGrade each step. {_format_instruction(n)}"
-    )
-
-
-def build_regrade_prompt(error: str, n_steps: int) -> str:
-    """The follow-up message sent after an answer that could not be read.
-
-    Args:
-        error: why the previous answer was refused (:class:`GraderAnswerError`'s message).
-        n_steps: the number of steps.
-
-    Returns:
-        The follow-up text.
-
-    Examples:
-        >>> print(build_regrade_prompt("step 2 has no verdict", 2))
-        Your answer could not be read: step 2 has no verdict. Answer with exactly 2 lines \
-(Step 1 to Step 2, in order), each of the form 'Step k: correct' or 'Step k: incorrect', and \
-nothing else.
-    """
-    return f"Your answer could not be read: {error.rstrip('.')}. {_format_instruction(n_steps)}"
-
-
-def parse_step_verdicts(answer: str, n_steps: int) -> list[bool]:
-    """Read a grader's answer: exactly one ``Step k: correct|incorrect`` line per step.
-
-    Blank lines and the spacing around a line are ignored; ``Step``, the verdict word and a
-    trailing period are read case-insensitively. Everything else is refused.
-
-    Args:
-        answer: the model's text.
-        n_steps: the number of steps in the chain (>= 1).
-
-    Returns:
-        One verdict per step, in order: ``True`` for correct, ``False`` for incorrect.
-
-    Raises:
-        GraderAnswerError: for an empty answer, a line that is not a verdict line, an unknown
-            verdict word, a step graded twice, a step number outside ``1..n_steps``, steps out
-            of order, or missing steps; the message quotes the offending line.
-
-    Examples:
-        >>> parse_step_verdicts("Step 1: correct\\nStep 2: Incorrect.", 2)
-        [True, False]
-        >>> parse_step_verdicts("Step 1: correct", 2)
-        Traceback (most recent call last):
-        ...
-        prm_plugins.labeling.grader.GraderAnswerError: step 2 has no verdict: expected 2 lines \
-(Step 1 to Step 2), got 1
-    """
-
-    def fail(message: str) -> GraderAnswerError:
-        return GraderAnswerError(message, answer=answer, n_steps=n_steps)
-
-    if not isinstance(answer, str) or not answer.strip():
-        raise fail(f"the answer is empty; expected {n_steps} lines of the form {_FORMAT}")
-    seen: dict[int, int] = {}
-    verdicts: list[bool] = []
-    order: list[int] = []
-    lineno = 0
-    for raw in answer.splitlines():
-        line = raw.strip()
-        if not line:
-            continue
-        lineno += 1
-        m = _LINE_RE.match(line)
-        if m is None:
-            raise fail(f"line {lineno} is not a verdict line: {line[:120]!r}; every line must "
-                       f"be {_FORMAT} and there must be no other text")
-        k = int(m.group("k"))
-        word = m.group("verdict").rstrip(".").strip().lower()
-        if word not in _VERDICTS:
-            raise fail(f"line {lineno}: unknown verdict {m.group('verdict')[:60]!r} for step "
-                       f"{k}; the verdict must be 'correct' or 'incorrect'")
-        if k in seen:
-            raise fail(f"step {k} is graded twice (lines {seen[k]} and {lineno}); give exactly "
-                       "one verdict per step")
-        if not 1 <= k <= n_steps:
-            raise fail(f"line {lineno} grades step {k}, which does not exist: the solution has "
-                       f"{n_steps} step{'s' if n_steps != 1 else ''} (1 to {n_steps})")
-        seen[k] = lineno
-        order.append(k)
-        verdicts.append(_VERDICTS[word])
-    missing = [k for k in range(1, n_steps + 1) if k not in seen]
-    if missing:
-        names = ", ".join(str(k) for k in missing)
-        raise fail(f"step{'s' if len(missing) > 1 else ''} {names} "
-                   f"{'have' if len(missing) > 1 else 'has'} no verdict: expected {n_steps} "
-                   f"lines (Step 1 to Step {n_steps}), got {len(order)}")
-    for position, k in enumerate(order, start=1):
-        if k != position:
-            raise fail(f"steps are out of order: line {position} grades step {k} where step "
-                       f"{position} was expected; list the steps as 1, 2, ..., {n_steps}")
-    return verdicts
-
-
-def propagate_first_error(verdicts: Sequence[bool]) -> list[bool]:
-    """Labels under the first-error convention: bad from the first bad verdict on.
-
-    Examples:
-        >>> propagate_first_error([True, False, True, True])
-        [True, False, False, False]
-    """
-    labels: list[bool] = []
-    ok = True
-    for v in verdicts:
-        ok = ok and bool(v)
-        labels.append(ok)
-    return labels
-
 
 @dataclass
 class GradedChain:
@@ -368,11 +211,14 @@ def _message_text(message: Any) -> str:
     )
 
 
-def _to_messages(conversation: Sequence[tuple[str, str]]) -> list[Any]:
-    messages_mod: Any = require("langchain_core.messages", "langchain")
-    kinds = {"system": messages_mod.SystemMessage, "human": messages_mod.HumanMessage,
-             "ai": messages_mod.AIMessage}
-    return [kinds[role](content=text) for role, text in conversation]
+def role_text_pairs(conversation: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+    """A grading conversation as ``(role, text)`` pairs (roles ``system``, ``human``, ``ai``).
+
+    The default message format of :class:`LLMStepGrader`: every LangChain chat model takes
+    such pairs as messages. :func:`prm_plugins.adapters.langchain.grader.to_langchain_messages`
+    builds LangChain message objects instead.
+    """
+    return [(role, text) for role, text in conversation]
 
 
 def _model_name(chat_model: Any) -> str:
@@ -404,6 +250,10 @@ class LLMStepGrader:
             ``ConnectionError``, :class:`~prm_plugins.strategies.TransientGeneratorError`, or
             what its ``retry_on`` says); other errors fail the chain at once.
         source: value of the ``"source"`` key of the rows.
+        to_messages: turns a conversation (``(role, text)`` pairs) into what ``invoke``
+            takes; default :func:`role_text_pairs` (the pairs themselves, which every
+            LangChain chat model accepts). For message objects, pass
+            ``prm_plugins.adapters.langchain.grader.to_langchain_messages``.
 
     Examples:
         >>> from langchain_core.language_models.fake_chat_models import FakeListChatModel
@@ -426,6 +276,7 @@ class LLMStepGrader:
         max_concurrency: int = 4,
         retry: RetryPolicy | None = None,
         source: str = "llm-grader",
+        to_messages: Callable[[Sequence[tuple[str, str]]], Any] = role_text_pairs,
     ) -> None:
         if not callable(getattr(chat_model, "invoke", None)) and not callable(
             getattr(chat_model, "ainvoke", None)
@@ -441,6 +292,11 @@ class LLMStepGrader:
                 f"system_prompt must be a str, got {type(system_prompt).__name__}")
         if retry is not None and not isinstance(retry, RetryPolicy):
             raise InvalidInputError(f"retry must be a RetryPolicy or None, got {retry!r}")
+        if not callable(to_messages):
+            raise InvalidInputError(
+                f"to_messages must be a function of a list of (role, text) pairs, got "
+                f"{type(to_messages).__name__}")
+        self.to_messages = to_messages
         self.chat_model = chat_model
         self.max_retries = max_retries
         self.propagate = bool(propagate)
@@ -493,12 +349,12 @@ class LLMStepGrader:
         return result
 
     def _run(self, plan: GradePlan) -> GradedChain:
-        invoke = self.chat_model.invoke
+        invoke, to_messages = self.chat_model.invoke, self.to_messages
         try:
             conversation = next(plan)
             while True:
                 outcome = self.retry.call(
-                    lambda c: invoke(_to_messages(c)), conversation, what="chat_model.invoke()")
+                    lambda c: invoke(to_messages(c)), conversation, what="chat_model.invoke()")
                 conversation = plan.send(outcome)
         except StopIteration as stop:
             return stop.value
@@ -515,10 +371,10 @@ class LLMStepGrader:
                 return await asyncio.to_thread(invoke, messages)
 
         assert ainvoke is not None
-        call = ainvoke
+        call, to_messages = ainvoke, self.to_messages
 
         async def send(c: list[tuple[str, str]]) -> Any:
-            return await call(_to_messages(c))
+            return await call(to_messages(c))
 
         try:
             conversation = next(plan)
