@@ -21,23 +21,31 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import os
 import sys
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
 
 from prm_plugins.errors import InvalidInputError, JSONLineError
 
 __all__ = [
     "MAX_DEPTH",
+    "RAW_EXCERPT",
     "AtomicOutput",
+    "ChainLine",
     "JSONLineError",
     "atomic_output",
+    "count_lines",
     "dumps_line",
     "loads_line",
+    "read_chain_lines",
     "refuse_same_file",
+    "result_row",
     "same_file",
+    "score_pairs",
 ]
 
 #: Deepest nesting of arrays/objects a line may hold. Rows of prm-plugins are at most a few
@@ -45,6 +53,10 @@ __all__ = [
 MAX_DEPTH = 64
 _BOM = "\ufeff"
 _EXAMPLE = '{"question": "...", "steps": ["...", "..."]}'
+#: characters of a bad line kept in its error row's ``"raw"`` field.
+RAW_EXCERPT = 200
+
+logger = logging.getLogger(__name__)
 
 
 def _depth_exceeds(text: str, limit: int) -> bool:
@@ -265,3 +277,156 @@ def atomic_output(path: str | os.PathLike[str], *, mode: str = "w",
         '{"step_scores": [0.5]}\\n'
     """
     return AtomicOutput(path, mode=mode, encoding=encoding)
+
+
+# -- chain rows: {"question", "steps"} in, the same rows plus "step_scores" out ---------------
+class ChainLine(NamedTuple):
+    """One non-blank line of a chain file, as :func:`read_chain_lines` read it.
+
+    Attributes:
+        lineno: the line's number in the file (from 1).
+        row: the JSON object (``None`` when the line is not one).
+        error: why the line cannot be scored (``None`` when it can).
+        raw: the line's text, cut to :data:`RAW_EXCERPT` characters.
+    """
+
+    lineno: int
+    row: dict[str, Any] | None
+    error: str | None
+    raw: str
+
+
+def _excerpt(text: str) -> str:
+    text = text.rstrip("\r\n")
+    if len(text) <= RAW_EXCERPT:
+        return text
+    return f"{text[:RAW_EXCERPT]}... ({len(text)} characters)"
+
+
+def _chain_problem(row: dict[str, Any]) -> str | None:
+    """Why a row is not a ``{"question": str, "steps": [str]}`` chain, or ``None``."""
+    for key, kind, what in (("question", str, "a string"), ("steps", list, "a list of strings")):
+        if key not in row:
+            return (f"missing key {key!r}; a row is a JSON object like {_EXAMPLE} (keys "
+                    f"found: {', '.join(map(repr, row)) or 'none'})")
+        if not isinstance(row[key], kind):
+            return f"{key!r} must be {what}, got {type(row[key]).__name__}"
+    return None
+
+
+def read_chain_lines(fh: IO[bytes], skip: int = 0) -> Iterator[ChainLine]:
+    """One :class:`ChainLine` for each non-blank line of ``fh``, after the first ``skip``.
+
+    Lines are read one by one through :func:`loads_line`, so a line that is not UTF-8, not
+    JSON, nested too deeply, not an object, or without a string ``"question"`` and a list
+    ``"steps"`` costs only itself (its :attr:`ChainLine.error` says why).
+    """
+    seen = 0
+    for lineno, raw_bytes in enumerate(fh, start=1):
+        try:
+            text: str | None = raw_bytes.decode("utf-8")
+        except UnicodeDecodeError:
+            text = None
+        if text is not None and not text.strip():
+            continue
+        seen += 1
+        if seen <= skip:
+            continue
+        raw = _excerpt(text) if text is not None else repr(raw_bytes[:RAW_EXCERPT])
+        try:
+            row = loads_line(raw_bytes if text is None else text)
+        except JSONLineError as exc:
+            yield ChainLine(lineno, None, str(exc), raw)
+            continue
+        if not isinstance(row, dict):
+            yield ChainLine(lineno, None, f"expected a JSON object, got {type(row).__name__}",
+                            raw)
+            continue
+        yield ChainLine(lineno, row, _chain_problem(row), raw)
+
+
+def count_lines(path: str | os.PathLike[str]) -> int | None:
+    """Non-blank lines of a regular file (a progress bar's total); ``None`` when unknown."""
+    target = Path(path)
+    try:
+        if not target.is_file():
+            return None
+        n = 0
+        with open(target, "rb") as fh:
+            for line in fh:
+                n += bool(line.strip())
+        return n
+    except OSError:
+        return None
+
+
+def _finite(scores: Sequence[float]) -> list[float] | str:
+    """The scores, or an error message when one is NaN or infinite (never written as such)."""
+    out = [float(x) for x in scores]
+    for i, x in enumerate(out):
+        if not math.isfinite(x):
+            return (f"the model returned a non-finite score ({x}) for step {i + 1}; the model "
+                    "or its export is broken (check it with prm info and its parity figures)")
+    return out
+
+
+def score_pairs(prm: Any, pairs: Sequence[Any],
+                describe: Any = str) -> list[list[float] | str]:
+    """Score ``(question, steps)`` pairs; each entry is its scores or its error message.
+
+    The pairs are scored as one ``score_batch`` call; when that fails, pair by pair, so that
+    only the rows that cannot be scored carry an error. An unexpected exception (not a
+    :class:`~prm_plugins.errors.PRMError`) also costs only its row: one hostile chain never
+    ends a run. Non-finite scores become that row's error. Steps are numbered from 1 in the
+    messages.
+
+    Args:
+        prm: a scorer with ``score`` and ``score_batch``.
+        pairs: the chains.
+        describe: turns a :class:`~prm_plugins.errors.PRMError` into the row's message
+            (``prm score`` names its flags there).
+    """
+    from prm_plugins.errors import PRMError
+
+    if not pairs:
+        return []
+    results: list[list[float] | str]
+    try:
+        batch = list(prm.score_batch(list(pairs)))
+        if len(batch) != len(pairs):
+            raise RuntimeError(f"score_batch returned {len(batch)} results for {len(pairs)} "
+                               "chains")
+        results = [list(s.scores) for s in batch]
+    except Exception:  # isolate the bad rows; the others are still scored
+        results = []
+        for question, steps in pairs:
+            try:
+                results.append(list(prm.score(question, steps).scores))
+            except PRMError as exc:
+                results.append(describe(exc))
+            except Exception as exc:  # noqa: BLE001 - a hostile row must fail alone
+                logger.debug("scoring one row failed", exc_info=True)
+                results.append(f"scoring failed: {type(exc).__name__}: {exc}")
+    return [r if isinstance(r, str) else _finite(r) for r in results]
+
+
+def result_row(line: ChainLine | tuple[int, dict[str, Any] | None, str | None, str],
+               result: list[float] | str | None) -> tuple[dict[str, Any], str | None]:
+    """The output row of one input line, and its error message (``None`` when scored).
+
+    Keys a previous run wrote (``step_scores``; ``error`` with its ``line``) are dropped
+    from the input row, so an output row never carries a stale score or error. Scores are
+    rounded to 6 decimals.
+    """
+    lineno, row, error, raw = line
+    base = dict(row or {})
+    base.pop("step_scores", None)
+    if "error" in base:
+        base.pop("error")
+        base.pop("line", None)
+    if isinstance(result, list):
+        return {**base, "step_scores": [round(x, 6) for x in result]}, None
+    msg = str(result if result is not None else error)
+    if row is None:
+        base = {"raw": raw}
+    return {**base, "line": lineno, "error": msg}, msg

@@ -405,7 +405,7 @@ def test_cli_ray_jsonl_equals_local(ray_cluster: None, model_dir: Path, tmp_path
     assert ray_out.read_text() == local_out.read_text()
     rows = [json.loads(x) for x in ray_out.read_text().splitlines()]
     assert len(rows) == 42 and sum("step_scores" in r for r in rows) == 40
-    assert "scored 40 chain(s), 2 bad row(s)" in ray_err
+    assert "scored 40 chains, 2 bad rows" in ray_err
     assert [x for x in ray_err.splitlines() if x.startswith("line ")] == [
         x for x in local_err.splitlines() if x.startswith("line ")]
 

@@ -90,14 +90,15 @@ def test_prm_calibrate_writes_prm_json_and_the_runtime_applies_it(
         raw.score("w1 w2", steps).scores)
 
 
-def test_prm_calibrate_usage_errors(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_prm_calibrate_usage_errors(tmp_path: Path,
+                                    capsys: pytest.CaptureFixture[str]) -> None:
     model = make_model_dir(tmp_path / "m", max_length=64)
     assert main(["calibrate", str(model)]) == 2
-    assert "needs --data" in caplog.text
+    assert "needs --data" in capsys.readouterr().err
     one_class = tmp_path / "good.jsonl"
     one_class.write_text(json.dumps({"prompt": "w1", "completions": ["w2"], "labels": [True]})
                          + "\n")
     assert main(["calibrate", str(model), "--data", str(one_class)]) == 2
-    assert "both good and bad" in caplog.text
+    assert "both good and bad" in capsys.readouterr().err
     assert "calibration" not in Manifest.read(model).extra
     assert main(["calibrate", str(tmp_path / "nope"), "--data", str(one_class)]) == 2

@@ -142,7 +142,7 @@ def test_llama_math_shepherd_fused_through_cli(llama_fused: Path,
 
 def test_cli_summary_reports_fused_ops(llama_fused: Path,
                                       capsys: pytest.CaptureFixture[str]) -> None:
-    from prm_plugins.cli_export import _summary
+    from prm_plugins.cli.export import print_summary as _summary
 
     _summary(llama_fused, as_json=False)
     assert (f"fused graph: Attention {LAYERS}, RMSNormalization {2 * LAYERS + 1}, "

@@ -160,7 +160,7 @@ def test_hostile_lines_cost_only_themselves(model_dir: Path, tmp_path: Path,
     src.write_text("\n".join(lines) + "\n", encoding="utf-8")
     assert _score(model_dir, "--input", str(src), "--output", str(out)) == 1
     err = capsys.readouterr().err
-    assert "Traceback" not in err and "scored 6 chain(s), 5 bad row(s)" in err
+    assert "Traceback" not in err and "prm score: scored 6 chains, 5 bad rows" in err
     text = out.read_text(encoding="utf-8")
     rows = [_strict(x) for x in text.splitlines()]
     assert len(rows) == 11
@@ -279,7 +279,7 @@ def test_sigint_keeps_the_written_rows_and_says_how_to_continue(model_dir: Path,
     text = err.decode()
     assert proc.returncode == 130, text
     assert "Traceback" not in text
-    assert "256 row(s)" in text and "--skip 256" in text and str(partial) in text
+    assert "256 rows written" in text and "--skip 256" in text and str(partial) in text
     assert not out.exists()
     kept = partial.read_text().splitlines()
     assert [_strict(x)["id"] for x in kept] == list(range(256))
@@ -303,7 +303,7 @@ def test_sigterm_takes_the_same_clean_path(model_dir: Path, tmp_path: Path) -> N
     assert "Traceback" not in text and "SIGTERM" in text
     kept = partial.read_text().splitlines()
     assert 256 <= len(kept) < 40_000
-    assert f"{len(kept)} row(s)" in text and f"--skip {len(kept)}" in text
+    assert f"{len(kept)} rows written" in text and f"--skip {len(kept)}" in text
     assert [_strict(x)["id"] for x in kept] == list(range(len(kept)))  # a clean prefix
     assert not out.exists()
 
@@ -364,8 +364,7 @@ def test_eval_and_gsm8k_readers_report_the_hostile_line(tmp_path: Path) -> None:
 
 
 def test_prm_calibrate_with_hostile_or_missing_data_is_a_clear_error(
-        model_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture,
-        capsys: pytest.CaptureFixture[str]) -> None:
+        model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     import shutil
 
     model = tmp_path / "m"
@@ -375,10 +374,10 @@ def test_prm_calibrate_with_hostile_or_missing_data_is_a_clear_error(
     data.write_text(_stepwise() + "\n" + '{"prompt": ' + HUGE_INT + "}\n", encoding="utf-8")
     for bad, message in ((data, "val.jsonl:2"), (tmp_path / "none.jsonl", "not found"),
                          (tmp_path, "is a folder")):
-        caplog.clear()
         assert main(["calibrate", str(model), "--data", str(bad)]) == 2
-        assert message in caplog.text
-        assert "Traceback" not in capsys.readouterr().err
+        err = capsys.readouterr().err
+        assert err.startswith("prm calibrate: error: ") and message in err
+        assert "Traceback" not in err
     assert (model / "prm.json").read_bytes() == manifest  # untouched
 
 

@@ -12,19 +12,32 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from pathlib import Path
 from typing import Any
 
-logger = logging.getLogger(__name__)
+from prm_plugins.cli.output import OK, error, plural
+
+__all__ = ["add_parser", "make_parser", "run"]
+
+VERB = "calibrate"
+
+_DESCRIPTION = (
+    "Fit Platt calibration of the model's raw step probabilities on held-out TRL stepwise "
+    "rows ({\"prompt\", \"completions\", \"labels\"}) and write it into prm.json under "
+    "extra.calibration, with the data it was fitted on and the log-loss and Brier score "
+    "before and after. The model files are untouched, so their hashes still hold. --remove "
+    "deletes the entry. Use held-out data: questions the model was not trained on "
+    "(calibrating on test data makes thresholded test figures optimistic)."
+)
 
 
-def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Register ``prm calibrate``."""
-    p = subparsers.add_parser(
-        "calibrate", help="fit Platt calibration of step scores and write it to prm.json",
-        description=__doc__.split("\n\n")[1].replace("``", "") if __doc__ else None)
+def make_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add ``prm calibrate`` to the ``prm`` sub-command parsers."""
+    p: argparse.ArgumentParser = subparsers.add_parser(
+        VERB, help="fit Platt calibration of step scores and write it to prm.json",
+        description=_DESCRIPTION)
+    p.set_defaults(run=run)
     p.add_argument("model_dir", help="model directory made by prm export")
     p.add_argument("--data", help="held-out TRL stepwise JSONL with labels")
     p.add_argument("--limit", type=int, default=None, help="use at most this many rows")
@@ -32,6 +45,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--remove", action="store_true", help="delete the calibration entry")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     return p
+
+
+#: The name the verb modules had before ``prm_plugins.cli`` became a package.
+add_parser = make_parser
 
 
 def _log_loss_brier(p: Any, y: Any) -> tuple[float, float]:
@@ -59,27 +76,22 @@ def run(args: argparse.Namespace) -> int:
             manifest.write(model_dir)
             sys.stdout.write(("removed the calibration from " if removed else
                               "no calibration to remove in ") + f"{model_dir}/prm.json\n")
-            return 0
+            return OK
         if not args.data:
-            logger.error("prm calibrate needs --data VAL.jsonl (TRL stepwise rows with labels) "
-                         "or --remove")
-            return 2
+            return error(VERB, "prm calibrate needs --data VAL.jsonl (TRL stepwise rows with "
+                               "labels) or --remove")
         data = Path(args.data)
         if data.is_dir():
-            logger.error("--data %r is a folder; give the JSONL file of stepwise rows",
-                         str(data))
-            return 2
+            return error(VERB, f"--data {str(data)!r} is a folder; give the JSONL file of "
+                               "stepwise rows")
         if not data.is_file():
-            logger.error("--data file %s not found; give held-out TRL stepwise rows "
-                         "{prompt, completions, labels}", data)
-            return 2
+            return error(VERB, f"--data file {data} not found; give held-out TRL stepwise rows "
+                               "{prompt, completions, labels}")
         if args.limit is not None and args.limit < 1:
-            logger.error("--limit must be >= 1, got %d", args.limit)
-            return 2
+            return error(VERB, f"--limit must be >= 1, got {args.limit}")
         rows = read_stepwise_jsonl(args.data)[: args.limit]
         if not rows:
-            logger.error("%s holds no rows", args.data)
-            return 2
+            return error(VERB, f"{args.data} holds no rows")
         prm = load_prm(model_dir, device="cpu", checks=(), calibrate=False,
                        long_chains="window")
         probs: list[float] = []
@@ -94,8 +106,7 @@ def run(args: argparse.Namespace) -> int:
         before = _log_loss_brier(probs, labels)
         after = _log_loss_brier(cal.apply(probs), labels)
     except PRMError as exc:
-        logger.error("%s", exc)
-        return 2
+        return error(VERB, exc)
     entry = {**cal.to_dict(), "data": Path(args.data).name, "rows": len(rows),
              "steps": len(labels), "good_steps": int(sum(labels)),
              "log_loss": {"before": round(before[0], 5), "after": round(after[0], 5)},
@@ -106,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.write(json.dumps(entry) + "\n")
     else:
         sys.stdout.write(
-            f"calibrated {model_dir}: a {cal.a:.4f}, b {cal.b:.4f} on {len(labels)} steps of "
-            f"{len(rows)} chains; log-loss {before[0]:.4f} -> {after[0]:.4f}, Brier "
-            f"{before[1]:.4f} -> {after[1]:.4f}\n")
-    return 0
+            f"calibrated {model_dir}: a {cal.a:.4f}, b {cal.b:.4f} on "
+            f"{plural(len(labels), 'step')} of {plural(len(rows), 'chain')}; log-loss "
+            f"{before[0]:.4f} -> {after[0]:.4f}, Brier {before[1]:.4f} -> {after[1]:.4f}\n")
+    return OK

@@ -19,17 +19,17 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-__all__ = ["BonEvalConfig", "StepsEvalConfig", "add_parser", "run"]
+from prm_plugins.cli.output import DATA, OK, USAGE, error, plural, quiet_onnxruntime, say
+from prm_plugins.cli.output import out as _out
+
+__all__ = ["BonEvalConfig", "StepsEvalConfig", "add_parser", "make_parser", "run"]
 
 _KINDS = ("processbench", "prmbench", "stepwise")
 
 
-def _out(text: str) -> None:
-    sys.stdout.write(text + "\n")
-
-
-def _err(text: str) -> None:
-    sys.stderr.write(text + "\n")
+VERB = "eval"
+_STEPS = "eval steps"
+_BON = "eval bon"
 
 
 @dataclass
@@ -125,35 +125,12 @@ def _flag(name: str) -> str:
     return name.replace("_", "-")
 
 
-def _add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
-    """One flag per field of ``cls`` (positional where the field says so)."""
-    defaults = cls()
-    for f in dataclasses.fields(cls):
-        meta, default = f.metadata, getattr(defaults, f.name)
-        help_text = meta.get("help", "")
-        if meta.get("positional"):
-            parser.add_argument(f.name, nargs="?", default=default, help=help_text)
-            continue
-        if isinstance(default, bool):
-            parser.add_argument(f"--{_flag(f.name)}", dest=f.name, action="store_true",
-                                help=help_text)
-            continue
-        kind = {"int": int, "float": float}.get(str(f.type).split(" |")[0], str)
-        extra: dict[str, Any] = {"choices": meta["choices"]} if "choices" in meta else {}
-        default_note = "" if meta.get("required") or default is None else f" (default {default})"
-        parser.add_argument(f"--{_flag(f.name)}", dest=f.name, type=kind, default=default,
-                            required=bool(meta.get("required")), help=help_text + default_note,
-                            **extra)
-
-
-def _config(cls: type, args: argparse.Namespace) -> Any:
-    return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)})
-
-
-def add_parser(subparsers: Any) -> None:
+def make_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add the ``eval`` verb (sub-verbs ``steps`` and ``bon``) to ``prm``."""
-    p = subparsers.add_parser(
-        "eval", help="evaluate a PRM: step-level benchmarks and best-of-N",
+    from prm_plugins.cli.options import add_dataclass_arguments
+
+    p: argparse.ArgumentParser = subparsers.add_parser(
+        VERB, help="evaluate a PRM: step-level benchmarks and best-of-N",
         description="Evaluate a PRM on step-labelled data (steps) or on best-of-N selection "
                     "among candidate solutions (bon).",
     )
@@ -169,7 +146,7 @@ def add_parser(subparsers: Any) -> None:
             "perturbation, and first-error accuracy."
         ),
     )
-    _add_config_arguments(s, StepsEvalConfig)
+    add_dataclass_arguments(s, StepsEvalConfig)
     b = sub.add_parser(
         "bon", help="best-of-N accuracy vs N for PRM aggregations, majority vote, random, oracle",
         description=(
@@ -177,20 +154,26 @@ def add_parser(subparsers: Any) -> None:
             "OUT/bon.json and OUT/bon.png (accuracy against N, one line per method)."
         ),
     )
-    _add_config_arguments(b, BonEvalConfig)
-    p.set_defaults(_eval_parser=p)
+    add_dataclass_arguments(b, BonEvalConfig)
+    p.set_defaults(_eval_parser=p, run=run)
+    return p
 
 
-def _load(cfg: _ScorerOptions) -> Any:
+#: The name the verb modules had before ``prm_plugins.cli`` became a package.
+add_parser = make_parser
+
+
+def _load(cfg: _ScorerOptions, verbose: int = 0) -> Any:
     from prm_plugins.runtime import load_prm
 
+    quiet_onnxruntime(verbose)
     return load_prm(cfg.model_dir, device=cfg.device,  # type: ignore[arg-type]
                     long_chains=cfg.long_chains)
 
 
-def _report_skipped(skipped: list[str]) -> None:
+def _report_skipped(verb: str, skipped: list[str]) -> None:
     for line in skipped:
-        _err(f"skipped {line}")
+        say(verb, f"skipped {line}")
 
 
 def _run_steps(cfg: StepsEvalConfig) -> int:
@@ -206,22 +189,19 @@ def _run_steps(cfg: StepsEvalConfig) -> int:
         cfg.validate()
         items, issues, n_rows = load_step_items(cfg.data, cfg.kind, limit=cfg.limit)
     except PRMError as exc:
-        _err(f"error: {exc}")
-        return 2
-    _report_skipped([str(i) for i in issues])
+        return error(_STEPS, exc)
+    _report_skipped(_STEPS, [str(i) for i in issues])
     if not items:
-        _err(f"error: no usable {cfg.kind} row in {cfg.data} ({n_rows} row(s) read, "
-             f"{len(issues)} bad); check that --kind matches the file")
-        return 2
+        return error(_STEPS, f"no usable {cfg.kind} row in {cfg.data} ({plural(n_rows, 'row')} "
+                             f"read, {len(issues)} bad); check that --kind matches the file")
     try:
         prm = _load(cfg)
         summary, score_issues = evaluate_loaded(
             prm, items, cfg.kind, threshold=cfg.threshold, batch_size=cfg.batch_size,
             progress=not cfg.no_progress)
     except PRMError as exc:
-        _err(f"error: {exc}")
-        return 2
-    _report_skipped([str(i) for i in score_issues])
+        return error(_STEPS, exc)
+    _report_skipped(_STEPS, [str(i) for i in score_issues])
     skipped = [str(i) for i in [*issues, *score_issues]]
     report = {
         "kind": cfg.kind, "data": str(cfg.data), "model": str(prm.model_dir),
@@ -239,9 +219,9 @@ def _run_steps(cfg: StepsEvalConfig) -> int:
     else:
         _out(format_steps_report(report))
     if skipped:
-        _err(f"{len(skipped)} row(s)/sample(s) skipped; the figures use the other "
-             f"{report['n_scored']}")
-    return 1 if skipped else 0
+        say(_STEPS, f"{len(skipped)} {'row or sample' if len(skipped) == 1 else 'rows or samples'}"
+                    f" skipped; the figures use the other {report['n_scored']}")
+    return DATA if skipped else OK
 
 
 def _run_bon(cfg: BonEvalConfig) -> int:
@@ -257,12 +237,10 @@ def _run_bon(cfg: BonEvalConfig) -> int:
             progress=not cfg.no_progress, plot=not cfg.no_plot, config=asdict(cfg),
             per_row=cfg.per_row)
     except MissingExtraError as exc:
-        _err(f"error: {exc}")
-        return 1
+        return error(_BON, exc, DATA)
     except PRMError as exc:
-        _err(f"error: {exc}")
-        return 2
-    _report_skipped(result["skipped"])
+        return error(_BON, exc)
+    _report_skipped(_BON, result["skipped"])
     if cfg.json:
         _out(json.dumps(result_as_json(result, per_row=cfg.per_row)))
     else:
@@ -277,14 +255,16 @@ def _run_bon(cfg: BonEvalConfig) -> int:
                 f"{'-' if accs[n - 1] is None else format(accs[n - 1], '.3f'):>8}"
                 for n in shown))
         _out(f"wrote {cfg.out}/bon.json" + ("" if cfg.no_plot else " and bon.png"))
-    return 1 if result["skipped"] else 0
+    return DATA if result["skipped"] else OK
 
 
 def run(args: argparse.Namespace) -> int:
     """Run ``prm eval steps`` or ``prm eval bon``; returns the exit code."""
+    from prm_plugins.cli.options import dataclass_from_args
+
     if args.eval_verb == "steps":
-        return _run_steps(_config(StepsEvalConfig, args))
+        return _run_steps(dataclass_from_args(StepsEvalConfig, args))
     if args.eval_verb == "bon":
-        return _run_bon(_config(BonEvalConfig, args))
+        return _run_bon(dataclass_from_args(BonEvalConfig, args))
     args._eval_parser.print_help(sys.stderr)
-    return 2
+    return USAGE

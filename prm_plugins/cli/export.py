@@ -18,13 +18,13 @@ import argparse
 import json
 import logging
 import sys
-import types
-import typing
-from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import Any
 
-__all__ = ["add_parser", "parse_option", "run"]
+from prm_plugins.cli.output import DATA, OK, error
+from prm_plugins.cli.output import out as _write
+
+__all__ = ["add_parser", "make_parser", "parse_option", "print_summary", "run"]
 
 _EPILOG = (
     "VALUE of --option is read as JSON when it parses (1, null, true, \"1\"), else as a "
@@ -34,20 +34,17 @@ _EPILOG = (
 )
 
 
-def _write(text: str, stream: Any = None) -> None:
-    (stream or sys.stdout).write(text + "\n")
+VERB = "export"
 
 
-def _unwrap_optional(kind: Any) -> Any:
-    """``int | None`` -> ``int``; other types unchanged."""
-    if isinstance(kind, types.UnionType) or typing.get_origin(kind) is typing.Union:
-        args = [a for a in typing.get_args(kind) if a is not type(None)]
-        if len(args) == 1:
-            return args[0]
-    return kind
+def _export_config() -> type:
+    """The ``ExportConfig`` dataclass (imported on use: it lives in the export extra's code)."""
+    from prm_plugins.onnx_export.config import ExportConfig
+
+    return ExportConfig
 
 
-def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+def make_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add the ``export`` verb to the ``prm`` sub-command parsers.
 
     Args:
@@ -56,10 +53,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     Returns:
         The ``export`` parser.
     """
-    from prm_plugins.onnx_export.export import ExportConfig
+    from prm_plugins.cli.options import add_dataclass_arguments
 
-    parser = subparsers.add_parser(
-        "export",
+    config_cls = _export_config()
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        VERB,
         help="export a checkpoint to an ONNX model directory, with measured parity",
         description=(
             "Export a local transformers checkpoint as downloaded (safetensors or .bin read as "
@@ -70,35 +68,15 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         ),
         epilog=_EPILOG,
     )
-    hints = typing.get_type_hints(ExportConfig)
-    for f in fields(ExportConfig):
-        meta = dict(f.metadata)
-        help_text = meta.get("help", "")
-        if meta.get("positional"):
-            parser.add_argument(f.name, metavar=f.name.upper(), help=help_text)
-            continue
-        flag = meta.get("flag", "--" + f.name.replace("_", "-"))
-        kind = _unwrap_optional(hints[f.name])
-        origin = typing.get_origin(kind)
-        default = None if f.default is MISSING else f.default
-        if kind is bool:
-            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction,
-                                default=default, help=help_text)
-        elif kind is dict or origin is dict:
-            parser.add_argument(flag, dest=f.name, action="append", default=[],
-                                metavar=meta.get("metavar", "KEY=VALUE"), help=help_text)
-        elif origin is tuple:
-            parser.add_argument(flag, dest=f.name, nargs="+", type=typing.get_args(kind)[0],
-                                default=default, metavar="N", help=f"{help_text} "
-                                f"(default: {' '.join(map(str, default or ()))})")
-        else:
-            shown = "" if default is None or meta.get("required") else f" (default: {default})"
-            parser.add_argument(flag, dest=f.name, type=kind, default=default,
-                                choices=meta.get("choices"), required=bool(meta.get("required")),
-                                help=help_text + shown)
+    parser.set_defaults(run=run)
+    add_dataclass_arguments(parser, config_cls)
     parser.add_argument("--json", action="store_true",
                         help="print the result as one JSON object")
     return parser
+
+
+#: The name the verb modules had before ``prm_plugins.cli`` became a package.
+add_parser = make_parser
 
 
 def parse_option(text: str) -> tuple[str, Any]:
@@ -136,20 +114,21 @@ def run(args: argparse.Namespace) -> int:
         0 when the model directory was written, 1 when parity failed (nothing written),
         2 for bad arguments or an unreadable checkpoint.
     """
-    from prm_plugins.errors import ParityError, PRMError
-    from prm_plugins.onnx_export.export import ExportConfig
+    from dataclasses import fields
 
+    from prm_plugins.errors import ParityError, PRMError
+
+    config_cls = _export_config()
     try:
         options = dict(parse_option(o) for o in (args.format_options or []))
-        config = ExportConfig(**{
+        config = config_cls(**{
             f.name: (options if f.name == "format_options" else getattr(args, f.name))
-            for f in fields(ExportConfig)
+            for f in fields(config_cls)
         })
         if config.parity_batch_sizes is not None:
             config.parity_batch_sizes = tuple(config.parity_batch_sizes)
     except PRMError as exc:
-        _write(f"error: {exc}", sys.stderr)
-        return 2
+        return error(VERB, exc)
     log = logging.getLogger("prm_plugins.onnx_export")
     saved = log.level, log.propagate
     handler = _progress_handler(log, quiet=bool(args.json))
@@ -158,18 +137,16 @@ def run(args: argparse.Namespace) -> int:
 
         out_dir = export_prm(config)
     except ParityError as exc:
-        _write(f"error: {exc}", sys.stderr)
-        return 1
+        return error(VERB, exc, DATA)
     except PRMError as exc:
-        _write(f"error: {exc}", sys.stderr)
-        return 2
+        return error(VERB, exc)
     finally:
         if handler is not None:
             log.removeHandler(handler)
             log.setLevel(saved[0])
             log.propagate = saved[1]
-    _summary(Path(out_dir), as_json=bool(args.json))
-    return 0
+    print_summary(Path(out_dir), as_json=bool(args.json))
+    return OK
 
 
 def _progress_handler(log: logging.Logger, quiet: bool) -> logging.Handler | None:
@@ -185,7 +162,8 @@ def _progress_handler(log: logging.Logger, quiet: bool) -> logging.Handler | Non
     return handler
 
 
-def _summary(out_dir: Path, *, as_json: bool) -> None:
+def print_summary(out_dir: Path, *, as_json: bool) -> None:
+    """Print what an export wrote: format, parity figures, fusion, files (or one JSON object)."""
     from prm_plugins.manifest import Manifest
 
     man = Manifest.read(out_dir)

@@ -20,18 +20,19 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import logging
 import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["add_parser", "run"]
+from prm_plugins.cli.output import OK, error, plural
 
-logger = logging.getLogger("prm_plugins.labeling.cli")
+__all__ = ["add_parser", "make_parser", "run"]
+
+VERB = "label"
 
 
-def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+def make_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add the ``label`` verb (with its ``gsm8k`` source) to ``prm``'s sub-parsers.
 
     Args:
@@ -42,12 +43,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """
     from prm_plugins.labeling.perturb import PERTURBATION_KINDS
 
-    parser = subparsers.add_parser(
-        "label",
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        VERB,
         help="build step-labelled (TRL stepwise) data sets",
         description="Build step-labelled data in TRL stepwise JSONL "
         "({prompt, completions, labels} per line).",
     )
+    parser.set_defaults(run=run)
     sources = parser.add_subparsers(dest="label_source", metavar="SOURCE")
     gsm8k = sources.add_parser(
         "gsm8k",
@@ -101,6 +103,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     return parser
 
 
+#: The name the verb modules had before ``prm_plugins.cli`` became a package.
+add_parser = make_parser
+
+
 def _progress(rows: Iterable[dict[str, Any]], enabled: bool) -> Iterator[dict[str, Any]]:
     if not enabled:
         yield from rows
@@ -132,17 +138,15 @@ def run(args: argparse.Namespace) -> int:
     if source in ("agreement", "merge"):
         return _run_agreement(args, write=source == "merge")
     if source != "gsm8k":
-        logger.error("prm label needs a source; available: gsm8k, agreement, merge (e.g. prm "
-                     "label gsm8k --input train.jsonl --out out.jsonl)")
-        return 2
+        return error(VERB, "prm label needs a source; available: gsm8k, agreement, merge (e.g. "
+                           "prm label gsm8k --input train.jsonl --out out.jsonl)")
     if args.limit is not None and args.limit < 0:
-        logger.error("--limit must be >= 0, got %d", args.limit)
-        return 2
+        return error(VERB, f"--limit must be >= 0, got {args.limit}")
     input_path = Path(args.input)
+    if input_path.is_dir():
+        return error(VERB, f"--input {str(input_path)!r} is a folder; pass a GSM8K JSONL file")
     if not input_path.is_file():
-        logger.error("input file %s not found; pass a GSM8K JSONL file with --input",
-                     input_path)
-        return 2
+        return error(VERB, f"--input file {input_path} not found; pass a GSM8K JSONL file")
     kinds = [k.strip() for k in args.kinds.split(",") if k.strip()] if args.kinds else None
     stats = LabelingStats()
     try:
@@ -160,8 +164,7 @@ def run(args: argparse.Namespace) -> int:
         )
         written = write_stepwise_jsonl(records, args.out)
     except InvalidInputError as exc:
-        logger.error("%s", exc)
-        return 2
+        return error(VERB, exc)
     summary = {"out": str(args.out), "rows_written": written, "seed": args.seed,
                **stats.as_dict()}
     if args.json:
@@ -169,12 +172,14 @@ def run(args: argparse.Namespace) -> int:
     else:
         kinds_text = ", ".join(f"{k} {n}" for k, n in sorted(stats.perturbed.items()))
         sys.stdout.write(
-            f"wrote {written} chains to {args.out}: {stats.references} references, "
+            f"wrote {plural(written, 'chain')} to {args.out}: "
+            f"{plural(stats.references, 'reference')}, "
             f"{sum(stats.perturbed.values())} perturbed ({kinds_text}); "
-            f"{stats.references_dropped} references dropped for failed annotations "
-            f"({stats.failed_annotations} annotations), {stats.malformed_rows} malformed rows\n"
+            f"{plural(stats.references_dropped, 'reference')} dropped for failed annotations "
+            f"({plural(stats.failed_annotations, 'annotation')}), "
+            f"{plural(stats.malformed_rows, 'malformed row')}\n"
         )
-    return 0
+    return OK
 
 
 def _run_agreement(args: argparse.Namespace, *, write: bool) -> int:
@@ -185,10 +190,12 @@ def _run_agreement(args: argparse.Namespace, *, write: bool) -> int:
     from prm_plugins.labeling.stepwise import read_stepwise_jsonl, write_stepwise_jsonl
 
     paths = {"--human": Path(args.human), "--graded": Path(args.graded)}
+    verb = f"{VERB} {'merge' if write else 'agreement'}"
     for flag, path in paths.items():
+        if path.is_dir():
+            return error(verb, f"{flag} {str(path)!r} is a folder; pass a stepwise JSONL file")
         if not path.is_file():
-            logger.error("%s file %s not found; pass a stepwise JSONL file", flag, path)
-            return 2
+            return error(verb, f"{flag} file {path} not found; pass a stepwise JSONL file")
     try:
         if write:
             for path in paths.values():
@@ -198,13 +205,11 @@ def _run_agreement(args: argparse.Namespace, *, write: bool) -> int:
         report = label_agreement(human, graded)
         written = write_stepwise_jsonl(merge_labels(human, graded), args.out) if write else None
     except InvalidInputError as exc:
-        logger.error("%s", exc)
-        return 2
+        return error(verb, exc)
     if not write and report.chains == 0:
-        logger.error("no chain is in both files (%d human, %d graded chains); chains match "
-                     "when their prompt and steps are the same", report.human_only,
-                     report.grader_only)
-        return 2
+        return error(verb, f"no chain is in both files ({report.human_only} human, "
+                           f"{report.grader_only} graded chains); chains match when their "
+                           "prompt and steps are the same")
     if args.json:
         payload: dict[str, Any] = report.as_dict()
         if write:
@@ -213,8 +218,8 @@ def _run_agreement(args: argparse.Namespace, *, write: bool) -> int:
     else:
         if write:
             assert written is not None
-            sys.stdout.write(f"wrote {written} chains to {args.out} "
+            sys.stdout.write(f"wrote {plural(written, 'chain')} to {args.out} "
                              f"({written - report.grader_only} with human labels, "
                              f"{report.grader_only} graded)\n")
         sys.stdout.write(report.summary() + "\n")
-    return 0
+    return OK

@@ -21,15 +21,20 @@ import logging
 import sys
 from typing import Any
 
-__all__ = ["add_parser", "run"]
+from prm_plugins.cli.output import DATA, OK, error, plural
+
+__all__ = ["add_parser", "make_parser", "run"]
+
+VERB = "train"
 
 
-def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+def make_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add the ``train`` verb to the ``prm`` parser's subparsers."""
-    from prm_plugins.training.config import add_config_arguments
+    from prm_plugins.cli.options import add_dataclass_arguments
+    from prm_plugins.training.config import TrainConfig
 
     p: argparse.ArgumentParser = subparsers.add_parser(
-        "train",
+        VERB,
         help="train a token-classification PRM on stepwise JSONL",
         description=(
             "Train a BERT token-classification PRM on TRL stepwise rows {prompt, completions, "
@@ -39,33 +44,33 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    add_config_arguments(p)
+    p.set_defaults(run=run)
+    add_dataclass_arguments(p, TrainConfig, required=("data", "out"), none_word=True)
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     return p
 
 
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())
+#: The name the verb modules had before ``prm_plugins.cli`` became a package.
+add_parser = make_parser
 
 
 def run(args: argparse.Namespace) -> int:
     """Run ``prm train``; returns the exit status."""
+    from prm_plugins.cli.options import dataclass_from_args
     from prm_plugins.errors import PRMError
-    from prm_plugins.training.config import config_from_args
+    from prm_plugins.training.config import TrainConfig
     from prm_plugins.training.trainer import train
 
     logging.getLogger("prm_plugins.training").setLevel(logging.INFO)
-    config = config_from_args(args)
+    config = dataclass_from_args(TrainConfig, args)
     try:
         result = train(config)
     except PRMError as exc:
-        sys.stderr.write(f"prm train: {_one_line(exc)}\n")
-        return 2
+        return error(VERB, exc)
     except OSError as exc:  # disk full, permissions changed mid-run, ...
         where = f" {exc.filename!r}" if exc.filename else ""
-        sys.stderr.write(f"prm train: cannot read or write{where}: {exc.strerror or exc}; "
-                         f"the last complete checkpoint in {config.out!r} is kept\n")
-        return 1
+        return error(VERB, f"cannot read or write{where}: {exc.strerror or exc}; the last "
+                           f"complete checkpoint in {config.out!r} is kept", DATA)
     except KeyboardInterrupt:
         sys.stderr.write(
             f"prm train: interrupted; {config.out!r} holds the last complete checkpoint (if "
@@ -79,9 +84,9 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.write(json.dumps(summary) + "\n")
     else:
         sys.stdout.write(
-            f"wrote {summary['out']}: {summary['steps']} steps in "
+            f"wrote {summary['out']}: {plural(result.steps, 'step')} in "
             f"{summary['train_minutes']} min, best validation step AUROC "
             f"{summary['best_val_auroc']:.4f}"
             + ("" if summary["test_auroc"] is None else
                f", test step AUROC {summary['test_auroc']:.4f}") + "\n")
-    return 0
+    return OK

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import types
-import typing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -223,60 +221,21 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
-def _base_type(annotation: Any) -> tuple[type, bool]:
-    """(scalar type, optional?) of a field annotation such as ``int | None``."""
-    hint = annotation
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(hint) if a is not type(None)]
-        return args[0], True
-    return hint, False
-
-
-def _parse_bool(text: str) -> bool:
-    low = text.strip().lower()
-    if low in ("1", "true", "yes", "on"):
-        return True
-    if low in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
-
-
 def add_config_arguments(
     parser: argparse.ArgumentParser, *, required: tuple[str, ...] = ("data", "out")
 ) -> None:
     """Add one flag per :class:`TrainConfig` field to ``parser``.
 
-    Booleans take ``--flag`` / ``--no-flag``; optional fields accept ``none``.
+    Booleans take ``--flag`` / ``--no-flag``; optional fields accept ``none``. The flags are
+    made by :func:`prm_plugins.cli.options.add_dataclass_arguments`, as every verb's are.
     """
-    hints = typing.get_type_hints(TrainConfig)
-    defaults = TrainConfig()
-    for f in dataclasses.fields(TrainConfig):
-        kind, optional = _base_type(hints[f.name])
-        help_text = f.metadata.get("help", "")
-        default = getattr(defaults, f.name)
-        if kind is bool:
-            parser.add_argument(_flag(f.name), dest=f.name, default=default,
-                                action=argparse.BooleanOptionalAction,
-                                help=help_text)
-            continue
+    from prm_plugins.cli.options import add_dataclass_arguments
 
-        def convert(text: str, _kind: type = kind, _optional: bool = optional) -> Any:
-            if _optional and text.strip().lower() == "none":
-                return None
-            return _kind(text)
-
-        convert.__name__ = kind.__name__  # argparse shows it in errors
-        parser.add_argument(_flag(f.name), dest=f.name, type=convert, default=default,
-                            required=f.name in required, metavar=f.name.upper(),
-                            help=help_text)
+    add_dataclass_arguments(parser, TrainConfig, required=required, none_word=True)
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """Build a :class:`TrainConfig` from parsed flags (extra attributes are ignored)."""
-    names = {f.name for f in dataclasses.fields(TrainConfig)}
-    return TrainConfig(**{k: v for k, v in vars(args).items() if k in names})
+    from prm_plugins.cli.options import dataclass_from_args
+
+    return dataclass_from_args(TrainConfig, args)

@@ -1,0 +1,135 @@
+"""What every ``prm`` verb prints: results on stdout, one-line errors on stderr, exit codes.
+
+One style for every verb:
+
+- an error is one line on stderr, ``prm <verb>: error: <message>``, never a traceback;
+- exit status :data:`OK` (0) when everything was done, :data:`DATA` (1) when the command ran
+  but some of the data failed (bad rows, a parity check that failed), :data:`USAGE` (2) when
+  it could not run as asked (bad flags, a path that cannot be read or written, a model that
+  cannot be loaded, an input with nothing usable in it);
+- numbers in text: steps are numbered from 1 (the Python API counts from 0), counts have
+  their plural right (:func:`plural`), and a score is never printed equal to the threshold it
+  failed (:func:`score_and_threshold`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Sequence
+
+__all__ = [
+    "DATA",
+    "OK",
+    "USAGE",
+    "comparison_digits",
+    "error",
+    "error_text",
+    "out",
+    "plural",
+    "quiet_onnxruntime",
+    "say",
+    "score_and_threshold",
+]
+
+#: Exit status: everything was done.
+OK = 0
+#: Exit status: the command ran, but some data failed (bad rows, failed parity).
+DATA = 1
+#: Exit status: the command could not run as asked (flags, paths, model, unusable input).
+USAGE = 2
+
+
+def out(text: str) -> None:
+    """Write one line of the command's result to stdout."""
+    sys.stdout.write(text + "\n")
+
+
+def say(verb: str, text: str) -> None:
+    """Write one line of progress or a note to stderr, prefixed with ``prm <verb>:``."""
+    sys.stderr.write(f"prm {verb}: {text}\n")
+
+
+def error(verb: str, message: object, code: int = USAGE) -> int:
+    """Write ``prm <verb>: error: <message>`` on one line of stderr; return ``code``.
+
+    Args:
+        verb: the verb that failed (``"score"``, ``"eval steps"`` ...).
+        message: the message (an exception is turned into text by :func:`error_text`).
+        code: the exit status to return (:data:`USAGE` or :data:`DATA`).
+
+    Returns:
+        ``code``, so that a verb can ``return error(...)``.
+    """
+    text = error_text(message) if isinstance(message, BaseException) else str(message)
+    sys.stderr.write(f"prm {verb}: error: {' '.join(text.split())}\n")
+    return code
+
+
+def error_text(exc: BaseException) -> str:
+    """An exception's message for the command line: the fix it names is a flag, not Python.
+
+    A chain over the model's length names ``--long-chains window`` (the Python API's message
+    names ``load_prm(..., long_chains='window')``).
+    """
+    from prm_plugins.errors import ChainTooLongError
+
+    if isinstance(exc, ChainTooLongError):
+        return (f"the chain renders to {exc.n_tokens} tokens, over the model's max_length of "
+                f"{exc.max_length}; shorten it, or score it in windows with "
+                "--long-chains window")
+    return str(exc)
+
+
+def plural(n: int, word: str, many: str | None = None) -> str:
+    """``"1 step"``, ``"2 steps"``; ``many`` for irregular plurals.
+
+    Examples:
+        >>> plural(1, "retry", "retries"), plural(0, "chain")
+        ('1 retry', '0 chains')
+    """
+    return f"{n} {word if n == 1 else (many or word + 's')}"
+
+
+def comparison_digits(values: Sequence[float], threshold: float, digits: int = 3) -> int:
+    """Decimals that print every value apart from ``threshold`` when they differ.
+
+    With 3 decimals a score of 0.4996 reads 0.500, "below" a threshold of 0.500; this gives
+    the smallest count from ``digits`` on (at most 9) at which no value that differs from the
+    threshold prints like it, so a comparison always shows in the digits.
+
+    Examples:
+        >>> comparison_digits([0.25, 0.4996], 0.5)
+        4
+        >>> comparison_digits([0.25, 0.75], 0.5)
+        3
+    """
+    for k in range(digits, 10):
+        t = f"{threshold:.{k}f}"
+        if all((f"{v:.{k}f}" == t) == (v == threshold) for v in values):
+            return k
+    return 9
+
+
+def score_and_threshold(score: float, threshold: float, digits: int = 3) -> tuple[str, str]:
+    """``score`` and ``threshold`` as text with enough decimals that the comparison shows.
+
+    Examples:
+        >>> score_and_threshold(0.4996, 0.5)
+        ('0.4996', '0.5000')
+        >>> score_and_threshold(0.25, 0.5)
+        ('0.250', '0.500')
+    """
+    k = comparison_digits([score], threshold, digits)
+    return f"{score:.{k}f}", f"{threshold:.{k}f}"
+
+
+def quiet_onnxruntime(verbose: int) -> None:
+    """Keep ONNX Runtime's own log lines (coloured warnings at session creation) off the
+    terminal unless ``-vv`` asks for them."""
+    if verbose >= 2:
+        return
+    with contextlib.suppress(ImportError, AttributeError):
+        import onnxruntime
+
+        onnxruntime.set_default_logger_severity(4)  # fatal only: prm reports failures itself

@@ -1,0 +1,20 @@
+"""Moved to ``prm_plugins.cli.train``: this shim warns and forwards for one release."""
+
+from __future__ import annotations
+
+import warnings
+
+warnings.warn(
+    "prm_plugins.cli_train moved to prm_plugins.cli.train; import it from there. "
+    "The old path goes in the next release",
+    FutureWarning,
+    stacklevel=2,
+)
+
+from prm_plugins.cli.train import *  # noqa: E402, F403
+from prm_plugins.cli.train import (  # noqa: E402
+    add_parser,
+    run,
+)
+
+__all__ = ["add_parser", "run"]

@@ -1,0 +1,22 @@
+"""Moved to ``prm_plugins.cli.eval``: this shim warns and forwards for one release."""
+
+from __future__ import annotations
+
+import warnings
+
+warnings.warn(
+    "prm_plugins.evaluation.cli moved to prm_plugins.cli.eval; import it from there. "
+    "The old path goes in the next release",
+    FutureWarning,
+    stacklevel=2,
+)
+
+from prm_plugins.cli.eval import *  # noqa: E402, F403
+from prm_plugins.cli.eval import (  # noqa: E402
+    BonEvalConfig,
+    StepsEvalConfig,
+    add_parser,
+    run,
+)
+
+__all__ = ["BonEvalConfig", "StepsEvalConfig", "add_parser", "run"]
