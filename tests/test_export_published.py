@@ -323,8 +323,9 @@ def test_sentencepiece_without_the_package_is_one_clear_error(
 def _error_lines(stderr: str) -> list[str]:
     """The error lines of ``prm export``'s stderr (progress lines start with "prm export:")."""
     assert "Traceback" not in stderr
-    lines = [line for line in stderr.splitlines() if not line.startswith("prm export: ")]
-    assert all(line.startswith("error: ") for line in lines), stderr
+    lines = [line for line in stderr.splitlines()
+             if not line.startswith("prm export: ") or line.startswith("prm export: error: ")]
+    assert all(line.startswith("prm export: error: ") for line in lines), stderr
     return lines
 
 
