@@ -68,6 +68,7 @@ from prm_plugins.errors import (
     ScorerOutputError,
     ScorerTimeoutError,
 )
+from prm_plugins.scoring import ascore_isolated
 from prm_plugins.steps import validate_chain
 from prm_plugins.types import StepScorer, StepScores
 
@@ -85,6 +86,8 @@ logger = logging.getLogger(__name__)
 _DEFAULT_BATCH_TIMEOUT_S = 60.0
 _THREAD_EXIT_WAIT_S = 1.0  # how long aclose waits for an idle worker thread to end
 _ids = itertools.count(1)
+#: Errors of a one-chain call that answer the rest of the batch too (the scorer hangs).
+_HUNG = (ScorerTimeoutError, MicroBatcherClosedError)
 
 
 @dataclass
@@ -481,32 +484,32 @@ class MicroBatcher:
                 self._fail(r, self._broken_error())
             return
         try:
-            results = await self._call_scorer(live)
+            scored = await ascore_isolated(
+                self._call_scorer, live, score_one=self._call_one,
+                propagate=(ScorerOutputError, ScorerTimeoutError, MicroBatcherClosedError),
+                stop_on=_HUNG, skip=lambda r: r.future.done())
         except (ScorerOutputError, ScorerTimeoutError, MicroBatcherClosedError) as exc:
             for r in live:  # each caller gets its own exception object
                 self._fail(r, _copy_error(exc))
             return
-        except Exception as exc:
-            if len(live) == 1:
-                self._fail(live[0], exc)
-                return
-            # One bad chain must not fail the others: score them one by one.
-            for i, r in enumerate(live):
-                if r.future.done():
-                    continue
-                try:
-                    (one,) = await self._call_scorer([r])
-                except (ScorerTimeoutError, MicroBatcherClosedError) as exc_one:
-                    for rest in live[i:]:  # do not wait out a hung scorer once per chain
-                        self._fail(rest, _copy_error(exc_one))
-                    return
-                except Exception as exc_one:
-                    self._fail(r, exc_one)
-                else:
-                    self._answer_checked(r, one, 0, 1)
+        if not scored.isolated:
+            for i, (r, s) in enumerate(zip(live, scored.results, strict=True)):
+                self._answer_checked(r, s, i, len(live))
             return
-        for i, (r, s) in enumerate(zip(live, results, strict=True)):
-            self._answer_checked(r, s, i, len(live))
+        # One bad chain did not fail the others: they were scored one by one.
+        for r, one in zip(live, scored.results, strict=True):
+            if r.future.done():  # its caller cancelled (it was not scored again)
+                continue
+            if isinstance(one, _HUNG):  # the rest were not waited out once per chain
+                self._fail(r, _copy_error(one))  # each caller gets its own copy
+            elif isinstance(one, BaseException):
+                self._fail(r, one)
+            else:
+                self._answer_checked(r, one, 0, 1)
+
+    async def _call_one(self, r: _Request) -> Any:
+        (one,) = await self._call_scorer([r])
+        return one
 
     async def _call_scorer(self, live: list[_Request]) -> list[Any]:
         """One ``score_batch`` call in the worker thread, bounded by ``batch_timeout_s``.

@@ -40,6 +40,7 @@ from prm_plugins.errors import (
     PRMError,
     TransientGeneratorError,
 )
+from prm_plugins.scoring import score_isolated
 from prm_plugins.types import StepScorer
 from prm_plugins.validation import ASYNC_METHOD, check_step_scores
 
@@ -332,33 +333,25 @@ Plan = Generator[Request, Any, R]
 
 
 def _score_sync(prm: StepScorer, items: list[tuple[str, list[str]]]) -> list[Any]:
-    """One :class:`StepScores` (checked) or exception per chain; never raises for a chain."""
-    if not items:
-        return []
-    try:
-        out = list(prm.score_batch(items))
-    except Exception as exc:  # noqa: BLE001 - one bad chain must not sink the others
-        if len(items) == 1:
-            return [_as_scoring_error(exc, prm)]
-        logger.warning("batched scoring failed (%s: %s); scoring the %d chains one by one",
-                       type(exc).__name__, exc, len(items))
-        results: list[Any] = []
-        for item in items:
-            try:
-                one = list(prm.score_batch([item]))
-            except Exception as exc_one:  # noqa: BLE001 - reported on that chain
-                results.append(_as_scoring_error(exc_one, prm))
-                continue
-            results.append(_checked(one[0], item, prm) if len(one) == 1 else PRMError(
-                f"the scorer's score_batch returned {len(one)} results for 1 chain; a "
-                "StepScorer must return one StepScores per chain"))
-        return results
-    if len(out) != len(items):
+    """One :class:`StepScores` (checked) or exception per chain; never raises for a chain.
+
+    Raises:
+        PRMError: the batch call returned the wrong number of results (a scorer that
+            breaks its contract for every chain).
+    """
+    def log(exc: BaseException, n: int) -> None:
+        if n > 1:
+            logger.warning("batched scoring failed (%s: %s); scoring the %d chains one by one",
+                           type(exc).__name__, exc, n)
+
+    scored = score_isolated(prm.score_batch, items, on_batch_error=log)
+    if not scored.isolated and len(scored.results) != len(items):
         raise PRMError(
-            f"the scorer's score_batch returned {len(out)} results for {len(items)} chains; "
-            "a StepScorer must return one StepScores per chain"
+            f"the scorer's score_batch returned {len(scored.results)} results for "
+            f"{len(items)} chains; a StepScorer must return one StepScores per chain"
         )
-    return [_checked(r, item, prm) for r, item in zip(out, items, strict=True)]
+    return [_as_scoring_error(r, prm) if scored.isolated and isinstance(r, Exception)
+            else _checked(r, item, prm) for r, item in zip(scored.results, items, strict=True)]
 
 
 def _as_scoring_error(exc: Exception, prm: object) -> Exception:

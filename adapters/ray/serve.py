@@ -50,6 +50,7 @@ from typing import Any
 
 from prm_plugins.errors import ChainTooLongError, InvalidInputError, PRMError, require
 from prm_plugins.jsonl import JSONLineError, loads_line
+from prm_plugins.scoring import ascore_isolated, score_isolated
 
 require("ray", "ray")
 
@@ -139,20 +140,22 @@ def _score_items_sync(prm: Any, items: list[Any]) -> list[Any]:
     project's own validation errors are raised as they are, for the whole request, as the
     local scorer raises them).
     """
-    try:
+    if not items:
         return list(prm.score_batch(items))
-    except PRMError:
-        raise
-    except Exception as exc:
-        logger.error("the scorer failed on a request of %d chain(s): %s: %s", len(items),
+
+    def log(exc: BaseException, n: int) -> None:
+        logger.error("the scorer failed on a request of %d chain(s): %s: %s", n,
                      type(exc).__name__, exc, exc_info=exc)
-        if len(items) > 1:
-            for k, item in enumerate(items):
-                try:
-                    prm.score_batch([item])
-                except Exception as one:  # noqa: BLE001 - reported with its index
-                    raise _FailedChain(one, k) from None
-        raise _FailedChain(exc, 0 if len(items) == 1 else None) from None
+
+    scored = score_isolated(prm.score_batch, items, score_one=lambda item: prm.score_batch([item]),
+                            propagate=(PRMError,), stop_on=(Exception,), on_batch_error=log)
+    if scored.batch_error is None:
+        return scored.results
+    if len(items) > 1:
+        for k, one in enumerate(scored.results):
+            if isinstance(one, Exception):
+                raise _FailedChain(one, k) from None
+    raise _FailedChain(scored.batch_error, 0 if len(items) == 1 else None) from None
 
 
 async def score_requests(prm: Any, requests: Sequence[list[Any]]) -> list[Any]:
@@ -163,18 +166,17 @@ async def score_requests(prm: Any, requests: Sequence[list[Any]]) -> list[Any]:
     by one, so a hostile request never fails its neighbours.
     """
     flat = [item for req in requests for item in req]
-    try:
-        scored = await asyncio.to_thread(_score_items_sync, prm, flat)
-    except Exception as exc:  # noqa: BLE001 - isolated below
-        if len(requests) == 1:
-            return [exc]
-        out_one: list[Any] = []
-        for req in requests:
-            try:
-                out_one.append(await asyncio.to_thread(_score_items_sync, prm, list(req)))
-            except Exception as one:  # noqa: BLE001 - this request's own answer
-                out_one.append(one)
-        return out_one
+
+    async def score_all(reqs: list[list[Any]]) -> list[Any]:
+        return await asyncio.to_thread(_score_items_sync, prm, flat)
+
+    async def score_one(req: list[Any]) -> list[Any]:
+        return await asyncio.to_thread(_score_items_sync, prm, list(req))
+
+    result = await ascore_isolated(score_all, list(requests), score_one=score_one)
+    if result.isolated:  # each request's own scores or error
+        return result.results
+    scored = result.results
     if len(scored) != len(flat):
         err = PRMError(f"the scorer returned {len(scored)} results for {len(flat)} chains")
         return [err for _ in requests]

@@ -25,6 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, TypeVar
 
+from prm_plugins.answers import extract_answer as extract_final_answer
 from prm_plugins.errors import AllCandidatesFailedError, EmptyGenerationsError, InvalidInputError
 from prm_plugins.plans import (
     AsyncRunner,
@@ -37,7 +38,6 @@ from prm_plugins.plans import (
     describe_error,
     summarize_failures,
 )
-from prm_plugins.strategies.best_of_n import extract_final_answer
 from prm_plugins.strategies.options import SearchOptions
 from prm_plugins.strategies.verify import chain_score
 from prm_plugins.types import Aggregate, StepScorer, StepScores
