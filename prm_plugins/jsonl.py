@@ -25,7 +25,7 @@ import logging
 import math
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any, NamedTuple
 
@@ -371,14 +371,14 @@ def _finite(scores: Sequence[float]) -> list[float] | str:
 
 
 def score_pairs(prm: Any, pairs: Sequence[Any],
-                describe: Any = str) -> list[list[float] | str]:
+                describe: Callable[[BaseException], str] = str) -> list[list[float] | str]:
     """Score ``(question, steps)`` pairs; each entry is its scores or its error message.
 
-    The pairs are scored as one ``score_batch`` call; when that fails, pair by pair, so that
-    only the rows that cannot be scored carry an error. An unexpected exception (not a
-    :class:`~prm_plugins.errors.PRMError`) also costs only its row: one hostile chain never
-    ends a run. Non-finite scores become that row's error. Steps are numbered from 1 in the
-    messages.
+    The pairs are scored as one ``score_batch`` call; when that fails, pair by pair
+    (:func:`prm_plugins.scoring.score_isolated`), so that only the rows that cannot be scored
+    carry an error. An unexpected exception (not a :class:`~prm_plugins.errors.PRMError`)
+    also costs only its row: one hostile chain never ends a run. Non-finite scores become
+    that row's error. Steps are numbered from 1 in the messages.
 
     Args:
         prm: a scorer with ``score`` and ``score_batch``.
@@ -387,27 +387,26 @@ def score_pairs(prm: Any, pairs: Sequence[Any],
             (``prm score`` names its flags there).
     """
     from prm_plugins.errors import PRMError
+    from prm_plugins.scoring import score_isolated
 
-    if not pairs:
-        return []
-    results: list[list[float] | str]
-    try:
-        batch = list(prm.score_batch(list(pairs)))
-        if len(batch) != len(pairs):
-            raise RuntimeError(f"score_batch returned {len(batch)} results for {len(pairs)} "
+    def batch(items: list[Any]) -> list[Any]:
+        if len(items) == 1:  # one chain: its own error, without a batch's "item 0:"
+            return [prm.score(*items[0])]
+        got = list(prm.score_batch(items))
+        if len(got) != len(items):
+            raise RuntimeError(f"score_batch returned {len(got)} results for {len(items)} "
                                "chains")
-        results = [list(s.scores) for s in batch]
-    except Exception:  # isolate the bad rows; the others are still scored
-        results = []
-        for question, steps in pairs:
-            try:
-                results.append(list(prm.score(question, steps).scores))
-            except PRMError as exc:
-                results.append(describe(exc))
-            except Exception as exc:  # noqa: BLE001 - a hostile row must fail alone
-                logger.debug("scoring one row failed", exc_info=True)
-                results.append(f"scoring failed: {type(exc).__name__}: {exc}")
-    return [r if isinstance(r, str) else _finite(r) for r in results]
+        return got
+
+    def message(exc: BaseException) -> str:
+        if isinstance(exc, PRMError):
+            return describe(exc)
+        logger.debug("scoring one row failed", exc_info=exc)
+        return f"scoring failed: {type(exc).__name__}: {exc}"
+
+    outcome = score_isolated(batch, list(pairs), score_one=lambda pair: prm.score(*pair))
+    return [message(r) if isinstance(r, BaseException) else _finite(list(r.scores))
+            for r in outcome.results]
 
 
 def result_row(line: ChainLine | tuple[int, dict[str, Any] | None, str | None, str],
