@@ -1,4 +1,9 @@
-"""A local checkpoint's weight files, read safely: safetensors, or ``.bin`` as tensors only.
+"""A local checkpoint as downloaded, read safely: config, tokenizer and weight files.
+
+Never remote code, never a download. :func:`load_hf_config` and :func:`load_hf_tokenizer`
+read ``config.json`` and the tokenizer (``tokenizer.json``, or a sentencepiece
+``tokenizer.model`` converted and checked); :func:`load_pretrained` loads the model with a
+transformers ``Auto*`` class. Weights are safetensors, or ``.bin`` as tensors only.
 
 Published PRMs come in both layouts: Qwen2.5-Math-PRM and RLHFlow ship safetensors, while
 Skywork-o1-Open-PRM ships a single ``pytorch_model.bin`` and math-shepherd-mistral-7b-prm
@@ -31,9 +36,14 @@ __all__ = [
     "WeightFiles",
     "check_bin_files",
     "count_params",
+    "describe_checkpoint",
     "find_weights",
     "first_line",
     "load_bin",
+    "load_hf_config",
+    "load_hf_tokenizer",
+    "load_pretrained",
+    "pad_token_id",
     "read_tensors",
     "tensor_names",
 ]
@@ -274,3 +284,161 @@ def count_params(model_dir: str | Path) -> int:
         else:
             total += sum(int(t.numel()) for t in load_bin(model_dir / file).values())
     return total
+
+
+# -- config, model and tokenizer ----------------------------------------------------------
+def describe_checkpoint(hf_config: Any, model_dir: Path) -> str:
+    """``"<dir name> (<architecture>)"``: the checkpoint as error messages name it."""
+    archs = getattr(hf_config, "architectures", None) or [getattr(hf_config, "model_type", "?")]
+    return f"{model_dir.name} ({archs[0]})"
+
+
+def pad_token_id(hf_tok: Any) -> int:
+    """The id written at padded positions (masked out; any in-vocabulary id works)."""
+    for attr in ("pad_token_id", "eos_token_id", "unk_token_id"):
+        value = getattr(hf_tok, attr, None)
+        if isinstance(value, int):
+            return value
+    return 0
+
+
+def load_hf_config(model_dir: Path) -> Any:
+    """The checkpoint's transformers config, from ``config.json`` only (no remote code).
+
+    Raises:
+        ModelLoadError: no ``config.json``, or transformers cannot read it.
+    """
+    import transformers
+
+    if not (model_dir / "config.json").is_file():
+        raise ModelLoadError(
+            f"{model_dir} has no config.json; pass the directory of a local transformers "
+            "checkpoint (prm export never downloads)"
+        )
+    try:
+        return transformers.AutoConfig.from_pretrained(str(model_dir), local_files_only=True,
+                                                       trust_remote_code=False)
+    except Exception as exc:
+        raise ModelLoadError(
+            f"transformers could not read {model_dir / 'config.json'} ({type(exc).__name__}: "
+            f"{first_line(str(exc))}); a model_type this transformers ({transformers.__version__}) "
+            "does not know needs a newer transformers (remote code is never run)"
+        ) from exc
+
+
+def load_pretrained(auto_class_name: str, model_dir: str | Path, dtype: Any, **kwargs: Any) -> Any:
+    """Load a local checkpoint with a transformers ``Auto*`` class, never remote code.
+
+    Weights are safetensors, or ``.bin`` files read as tensors only
+    (``torch.load(weights_only=True)``, checked file by file before transformers reads
+    them). The one checkpoint loader the wrappers share.
+
+    Args:
+        auto_class_name: e.g. ``"AutoModelForCausalLM"``.
+        model_dir: the checkpoint directory (``config.json`` + weights).
+        dtype: torch dtype to load the weights in.
+        **kwargs: more ``from_pretrained`` arguments (``attn_implementation``, ...).
+
+    Raises:
+        ModelLoadError: no ``config.json``, no weights, a ``.bin`` that holds more than
+            tensors, or any other failure of transformers' loader (one line, with the fix).
+    """
+    transformers = require("transformers", "export")
+    model_dir = Path(model_dir)
+    if not (model_dir / "config.json").is_file():
+        raise ModelLoadError(
+            f"{model_dir} has no config.json; pass the directory of a local transformers "
+            "checkpoint (prm export never downloads)"
+        )
+    weights = find_weights(model_dir)
+    if weights.kind == "bin":
+        check_bin_files(model_dir)
+    auto_cls = getattr(transformers, auto_class_name)
+    try:
+        return auto_cls.from_pretrained(
+            str(model_dir), dtype=dtype, local_files_only=True, trust_remote_code=False,
+            use_safetensors=weights.kind == "safetensors", weights_only=True, **kwargs,
+        )
+    except Exception as exc:
+        raise ModelLoadError(
+            f"transformers could not load {model_dir} as {auto_class_name} "
+            f"({type(exc).__name__}: {first_line(str(exc))}); check that the directory is a "
+            "complete download of the checkpoint and that --format names its family"
+        ) from exc
+
+
+def load_hf_tokenizer(model_dir: str | Path) -> Any:
+    """The checkpoint's fast tokenizer, from local files only, never remote code.
+
+    A checkpoint with ``tokenizer.json`` loads as it is. One with only a sentencepiece
+    ``tokenizer.model`` (Mistral and Llama 2 checkpoints such as math-shepherd-mistral-7b-prm)
+    is converted to a fast tokenizer with transformers' converter (needs ``sentencepiece``
+    and ``protobuf``, both in the export extra), and the conversion is checked against
+    sentencepiece itself on probe texts: the exported ``tokenizer.json`` must split text
+    exactly as the model's own tokenizer does.
+
+    Raises:
+        MissingExtraError: ``tokenizer.model`` only and sentencepiece/protobuf missing.
+        ModelLoadError: no tokenizer files, transformers cannot load them, the result is not
+            a fast tokenizer, or the conversion splits text differently from sentencepiece.
+    """
+    transformers = require("transformers", "export")
+    model_dir = Path(model_dir)
+    has_json = (model_dir / "tokenizer.json").is_file()
+    spm_file = model_dir / "tokenizer.model"
+    if not has_json and not spm_file.is_file():
+        found = sorted(p.name for p in model_dir.iterdir() if "token" in p.name.lower())
+        raise ModelLoadError(
+            f"{model_dir} has no tokenizer.json or sentencepiece tokenizer.model (found "
+            f"{found or 'no tokenizer files'}); copy the checkpoint's tokenizer files into it"
+        )
+    if not has_json:
+        require("sentencepiece", "export")
+        require("google.protobuf", "export")
+    try:
+        tok = transformers.AutoTokenizer.from_pretrained(
+            str(model_dir), local_files_only=True, trust_remote_code=False
+        )
+    except Exception as exc:
+        what = "tokenizer.json" if has_json else "the sentencepiece tokenizer.model"
+        raise ModelLoadError(
+            f"transformers could not load {what} of {model_dir} ({type(exc).__name__}: "
+            f"{first_line(str(exc))}); check the tokenizer files are complete and that "
+            "tokenizer_config.json names a tokenizer class transformers has"
+        ) from exc
+    if not getattr(tok, "is_fast", False) or getattr(tok, "backend_tokenizer", None) is None:
+        raise ModelLoadError(
+            f"the tokenizer in {model_dir} ({type(tok).__name__}) is not a fast tokenizer; "
+            "prm export needs tokenizer.json, or a sentencepiece tokenizer.model it can convert"
+        )
+    if not has_json:
+        _check_spm_conversion(tok, spm_file)
+        logger.info("converted %s (sentencepiece) to a fast tokenizer", spm_file)
+    return tok
+
+
+#: Texts the converted tokenizer must split exactly as sentencepiece does. None starts with
+#: a space: there Llama tokenizers with ``legacy: false`` differ from raw sentencepiece by
+#: design (and the rendered chains start with the question's first word).
+_SPM_PROBES = (
+    "Step 1: Tom has 3 apples and buys 12 more, so 3 + 12 = 15. ки",
+    "Step 2:  two  spaces,\ttab\nand a new line ки\nStep 3: 48 / 6 = 8 ки",
+    "spaces:  inside,   and trailing ",
+    "café × ÷ √2 ≈ 1.414, 😀 ки + -",
+)
+
+
+def _check_spm_conversion(tok: Any, spm_file: Path) -> None:
+    import sentencepiece
+
+    sp = sentencepiece.SentencePieceProcessor(model_file=str(spm_file))
+    for text in _SPM_PROBES:
+        want = list(sp.encode(text))
+        got = list(tok.encode(text, add_special_tokens=False))
+        if got != want:
+            raise ModelLoadError(
+                f"the fast tokenizer converted from {spm_file} splits {text!r} into {got[:24]} "
+                f"but sentencepiece gives {want[:24]}; the converted tokenizer.json would "
+                "score different tokens than the model saw. Provide the checkpoint's "
+                "tokenizer.json, or report this with the tokenizer files"
+            )

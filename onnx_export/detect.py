@@ -31,8 +31,9 @@ Examples:
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,7 @@ __all__ = [
     "MATH_SHEPHERD_TAG",
     "detect_format",
     "detect_format_with_evidence",
+    "explain_detected",
     "format_evidence",
 ]
 
@@ -200,3 +202,22 @@ def detect_format_with_evidence(model_dir: Path, hf_config: Any, hf_tok: Any
         f"{_SKYWORK_HEAD} or score.0.weight). Pass --format, one of "
         f"{available_formats()}"
     )
+
+
+@contextlib.contextmanager
+def explain_detected(format_source: str) -> Iterator[None]:
+    """Say, in a format's own error, that the format was detected and its options defaulted.
+
+    Args:
+        format_source: where the format came from (``"detected: <evidence>"``,
+            ``"--format"`` or ``"prm_format.json"``); only detected formats get the note.
+    """
+    try:
+        yield
+    except InvalidInputError as exc:
+        if not format_source.startswith("detected"):
+            raise
+        raise InvalidInputError(
+            f"{exc} (the format was {format_source}; it takes the family's default options: "
+            "pass --option KEY=VALUE for a checkpoint trained with others, or --format)"
+        ) from exc

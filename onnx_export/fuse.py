@@ -34,12 +34,14 @@ from pathlib import Path
 from typing import Any
 
 from prm_plugins.errors import FusionError, require
+from prm_plugins.onnx_export.checkpoint import describe_checkpoint
 
 __all__ = [
     "FUSED_OPSET",
     "FUSED_OP_TYPES",
     "FusionError",
     "FusionReport",
+    "check_fusable",
     "count_ops",
     "fold_repeat_kv",
     "fuse_decoder_graph",
@@ -302,3 +304,24 @@ def _save(model: Any, dst: Path, external_data: bool) -> None:
         return
     ir.save(model, str(dst))
     data.unlink(missing_ok=True)
+
+
+def check_fusable(hf_config: Any, model_dir: Path) -> None:
+    """Refuse ``--optimize fused`` early for a trunk without RMSNorm and rotary positions.
+
+    Raises:
+        FusionError: the checkpoint's config has no ``rms_norm_eps`` or no rotary settings.
+    """
+    configs = [c for c in (hf_config, getattr(hf_config, "text_config", None)) if c is not None]
+    has_rms = any(getattr(c, "rms_norm_eps", None) is not None for c in configs)
+    has_rope = any(getattr(c, a, None) is not None for c in configs
+                   for a in ("rope_theta", "rope_parameters", "rope_scaling"))
+    if not (has_rms and has_rope):
+        raise FusionError(
+            f"--optimize fused needs a decoder trunk with RMSNorm and rotary positions "
+            f"(Qwen2, Llama, Mistral); {describe_checkpoint(hf_config, model_dir)} has "
+            f"{'no rms_norm_eps' if not has_rms else ''}"
+            f"{' and ' if not (has_rms or has_rope) else ''}"
+            f"{'no rotary settings' if not has_rope else ''} in its config (an encoder such as "
+            "BERT, or another architecture). Export it with --optimize plain"
+        )

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import math
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ import numpy as np
 
 from prm_plugins.errors import InvalidInputError, ParityError
 from prm_plugins.formats import PRMFormat, Rendered
+from prm_plugins.manifest import ATTENTION_MASK, GRAPH_OUTPUT, INPUT_IDS
 
 __all__ = [
     "DEFAULT_MEAN_TOLERANCES",
@@ -144,8 +145,7 @@ def onnx_session(path: str | Path, providers: Sequence[str] = ("CPUExecutionProv
 
 def run_session(session: Any, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
     """``step_probs`` of a graph for int64 ``[B, T]`` inputs, as float64."""
-    (probs,) = session.run(["step_probs"], {"input_ids": input_ids,
-                                            "attention_mask": attention_mask})
+    (probs,) = session.run([GRAPH_OUTPUT], {INPUT_IDS: input_ids, ATTENTION_MASK: attention_mask})
     return np.asarray(probs, dtype=np.float64)
 
 
@@ -298,12 +298,20 @@ def measure_parity(
     if not batch_sizes or any(b < 1 for b in batch_sizes):
         raise InvalidInputError(f"batch_sizes must be positive ints, got {list(batch_sizes)}")
     session = onnx_model if hasattr(onnx_model, "run") else onnx_session(onnx_model, providers)
-    run = run or run_session
     rendered = [fmt.render(q, list(s)) for q, s in chains]
-    diffs: dict[str, list[np.ndarray]] = {"right": [], "left": []}
-    left_right: list[float] = []
-    reference_probs: list[list[float]] = []
-    shapes: list[list[int]] = []
+    comparison = _Comparison(torch_model, session, run or run_session, pad_token_id, device)
+    for rows, length in _batches(rendered, batch_sizes, extra_padding, max_length):
+        comparison.add(rows, length)
+    report = comparison.report(tolerance, mean_tolerance, reference=reference, seed=seed)
+    logger.info("parity: max |Δp| %.3g, mean %.3g over %d chains (%d steps), tolerance %g",
+                report.max_abs_diff, report.mean_abs_diff, report.n_chains, report.n_steps,
+                report.tolerance)
+    return report
+
+
+def _batches(rendered: Sequence[Rendered], batch_sizes: Sequence[int], extra_padding: int,
+             max_length: int | None) -> Iterator[tuple[Sequence[Rendered], int]]:
+    """Rows taken in order in batches of cycling sizes, with each batch's padded length."""
     start, k = 0, 0
     while start < len(rendered):
         rows = rendered[start:start + batch_sizes[k % len(batch_sizes)]]
@@ -312,47 +320,72 @@ def measure_parity(
         length = longest + extra_padding
         if max_length is not None:
             length = max(longest, min(length, max_length))
-        ids, mask, _ = _pad(rows, length, pad_token_id, "right")
-        ref = _torch_probs(torch_model, ids, mask, device)
-        got_right = run(session, ids, mask)
-        lids, lmask, shifts = _pad(rows, length, pad_token_id, "left")
-        got_left = run(session, lids, lmask)
-        shapes.append([len(rows), length])
+        yield rows, length
+
+
+@dataclass
+class _Comparison:
+    """The graph against torch, batch by batch: |Δp| at step positions, both paddings."""
+
+    torch_model: Any
+    session: Any
+    run: Callable[[Any, np.ndarray, np.ndarray], np.ndarray]
+    pad_token_id: int
+    device: str
+    diffs: dict[str, list[np.ndarray]] = field(
+        default_factory=lambda: {"right": [], "left": []})
+    left_right: list[float] = field(default_factory=list)
+    reference_probs: list[list[float]] = field(default_factory=list)
+    shapes: list[list[int]] = field(default_factory=list)
+
+    def add(self, rows: Sequence[Rendered], length: int) -> None:
+        """Run one batch right-padded through torch and the graph, left-padded through the
+        graph, and record the differences at each row's step positions."""
+        ids, mask, _ = _pad(rows, length, self.pad_token_id, "right")
+        ref = _torch_probs(self.torch_model, ids, mask, self.device)
+        got_right = self.run(self.session, ids, mask)
+        lids, lmask, shifts = _pad(rows, length, self.pad_token_id, "left")
+        got_left = self.run(self.session, lids, lmask)
+        self.shapes.append([len(rows), length])
         for r, row in enumerate(rows):
             pos = np.asarray(row.step_positions)
             want = ref[r, pos]
-            reference_probs.append([float(p) for p in want])
+            self.reference_probs.append([float(p) for p in want])
             right = got_right[r, pos]
             left = got_left[r, pos + shifts[r]]
-            diffs["right"].append(_abs_diff(right, want))
-            diffs["left"].append(_abs_diff(left, want))
-            left_right.append(float(_abs_diff(left, right).max()))
-    by_side = {side: np.concatenate(d) for side, d in diffs.items()}
-    every = np.concatenate(list(by_side.values()))
-    report = ParityReport(
-        max_abs_diff=float(every.max()),
-        mean_abs_diff=float(every.mean()),
-        tolerance=float(tolerance),
-        mean_tolerance=None if mean_tolerance is None else float(mean_tolerance),
-        n_chains=len(rendered),
-        n_steps=int(by_side["right"].size),
-        shapes=shapes,
-        padding_sides=list(by_side),
-        by_padding={side: {"max_abs_diff": float(d.max()), "mean_abs_diff": float(d.mean())}
-                    for side, d in by_side.items()},
-        left_right_max_abs_diff=max(left_right),
-        reference=reference,
-        backend=str(session.get_providers()[0]) if hasattr(session, "get_providers") else "",
-        seed=seed,
-        reference_probs=reference_probs,
-    )
-    logger.info("parity: max |Δp| %.3g, mean %.3g over %d chains (%d steps), tolerance %g",
-                report.max_abs_diff, report.mean_abs_diff, report.n_chains, report.n_steps,
-                report.tolerance)
-    return report
+            self.diffs["right"].append(_abs_diff(right, want))
+            self.diffs["left"].append(_abs_diff(left, want))
+            self.left_right.append(float(_abs_diff(left, right).max()))
+
+    def report(self, tolerance: float, mean_tolerance: float | None, *, reference: str,
+               seed: int | None) -> ParityReport:
+        """The figures over every batch added."""
+        by_side = {side: np.concatenate(d) for side, d in self.diffs.items()}
+        every = np.concatenate(list(by_side.values()))
+        session = self.session
+        return ParityReport(
+            max_abs_diff=float(every.max()),
+            mean_abs_diff=float(every.mean()),
+            tolerance=float(tolerance),
+            mean_tolerance=None if mean_tolerance is None else float(mean_tolerance),
+            n_chains=len(self.reference_probs),
+            n_steps=int(by_side["right"].size),
+            shapes=self.shapes,
+            padding_sides=list(by_side),
+            by_padding={side: {"max_abs_diff": float(d.max()),
+                               "mean_abs_diff": float(d.mean())}
+                        for side, d in by_side.items()},
+            left_right_max_abs_diff=max(self.left_right),
+            reference=reference,
+            backend=str(session.get_providers()[0]) if hasattr(session, "get_providers")
+            else "",
+            seed=seed,
+            reference_probs=self.reference_probs,
+        )
 
 
 def _abs_diff(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """|a - b|, with NaN or inf on either side counted as an infinite difference."""
     d = np.abs(a - b)
     return np.where(np.isfinite(d), d, np.inf)
+

@@ -17,12 +17,14 @@ CPU provider; they are not meant for CUDA.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from prm_plugins.errors import require
+from prm_plugins.errors import InvalidInputError, require
 
-__all__ = ["DEFAULT_OP_TYPES", "quantize_int8", "quantize_int8_weights"]
+__all__ = ["DEFAULT_OP_TYPES", "quantize_graph", "quantize_int8", "quantize_int8_weights"]
 
 logger = logging.getLogger(__name__)
 
@@ -175,3 +177,44 @@ def quantize_int8_weights(
         quantizer_logger.setLevel(q_level)
         mid.unlink(missing_ok=True)
     return dst
+
+
+def quantize_graph(src: Path, dst: Path, method: str, *, per_channel: bool = True,
+                   embeddings: bool = False, external_data: bool = False) -> dict[str, Any]:
+    """Quantise ``src`` into ``dst`` by ``prm export --quantize`` ``method``.
+
+    Args:
+        src: the fp32 graph.
+        dst: the int8 graph to write.
+        method: ``"int8"`` (:func:`quantize_int8`) or ``"int8-weights"``
+            (:func:`quantize_int8_weights`).
+        per_channel: int8: per-channel weight scales.
+        embeddings: int8: quantise the embedding tables (``Gather``) too.
+        external_data: the graph keeps its weights in ``<src>.data`` (over 2 GB).
+
+    Returns:
+        How it was quantised, as ``prm.json`` records it (``extra.quantization``).
+
+    Raises:
+        InvalidInputError: ``int8-weights`` asked for a graph over 2 GB.
+    """
+    t0 = time.perf_counter()
+    op_types = (*DEFAULT_OP_TYPES, *(("Gather",) if embeddings else ()))
+    if method == "int8-weights":
+        if external_data:
+            raise InvalidInputError(
+                "--quantize int8-weights does not handle graphs over 2 GB yet; use "
+                "--quantize int8 or fp32")
+        quantize_int8_weights(src, dst)
+    else:
+        quantize_int8(src, dst, per_channel=per_channel, op_types=op_types,
+                      external_data=external_data)
+    logger.info("quantised to int8 in %.1f s", time.perf_counter() - t0)
+    if method == "int8-weights":
+        return {"method": "onnxruntime.quantization.MatMulNBitsQuantizer",
+                "bits": 8, "block_size": 32, "accuracy_level": 4,
+                "embeddings": "quantize_dynamic Gather QInt8",
+                "batch_independent": True}
+    return {"method": "onnxruntime.quantization.quantize_dynamic",
+            "weight_type": "QInt8", "per_channel": per_channel,
+            "op_types": list(op_types), "matmul_const_b_only": True}

@@ -1,120 +1,25 @@
-"""Torch wrapper for ``token-classification`` PRMs (TRL ``PRMTrainer`` checkpoints).
+"""Moved to :mod:`prm_plugins.onnx_export.wrappers.token_classification`.
 
-``AutoModelForTokenClassification`` with two labels; the graph outputs
-``P(correct) = softmax(logits)[..., 1]`` at every token, computed in float32.
-
-Also home of :func:`load_pretrained`, the one checkpoint loader the wrappers share:
-local files only, safetensors or tensors-only ``.bin``, never remote code.
+This old path warns and goes in the next release.
 """
 
 from __future__ import annotations
 
-import inspect
-import logging
-from pathlib import Path
-from typing import Any
+import warnings
 
-from prm_plugins.errors import InvalidInputError, MissingExtraError, ModelLoadError, require
-from prm_plugins.onnx_export.wrappers import position_ids_from_mask
+from prm_plugins.onnx_export.checkpoint import load_pretrained
+from prm_plugins.onnx_export.wrappers.token_classification import *  # noqa: F403
+from prm_plugins.onnx_export.wrappers.token_classification import (
+    TokenClassificationStepProbs,
+    build,
+)
 
 __all__ = ["TokenClassificationStepProbs", "build", "load_pretrained"]
 
-logger = logging.getLogger(__name__)
-
-try:
-    import torch
-    from torch import nn
-except ImportError as exc:  # pragma: no cover - exercised only without the extra
-    raise MissingExtraError(
-        'torch is not installed; prm export needs it: pip install "prm-plugins[export]"'
-    ) from exc
-
-
-def load_pretrained(auto_class_name: str, model_dir: str | Path, dtype: Any, **kwargs: Any) -> Any:
-    """Load a local checkpoint with a transformers ``Auto*`` class, never remote code.
-
-    Weights are safetensors, or ``.bin`` files read as tensors only
-    (``torch.load(weights_only=True)``, checked file by file before transformers reads
-    them; see :mod:`prm_plugins.onnx_export.checkpoint`).
-
-    Args:
-        auto_class_name: e.g. ``"AutoModelForCausalLM"``.
-        model_dir: the checkpoint directory (``config.json`` + weights).
-        dtype: torch dtype to load the weights in.
-        **kwargs: more ``from_pretrained`` arguments (``attn_implementation``, ...).
-
-    Raises:
-        ModelLoadError: no ``config.json``, no weights, a ``.bin`` that holds more than
-            tensors, or any other failure of transformers' loader (one line, with the fix).
-    """
-    from prm_plugins.onnx_export.checkpoint import check_bin_files, find_weights, first_line
-
-    transformers = require("transformers", "export")
-    model_dir = Path(model_dir)
-    if not (model_dir / "config.json").is_file():
-        raise ModelLoadError(
-            f"{model_dir} has no config.json; pass the directory of a local transformers "
-            "checkpoint (prm export never downloads)"
-        )
-    weights = find_weights(model_dir)
-    if weights.kind == "bin":
-        check_bin_files(model_dir)
-    auto_cls = getattr(transformers, auto_class_name)
-    try:
-        return auto_cls.from_pretrained(
-            str(model_dir), dtype=dtype, local_files_only=True, trust_remote_code=False,
-            use_safetensors=weights.kind == "safetensors", weights_only=True, **kwargs,
-        )
-    except Exception as exc:
-        raise ModelLoadError(
-            f"transformers could not load {model_dir} as {auto_class_name} "
-            f"({type(exc).__name__}: {first_line(str(exc))}); check that the directory is a "
-            "complete download of the checkpoint and that --format names its family"
-        ) from exc
-
-
-class TokenClassificationStepProbs(nn.Module):
-    """``(input_ids, attention_mask) -> step_probs``: softmax over the two labels, index 1.
-
-    Args:
-        model: a transformers token-classification model with two labels.
-    """
-
-    def __init__(self, model: Any) -> None:
-        super().__init__()
-        self.model = model
-        params = inspect.signature(model.forward).parameters
-        self._takes_position_ids = "position_ids" in params
-        self._takes_token_type_ids = "token_type_ids" in params
-
-    def forward(self, input_ids: Any, attention_mask: Any) -> Any:
-        """Per-token probability that the step ending at that token is correct."""
-        kwargs: dict[str, Any] = {}
-        if self._takes_position_ids:
-            kwargs["position_ids"] = position_ids_from_mask(attention_mask)
-        if self._takes_token_type_ids:
-            kwargs["token_type_ids"] = torch.zeros_like(input_ids)
-        logits = self.model(input_ids=input_ids, attention_mask=attention_mask, **kwargs).logits
-        return logits.float().softmax(dim=-1)[..., 1]
-
-
-def build(model_dir: Path, options: dict[str, Any], dtype: Any) -> TokenClassificationStepProbs:
-    """Load a two-label token classifier from ``model_dir`` and wrap it.
-
-    Args:
-        model_dir: local checkpoint directory.
-        options: the format's options (unused by the graph; the format renders tokens).
-        dtype: torch dtype of the weights.
-
-    Raises:
-        InvalidInputError: the checkpoint does not have exactly two labels.
-    """
-    model = load_pretrained("AutoModelForTokenClassification", model_dir, dtype)
-    n_labels = int(getattr(model.config, "num_labels", 0))
-    if n_labels != 2:
-        raise InvalidInputError(
-            f"{model_dir} is a token classifier with {n_labels} labels; the token-classification "
-            "format needs 2 (0 = incorrect step, 1 = correct step, as TRL PRMTrainer trains)"
-        )
-    logger.info("loaded %s from %s (%s)", type(model).__name__, model_dir, dtype)
-    return TokenClassificationStepProbs(model).eval()
+warnings.warn(
+    "prm_plugins.onnx_export.wrap_token_classification moved to "
+    "prm_plugins.onnx_export.wrappers.token_classification; import it from there. The old "
+    "path goes in the next release",
+    FutureWarning,
+    stacklevel=2,
+)

@@ -298,7 +298,7 @@ def test_bad_settings_are_refused_early(tiny_token_classifier_dir: Path, tmp_pat
 
 def test_only_safetensors_checkpoints_load(tiny_token_classifier_dir: Path,
                                            tmp_path: Path) -> None:
-    from prm_plugins.onnx_export.wrap_token_classification import load_pretrained
+    from prm_plugins.onnx_export.checkpoint import load_pretrained
 
     ckpt = tmp_path / "bin-only"
     ckpt.mkdir()
