@@ -30,8 +30,8 @@ from typing import Any
 
 import numpy as np
 
-from prm_plugins.batching import pad_batch
 from prm_plugins.runtime import default_model_dir, load_prm
+from prm_plugins.runtime.batching import pad_batch
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "data" / "gsm8k_test_stepwise_seed1.jsonl"

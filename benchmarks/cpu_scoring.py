@@ -33,8 +33,8 @@ from typing import Any
 
 import numpy as np
 
-from prm_plugins.batching import pad_batch
 from prm_plugins.runtime import OnnxPRM, default_model_dir
+from prm_plugins.runtime.batching import pad_batch
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "data" / "gsm8k_test_stepwise_seed1.jsonl"

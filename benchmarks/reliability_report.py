@@ -285,11 +285,11 @@ def faults(t: Tally, prm: OnnxPRM, tmp: Path, model_dir: Path) -> None:
     t.run(s, "generator that always fails", lambda: best_of_n(
         Q, dead, prm, n=4, retry=RetryPolicy.no_wait(max_attempts=3)), expect="refused")
 
-    import prm_plugins.runtime as runtime
+    import prm_plugins.runtime.session as session
     if "CUDAExecutionProvider" in ort.get_available_providers() and not (
-            runtime._cuda_driver_present()):
-        real = runtime._cuda_driver_present
-        runtime._cuda_driver_present = lambda: True  # ORT then really tries CUDA and fails
+            session.cuda_driver_present()):
+        real = session.cuda_driver_present
+        session.cuda_driver_present = lambda: True  # ORT then really tries CUDA and fails
         try:
             start = time.perf_counter()
             with warnings.catch_warnings(record=True) as caught:
@@ -305,7 +305,7 @@ def faults(t: Tally, prm: OnnxPRM, tmp: Path, model_dir: Path) -> None:
             t.run(s, "CUDA provider fails at session start, device='cuda'",
                   lambda: load_prm(model_dir, device="cuda"), expect="refused")
         finally:
-            runtime._cuda_driver_present = real
+            session.cuda_driver_present = real
 
     def damaged(name: str, damage: Callable[[Path], None]) -> None:
         d = tmp / name.replace(" ", "_")

@@ -5,6 +5,13 @@ A model directory holds ``model.onnx`` (plus ``model.onnx.data`` past 2 GB),
 ``max_length``, dtype, opset, the sha256 of every file, the parity figures measured at
 export, and the versions that wrote it.
 
+This module is also the one home of the exported graph's contract, which every format follows
+and which export, parity checks and the runtime all read from here: inputs
+:data:`INPUT_IDS` and :data:`ATTENTION_MASK` (``[B, T] int64``, in :data:`GRAPH_INPUTS`
+order), output :data:`GRAPH_OUTPUT` (``[B, T] float32``, the probability that the step ending
+at that token is correct). Position ids are not an input: the graph derives them from the mask
+(``cumsum - 1``), so left and right padding score alike.
+
 :meth:`Manifest.read` validates every field's type and range by hand (no schema library) and
 raises one :class:`~prm_plugins.errors.ManifestError` that names each bad field, what it
 holds and how to fix it. :func:`read_verified` reads a file of the directory once and checks
@@ -35,6 +42,10 @@ from prm_plugins.errors import (
 )
 
 __all__ = [
+    "ATTENTION_MASK",
+    "GRAPH_INPUTS",
+    "GRAPH_OUTPUT",
+    "INPUT_IDS",
     "MANIFEST_NAME",
     "MANIFEST_VERSION",
     "MAX_LENGTH_LIMIT",
@@ -46,6 +57,12 @@ __all__ = [
     "sha256_file",
     "verify_files",
 ]
+
+#: The graph contract (see the module docstring): input names, in order, and the output name.
+INPUT_IDS = "input_ids"
+ATTENTION_MASK = "attention_mask"
+GRAPH_INPUTS: tuple[str, str] = (INPUT_IDS, ATTENTION_MASK)
+GRAPH_OUTPUT = "step_probs"
 
 MANIFEST_NAME = "prm.json"
 #: Bumped on incompatible changes; a reader refuses manifests newer than it knows.

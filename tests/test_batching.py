@@ -4,7 +4,7 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from prm_plugins.batching import bucket_length, pad_batch, plan_batches
+from prm_plugins.runtime.batching import bucket_length, pad_batch, plan_batches
 
 
 def test_bucket_lengths_are_few_and_cover() -> None:

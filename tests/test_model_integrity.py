@@ -460,8 +460,8 @@ def test_the_cli_writes_an_error_row_not_nan_for_a_lying_model(
 
 # -- 5. memory: long batches are capped by attention cells ---------------------------------------
 def test_plan_batches_caps_attention_cells() -> None:
-    from prm_plugins.batching import plan_batches
-    from prm_plugins.buckets import plan_bucketed_batches, rows_cap
+    from prm_plugins.runtime.batching import plan_batches
+    from prm_plugins.runtime.buckets import plan_bucketed_batches, rows_cap
 
     lengths = [500] * 20 + [250] * 40 + [100] * 100
     for budget in (None, 1 << 20, 1 << 18):

@@ -178,10 +178,10 @@ class _NeverScored:
 def _cuda_start_is_real_failure() -> bool:
     import onnxruntime as ort
 
-    from prm_plugins import runtime
+    from prm_plugins.runtime.session import cuda_driver_present
 
     return "CUDAExecutionProvider" in ort.get_available_providers() and not (
-        runtime._cuda_driver_present()
+        cuda_driver_present()
     )
 
 
@@ -192,10 +192,10 @@ def test_a_failing_cuda_start_falls_back_or_raises(model_dir: Path,
     # This machine has no GPU, so "auto" would never try CUDA. Pretending a driver is present
     # (the only double here) makes ONNX Runtime really try to load its CUDA provider, which
     # really fails: the CUDA 13 / cuDNN libraries are absent.
-    from prm_plugins import runtime
+    from prm_plugins.runtime import session
 
     cpu = load_prm(model_dir, device="cpu")
-    monkeypatch.setattr(runtime, "_cuda_driver_present", lambda: True)
+    monkeypatch.setattr(session, "cuda_driver_present", lambda: True)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         auto = load_prm(model_dir, device="auto")

@@ -181,9 +181,9 @@ def test_newer_manifest_is_refused(tmp_path: Path) -> None:
 
 
 def test_cuda_demanded_without_gpu_raises(model_dir: Path) -> None:
-    from prm_plugins import runtime
+    from prm_plugins.runtime.session import cuda_driver_present
 
-    if runtime._cuda_driver_present():
+    if cuda_driver_present():
         pytest.skip("a CUDA driver is present on this machine")
     with pytest.raises(ModelLoadError, match="cuda"):
         load_prm(model_dir, device="cuda")
@@ -195,3 +195,33 @@ def test_bad_options_are_rejected(model_dir: Path) -> None:
         load_prm(model_dir, device="tpu")  # type: ignore[arg-type]
     with pytest.raises(InvalidInputError, match="long_chains must be"):
         load_prm(model_dir, long_chains="truncate")  # type: ignore[arg-type]
+
+
+def test_graph_contract_names_come_from_the_manifest_module(prm: OnnxPRM) -> None:
+    from prm_plugins.manifest import GRAPH_INPUTS, GRAPH_OUTPUT
+
+    assert GRAPH_INPUTS == ("input_ids", "attention_mask") and GRAPH_OUTPUT == "step_probs"
+    assert [i.name for i in prm._session.get_inputs()] == list(GRAPH_INPUTS)
+    assert [o.name for o in prm._session.get_outputs()] == [GRAPH_OUTPUT]
+
+
+def test_graph_contract_names_are_written_once_in_the_library() -> None:
+    # The contract's names are string constants in prm_plugins/manifest.py only: the output
+    # name appears nowhere else in the library, the input names nowhere in the runtime (a
+    # transformers tokenizer's "input_ids" key elsewhere is not the graph's).
+    import ast
+
+    import prm_plugins
+
+    root = Path(prm_plugins.__path__[0])
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        if path == root / "manifest.py":
+            continue
+        names = {"step_probs"}
+        if path.relative_to(root).parts[0] == "runtime":
+            names |= {"input_ids", "attention_mask"}
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Constant) and node.value in names:
+                found.append(f"{path.relative_to(root)}:{node.lineno} {node.value!r}")
+    assert found == []

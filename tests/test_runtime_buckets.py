@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from prm_plugins.buckets import plan_bucketed_batches, resolve_length_buckets, row_bucket
 from prm_plugins.errors import InvalidInputError
 from prm_plugins.runtime import OnnxPRM
+from prm_plugins.runtime.buckets import plan_bucketed_batches, resolve_length_buckets, row_bucket
 
 WORDS = ["tom", "has", "apples", "buys", "more", "so", "the", "total", "is", "3", "+", "2",
          "=", "5", "each", "half", "of", "12", "per", "day"]
@@ -110,7 +110,7 @@ def test_io_binding_keeps_one_buffer_set_per_bucket(fp32_dir: Path) -> None:
 
 
 def test_cuda_graph_options_are_checked(fp32_dir: Path) -> None:
-    from prm_plugins.iobinding import BoundRunner
+    from prm_plugins.runtime.iobinding import BoundRunner
 
     with pytest.raises(InvalidInputError, match="cuda_graph=True needs device='cuda'"):
         OnnxPRM(fp32_dir, device="cpu", cuda_graph=True)
@@ -126,7 +126,7 @@ def test_cuda_graph_ids_per_shape(fp32_dir: Path) -> None:
     """The bookkeeping of CUDA-graph runs: one ``gpu_graph_id`` per kept shape up to the token
     cap, -1 above it, the same id and buffers on later runs. The CPU provider ignores the ids,
     so this checks the ids and results, not the capture itself (that needs a GPU)."""
-    from prm_plugins.iobinding import BoundRunner
+    from prm_plugins.runtime.iobinding import BoundRunner
 
     prm = OnnxPRM(fp32_dir, device="cpu")
     runner = BoundRunner(prm._session, device="cuda", cuda_graph=True, graph_max_tokens=64)

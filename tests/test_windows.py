@@ -1,4 +1,4 @@
-"""Window planning (prm_plugins.windows) on synthetic renders whose lengths are known."""
+"""Window planning (prm_plugins.runtime.windows) on synthetic renders whose lengths are known."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from prm_plugins.windows import plan_windows
+from prm_plugins.runtime.windows import plan_windows
 
 
 def _render(q_len: int, lengths: list[int]):  # type: ignore[no-untyped-def]
