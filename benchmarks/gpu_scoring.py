@@ -146,8 +146,7 @@ def build_model(name: str, dtype: Any, device: str, seed: int = 0) -> Any:
     import torch
     from transformers import Qwen2Config, Qwen2Model
 
-    from prm_plugins.onnx_export.heads import QwenPRMForProcessReward
-    from prm_plugins.onnx_export.wrap_qwen_prm import QwenPRMStepProbs
+    from prm_plugins.onnx_export.wrappers.qwen_prm import QwenPRMForProcessReward, QwenPRMStepProbs
 
     torch.manual_seed(seed)
     config = Qwen2Config(**MODELS[name], attn_implementation="sdpa")

@@ -246,7 +246,7 @@ def test_skywork_bin_is_detected_from_its_value_head(skywork_bin_dir: Path) -> N
 
 
 def test_skywork_bin_value_head_is_read_tensors_only(skywork_bin_dir: Path) -> None:
-    from prm_plugins.onnx_export.heads import SkyworkPRMValueModel
+    from prm_plugins.onnx_export.wrappers.skywork import SkyworkPRMValueModel
 
     prm = SkyworkPRMValueModel.from_pretrained(skywork_bin_dir, torch.float32)
     state = torch.load(skywork_bin_dir / "pytorch_model.bin", weights_only=True)
