@@ -327,14 +327,14 @@ class OrtPath:
 
 
 class RuntimePath:
-    """The runtime's own path: :class:`prm_plugins.iobinding.BoundRunner`, host arrays in and
-    out, device buffers per shape, CUDA graphs (when ONNX Runtime allows them) for shapes up
-    to ``CUDA_GRAPH_MAX_TOKENS``."""
+    """The runtime's own path: :class:`prm_plugins.runtime.iobinding.BoundRunner`, host arrays
+    in and out, device buffers per shape, CUDA graphs (when ONNX Runtime allows them) for shapes
+    up to ``CUDA_GRAPH_MAX_TOKENS``."""
 
     def __init__(self, path: Path, *, cuda: bool) -> None:
         import onnxruntime as ort
 
-        from prm_plugins.iobinding import BoundRunner, cuda_graph_session
+        from prm_plugins.runtime.iobinding import BoundRunner, cuda_graph_session
 
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -395,8 +395,12 @@ def bench_model(name: str, args: argparse.Namespace, cuda: bool, peak: float,
                 work: Path) -> dict[str, Any]:
     import torch
 
-    from prm_plugins.buckets import plan_bucketed_batches, resolve_length_buckets, row_bucket
     from prm_plugins.onnx_export.export import export_torch_graph
+    from prm_plugins.runtime.buckets import (
+        plan_bucketed_batches,
+        resolve_length_buckets,
+        row_bucket,
+    )
 
     dtype = torch.float32 if args.smoke else torch.float16
     device = "cuda" if cuda else "cpu"
