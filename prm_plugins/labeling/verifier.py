@@ -21,8 +21,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from prm_plugins.arithmetic import format_number
 from prm_plugins.errors import InvalidInputError
-from prm_plugins.labeling.gsm8k import format_number, parse_gsm8k_row
+from prm_plugins.labeling.gsm8k import GSM8KSolution, parse_gsm8k_row
 from prm_plugins.labeling.perturb import PERTURBATION_KINDS, perturb
 
 __all__ = ["LabelingStats", "build_verifier_dataset", "dataset_stats"]
@@ -131,46 +132,15 @@ def build_verifier_dataset(
         >>> out[1]["completions"]
         ['48*2 = 96', '96+10 = 106', 'The answer is 106.']
     """
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise InvalidInputError(f"seed must be an int, got {type(seed).__name__} {seed!r}")
-    if (
-        isinstance(n_perturbed_per_problem, bool)
-        or not isinstance(n_perturbed_per_problem, int)
-        or n_perturbed_per_problem < 0
-    ):
-        raise InvalidInputError(
-            "n_perturbed_per_problem must be an int >= 0, got "
-            f"{n_perturbed_per_problem!r}"
-        )
-    chosen = _check_kinds(kinds)
-    if n_perturbed_per_problem > len(chosen):
-        logger.warning(
-            "n_perturbed_per_problem=%d but only %d kinds: at most %d perturbed chains per "
-            "problem", n_perturbed_per_problem, len(chosen), len(chosen)
-        )
+    chosen = _check_arguments(seed, n_perturbed_per_problem, kinds)
     stats = stats if stats is not None else LabelingStats()
     out: list[dict[str, Any]] = []
     for position, row in enumerate(rows):
         stats.problems += 1
         row_id = row.get("id") if isinstance(row, Mapping) else None
         rid = str(row_id) if row_id is not None else f"{source}-{position}"
-        try:
-            solution = parse_gsm8k_row(row)
-        except InvalidInputError as exc:
-            stats.malformed_rows += 1
-            logger.warning("row %s dropped: %s", rid, exc)
-            continue
-        if not solution.is_checked:
-            stats.references_dropped += 1
-            stats.failed_annotations += len(solution.failed_annotations) + len(solution.problems)
-            logger.info(
-                "reference %s dropped: %s", rid,
-                "; ".join(
-                    list(solution.problems)
-                    + [f"{c.expr} = {format_number(c.claimed)} does not check"
-                       for c in solution.failed_annotations]
-                ),
-            )
+        solution = _checked_reference(row, rid, stats)
+        if solution is None:
             continue
         stats.references += 1
         gold = format_number(solution.answer)
@@ -187,39 +157,97 @@ def build_verifier_dataset(
             "detail": None,
         })
         rng = random.Random(f"{seed}:{rid}")
-        ties = {kind: rng.random() for kind in chosen}
-        order = sorted(chosen, key=lambda kind: (stats.perturbed[kind], ties[kind]))
-        made = 0
-        seen = {tuple(solution.completions)}
-        for kind in order:
-            if made >= n_perturbed_per_problem:
-                break
-            reasons: Counter[str] = Counter()
-            result = perturb(solution, kind, rng, skipped=reasons)
-            for reason, count in reasons.items():
-                stats.skip_reasons[f"{kind}: {reason}"] += count
-            if result is None or tuple(result.completions) in seen:
-                stats.not_applicable[kind] += 1
-                continue
-            seen.add(tuple(result.completions))
-            made += 1
-            stats.perturbed[kind] += 1
-            out.append({
-                "id": f"{rid}/{kind}",
-                "prompt": solution.question,
-                "completions": result.completions,
-                "labels": result.labels,
-                "source": source,
-                "perturbation": kind,
-                "first_error": result.first_error,
-                "answer": format_number(result.answer),
-                "gold_answer": gold,
-                "detail": result.detail,
-            })
+        made = _add_perturbed(out, solution, rid, rng, chosen, n_perturbed_per_problem,
+                              source=source, gold=gold, stats=stats)
         if made < n_perturbed_per_problem:
             stats.short_of_target += 1
     logger.info("labelled %d problems: %s", stats.problems, stats.as_dict())
     return out
+
+
+def _check_arguments(
+    seed: int, n_perturbed: int, kinds: Sequence[str] | None
+) -> tuple[str, ...]:
+    """Refuse a bad seed or count; return the perturbation kinds to use."""
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise InvalidInputError(f"seed must be an int, got {type(seed).__name__} {seed!r}")
+    if isinstance(n_perturbed, bool) or not isinstance(n_perturbed, int) or n_perturbed < 0:
+        raise InvalidInputError(
+            "n_perturbed_per_problem must be an int >= 0, got "
+            f"{n_perturbed!r}"
+        )
+    chosen = _check_kinds(kinds)
+    if n_perturbed > len(chosen):
+        logger.warning(
+            "n_perturbed_per_problem=%d but only %d kinds: at most %d perturbed chains per "
+            "problem", n_perturbed, len(chosen), len(chosen)
+        )
+    return chosen
+
+
+def _checked_reference(
+    row: Mapping[str, Any], rid: str, stats: LabelingStats
+) -> GSM8KSolution | None:
+    """The parsed row, or None (counted in ``stats``) when malformed or not checked."""
+    try:
+        solution = parse_gsm8k_row(row)
+    except InvalidInputError as exc:
+        stats.malformed_rows += 1
+        logger.warning("row %s dropped: %s", rid, exc)
+        return None
+    if not solution.is_checked:
+        stats.references_dropped += 1
+        stats.failed_annotations += len(solution.failed_annotations) + len(solution.problems)
+        logger.info(
+            "reference %s dropped: %s", rid,
+            "; ".join(
+                list(solution.problems)
+                + [f"{c.expr} = {format_number(c.claimed)} does not check"
+                   for c in solution.failed_annotations]
+            ),
+        )
+        return None
+    return solution
+
+
+def _add_perturbed(
+    out: list[dict[str, Any]], solution: GSM8KSolution, rid: str, rng: random.Random,
+    chosen: Sequence[str], n_perturbed: int, *, source: str, gold: str, stats: LabelingStats,
+) -> int:
+    """Append up to ``n_perturbed`` perturbed chains of distinct kinds; return how many.
+
+    Kinds are tried least-used first (ties broken at random), so kinds stay balanced.
+    """
+    ties = {kind: rng.random() for kind in chosen}
+    order = sorted(chosen, key=lambda kind: (stats.perturbed[kind], ties[kind]))
+    made = 0
+    seen = {tuple(solution.completions)}
+    for kind in order:
+        if made >= n_perturbed:
+            break
+        reasons: Counter[str] = Counter()
+        result = perturb(solution, kind, rng, skipped=reasons)
+        for reason, count in reasons.items():
+            stats.skip_reasons[f"{kind}: {reason}"] += count
+        if result is None or tuple(result.completions) in seen:
+            stats.not_applicable[kind] += 1
+            continue
+        seen.add(tuple(result.completions))
+        made += 1
+        stats.perturbed[kind] += 1
+        out.append({
+            "id": f"{rid}/{kind}",
+            "prompt": solution.question,
+            "completions": result.completions,
+            "labels": result.labels,
+            "source": source,
+            "perturbation": kind,
+            "first_error": result.first_error,
+            "answer": format_number(result.answer),
+            "gold_answer": gold,
+            "detail": result.detail,
+        })
+    return made
 
 
 def dataset_stats(records: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
