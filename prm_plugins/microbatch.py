@@ -51,11 +51,10 @@ import itertools
 import logging
 import math
 import numbers
-import queue
 import threading
 import time
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
@@ -71,6 +70,7 @@ from prm_plugins.errors import (
 from prm_plugins.scoring import ascore_isolated
 from prm_plugins.steps import validate_chain
 from prm_plugins.types import StepScorer, StepScores
+from prm_plugins.worker_threads import WorkerThread, stop_workers
 
 __all__ = [
     "MicroBatcher",
@@ -121,84 +121,6 @@ class _Request:
     future: asyncio.Future[StepScores]
     queued_at: float
     owner: asyncio.Task[None] | None = None  # the batching task that answers it
-
-
-# -- the worker thread ------------------------------------------------------------------------
-# Module-level and free of references to the MicroBatcher, so that an unclosed batcher can be
-# garbage collected and its finalizer can stop the thread.
-
-class _Job:
-    __slots__ = ("fn", "arg", "loop", "future", "finished")
-
-    def __init__(self, fn: Callable[[Any], Any], arg: Any, loop: asyncio.AbstractEventLoop,
-                 future: asyncio.Future[Any]) -> None:
-        self.fn = fn
-        self.arg = arg
-        self.loop = loop
-        self.future = future
-        self.finished = threading.Event()
-
-
-def _settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
-    if future.done():  # timed out or closed meanwhile: nobody waits for it
-        return
-    if ok:
-        future.set_result(value)
-    else:
-        future.set_exception(value)
-
-
-def _work(jobs: queue.SimpleQueue[_Job | None]) -> None:
-    while True:
-        job = jobs.get()
-        if job is None:
-            return
-        ok = False
-        value: Any
-        try:
-            value = job.fn(job.arg)
-            ok = True
-        except Exception as exc:
-            value = exc
-        except BaseException as exc:  # SystemExit & co. in a worker: an error for its callers
-            value = PRMError(f"the scorer raised {type(exc).__name__}: {exc}; these requests "
-                             f"were not scored")
-            value.__cause__ = exc
-        job.arg = None  # do not keep the last batch alive
-        job.finished.set()
-        try:
-            job.loop.call_soon_threadsafe(_settle, job.future, ok, value)
-        except RuntimeError:  # its event loop is closed: nobody is waiting any more
-            logger.debug("MicroBatcher: dropped a scorer result that came after its loop closed")
-        del job, value
-
-
-class _Worker:
-    """One daemon thread running scorer calls one at a time."""
-
-    def __init__(self, name: str) -> None:
-        self.jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
-        self.thread = threading.Thread(target=_work, args=(self.jobs,), name=name, daemon=True)
-        self.thread.start()
-        self.current: _Job | None = None
-
-    def submit(self, fn: Callable[[Any], Any], arg: Any,
-               loop: asyncio.AbstractEventLoop) -> _Job:
-        job = _Job(fn, arg, loop, loop.create_future())
-        self.current = job
-        self.jobs.put(job)
-        return job
-
-    def busy(self) -> bool:
-        return self.current is not None and not self.current.finished.is_set()
-
-    def stop(self) -> None:
-        self.jobs.put(None)  # ends the thread once its current call returns
-
-
-def _stop_workers(workers: list[_Worker]) -> None:
-    for w in workers:
-        w.stop()
 
 
 # -- the batcher ------------------------------------------------------------------------------
@@ -260,12 +182,12 @@ class MicroBatcher:
         self._queue: asyncio.Queue[_Request] | None = None
         self._task: asyncio.Task[None] | None = None
         self._waiting: set[_Request] = set()
-        self._worker: _Worker | None = None
-        self._workers: list[_Worker] = []  # all live ones; shared with the finalizer
-        self._stuck: list[_Worker] = []
+        self._worker: WorkerThread | None = None
+        self._workers: list[WorkerThread] = []  # all live ones; shared with the finalizer
+        self._stuck: list[WorkerThread] = []
         self._closed = False  # by aclose
         self._broken = ""  # why the batcher closed itself (a hung scorer), or ""
-        self._finalizer = weakref.finalize(self, _stop_workers, self._workers)
+        self._finalizer = weakref.finalize(self, stop_workers, self._workers)
 
     # -- lifecycle ----------------------------------------------------------------------------
     async def start(self) -> MicroBatcher:
@@ -524,7 +446,7 @@ class MicroBatcher:
         items = [(r.question, r.steps) for r in live]
         worker = self._worker
         if worker is None:
-            worker = self._worker = _Worker(self._name)
+            worker = self._worker = WorkerThread(self._name)
             self._workers.append(worker)
         job = worker.submit(self.prm.score_batch, items, asyncio.get_running_loop())
         try:
@@ -556,7 +478,7 @@ class MicroBatcher:
                 f"batch was answered; fix the scorer (later requests are still served).")
         return results
 
-    def _abandon(self, worker: _Worker) -> None:
+    def _abandon(self, worker: WorkerThread) -> None:
         """Leave a stuck worker behind; use a fresh one, or close if too many are stuck."""
         worker.stop()
         self._worker = None
