@@ -153,6 +153,24 @@ def _jsonl_row_for_parquet(lineno: int, row: dict[str, Any] | None, raw: str,
             "extra": json.dumps(extra, default=str) if extra else None}
 
 
+def _check_file_args(input_path: str, output_path: str | None, num_actors: int,
+                     batch_size: int, skip: int) -> None:
+    """Raise :class:`InvalidInputError` for a bad pool setting, input or output path."""
+    from prm_plugins.adapters.ray.data import _check_positive
+
+    _check_positive("num_actors", num_actors)
+    _check_positive("batch_size", batch_size)
+    if isinstance(skip, bool) or not isinstance(skip, int) or skip < 0:
+        raise InvalidInputError(f"skip must be an int >= 0, got {skip!r}")
+    if input_path != "-" and Path(input_path).is_dir():
+        raise InvalidInputError(f"input {input_path!r} is a folder; give a JSONL or Parquet "
+                                "file")
+    if input_path != "-" and not Path(input_path).is_file():
+        raise InvalidInputError(f"input file {input_path} not found")
+    if output_path is not None and input_path != "-":
+        refuse_same_file(input_path, output_path)
+
+
 def score_file(
     input_path: str,
     output_path: str | None,
@@ -205,20 +223,10 @@ def score_file(
             output folder that does not exist, an unknown Parquet schema.
         RuntimeError: Ray lost or repeated a row (never expected; nothing is written past it).
     """
-    from prm_plugins.adapters.ray.data import _check_positive, _ordered_execution
+    from prm_plugins.adapters.ray.data import _ordered_execution
 
     say = report or (lambda msg: logger.warning("%s", msg))
-    _check_positive("num_actors", num_actors)
-    _check_positive("batch_size", batch_size)
-    if isinstance(skip, bool) or not isinstance(skip, int) or skip < 0:
-        raise InvalidInputError(f"skip must be an int >= 0, got {skip!r}")
-    if input_path != "-" and Path(input_path).is_dir():
-        raise InvalidInputError(f"input {input_path!r} is a folder; give a JSONL or Parquet "
-                                "file")
-    if input_path != "-" and not Path(input_path).is_file():
-        raise InvalidInputError(f"input file {input_path} not found")
-    if output_path is not None and input_path != "-":
-        refuse_same_file(input_path, output_path)
+    _check_file_args(input_path, output_path, num_actors, batch_size, skip)
     pool = {"num_actors": num_actors, "batch_size": batch_size, "num_cpus": num_cpus,
             "num_gpus": num_gpus, "load_kwargs": load_kwargs}
     sink = _Sink(output_path, write_guard)
