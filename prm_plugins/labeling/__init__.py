@@ -27,14 +27,12 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from prm_plugins.arithmetic import evaluate_expression, format_number, parse_expression
 from prm_plugins.labeling.gsm8k import (
     Calculation,
     GSM8KSolution,
     NumberSpan,
     Step,
-    evaluate_expression,
-    format_number,
-    parse_expression,
     parse_gsm8k_answer,
     parse_gsm8k_row,
     read_gsm8k_jsonl,
