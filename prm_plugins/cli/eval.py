@@ -19,7 +19,16 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from prm_plugins.cli.output import DATA, OK, USAGE, error, plural, quiet_onnxruntime, say
+from prm_plugins.cli.output import (
+    DATA,
+    OK,
+    USAGE,
+    error,
+    output_problem,
+    plural,
+    quiet_onnxruntime,
+    say,
+)
 from prm_plugins.cli.output import out as _out
 
 __all__ = ["BonEvalConfig", "StepsEvalConfig", "add_parser", "make_parser", "run"]
@@ -185,6 +194,9 @@ def _run_steps(cfg: StepsEvalConfig) -> int:
     )
 
     t0 = time.perf_counter()
+    problem = output_problem("--output", cfg.output)
+    if problem is not None:
+        return error(_STEPS, problem)
     try:
         cfg.validate()
         items, issues, n_rows = load_step_items(cfg.data, cfg.kind, limit=cfg.limit)
@@ -211,9 +223,14 @@ def _run_steps(cfg: StepsEvalConfig) -> int:
         "seconds": round(time.perf_counter() - t0, 3), "config": asdict(cfg),
     }
     if cfg.output:
-        with open(cfg.output, "w", encoding="utf-8") as fh:
-            json.dump(report, fh, indent=2)
-            fh.write("\n")
+        from prm_plugins.jsonl import atomic_output
+
+        try:
+            with atomic_output(cfg.output) as fh:
+                json.dump(report, fh, indent=2)
+                fh.write("\n")
+        except (PRMError, OSError) as exc:
+            return error(_STEPS, f"cannot write --output {cfg.output!r}: {exc}")
     if cfg.json:
         _out(json.dumps(report))
     else:

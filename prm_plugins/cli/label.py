@@ -25,7 +25,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from prm_plugins.cli.output import OK, error, plural
+from prm_plugins.cli.output import OK, error, output_problem, plural
 
 __all__ = ["add_parser", "make_parser", "run"]
 
@@ -147,6 +147,9 @@ def run(args: argparse.Namespace) -> int:
         return error(VERB, f"--input {str(input_path)!r} is a folder; pass a GSM8K JSONL file")
     if not input_path.is_file():
         return error(VERB, f"--input file {input_path} not found; pass a GSM8K JSONL file")
+    problem = output_problem("--out", args.out, parents_made=True)
+    if problem is not None:
+        return error(VERB, problem)
     kinds = [k.strip() for k in args.kinds.split(",") if k.strip()] if args.kinds else None
     stats = LabelingStats()
     try:
@@ -196,6 +199,9 @@ def _run_agreement(args: argparse.Namespace, *, write: bool) -> int:
             return error(verb, f"{flag} {str(path)!r} is a folder; pass a stepwise JSONL file")
         if not path.is_file():
             return error(verb, f"{flag} file {path} not found; pass a stepwise JSONL file")
+    problem = output_problem("--out", args.out, parents_made=True) if write else None
+    if problem is not None:
+        return error(verb, problem)
     try:
         if write:
             for path in paths.values():

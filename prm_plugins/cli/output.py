@@ -26,6 +26,7 @@ __all__ = [
     "error",
     "error_text",
     "out",
+    "output_problem",
     "plural",
     "quiet_onnxruntime",
     "say",
@@ -79,6 +80,29 @@ def error_text(exc: BaseException) -> str:
                 f"{exc.max_length}; shorten it, or score it in windows with "
                 "--long-chains window")
     return str(exc)
+
+
+def output_problem(flag: str, path: str | None, *, parents_made: bool = False) -> str | None:
+    """Why ``path`` cannot be written as the file of ``flag``, or ``None`` (checked up front,
+    so a run never ends in a traceback after its work is done).
+
+    Args:
+        flag: the flag that named the path (``"--output"``).
+        path: the path given (``None``: nothing to check).
+        parents_made: the verb creates missing folders itself.
+    """
+    if path is None:
+        return None
+    from pathlib import Path
+
+    target = Path(path)
+    if target.is_dir():
+        return f"{flag} {str(target)!r} is a folder; give a file path to write"
+    parent = target.parent if str(target.parent) else Path(".")
+    if not parents_made and not parent.is_dir():
+        return (f"cannot write {flag} {str(target)!r}: folder {str(parent)!r} does not exist; "
+                "create it first")
+    return None
 
 
 def plural(n: int, word: str, many: str | None = None) -> str:
