@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from prm_plugins.errors import ModelLoadError
+from prm_plugins.runtime.install import check_onnxruntime_install
 
 __all__ = ["CPU", "CUDA", "Device", "OpenedSession", "create_session", "cuda_driver_present"]
 
@@ -94,6 +95,7 @@ def create_session(model: Any, external: dict[str, Any], *, model_dir: Path, mod
     """
     import onnxruntime as ort
 
+    check_onnxruntime_install()  # warns once when onnxruntime and onnxruntime-gpu are both there
     opts = session_options(threads, external)
     model = bytes(model) if not isinstance(model, bytes) else model
     available = ort.get_available_providers()
