@@ -225,3 +225,13 @@ def test_graph_contract_names_are_written_once_in_the_library() -> None:
             if isinstance(node, ast.Constant) and node.value in names:
                 found.append(f"{path.relative_to(root)}:{node.lineno} {node.value!r}")
     assert found == []
+
+
+@pytest.mark.parametrize("module", ["outputs", "buckets", "windows"])
+def test_runtime_docstring_examples_run(module: str) -> None:
+    import doctest
+    import importlib
+
+    mod = importlib.import_module(f"prm_plugins.runtime.{module}")
+    result = doctest.testmod(mod)
+    assert result.attempted > 0 and result.failed == 0
