@@ -20,7 +20,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -52,6 +52,9 @@ from prm_plugins.runtime.session import CPU, CUDA, Device, create_session
 from prm_plugins.runtime.windows import plan_windows
 from prm_plugins.steps import validate_chain
 from prm_plugins.types import StepScores
+
+if TYPE_CHECKING:
+    from prm_plugins.calibration import PlattCalibration
 
 __all__ = ["CPU_ATTENTION_BUDGET", "Job", "LongChains", "OnnxPRM", "default_model_dir",
            "load_prm"]
@@ -243,7 +246,7 @@ class OnnxPRM:
             )
         return tuple(checks)
 
-    def _load_calibration(self) -> Any:
+    def _load_calibration(self) -> PlattCalibration | None:
         """The manifest's Platt calibration (``extra.calibration``), or ``None``."""
         if "calibration" not in self.manifest.extra:
             return None
