@@ -324,7 +324,7 @@ def label_chains(
         >>> results = label_chains(rows, make_smollm_generator, num_actors=4,
         ...                        labeler_kwargs={"n_rollouts": 8})  # doctest: +SKIP
     """
-    from prm_plugins.labeling.rollouts import RolloutLabels, _as_item
+    from prm_plugins.labeling.rollouts import RolloutLabels, as_rollout_item
 
     _check_positive("num_actors", num_actors)
     _check_positive("batch_size", batch_size)
@@ -332,7 +332,7 @@ def label_chains(
         raise InvalidInputError(
             f"generator_factory must be a zero-argument callable returning a generator, got "
             f"{generator_factory!r}")
-    items = [_as_item(c, k) for k, c in enumerate(chains)]
+    items = [as_rollout_item(c, k) for k, c in enumerate(chains)]
     if not items:
         return []
     rows = [json.dumps({"question": q, "steps": s, "gold_answer": g, "id": i},

@@ -45,6 +45,7 @@ __all__ = [
     "AnswerChecker",
     "MonteCarloLabeler",
     "RolloutLabels",
+    "as_rollout_item",
     "build_rollout_prompt",
     "default_answer_checker",
     "rollout_rows",
@@ -185,7 +186,19 @@ def rollout_rows(
 RolloutInput = Mapping[str, Any] | Sequence[Any]
 
 
-def _as_item(item: RolloutInput, position: int) -> tuple[str, list[str], str, str | None]:
+def as_rollout_item(
+    item: RolloutInput, position: int
+) -> tuple[str, list[str], str, str | None]:
+    """``(question, steps, gold_answer, id)`` of one rollout input, checked.
+
+    Args:
+        item: a ``(question, steps, gold_answer)`` triple, or a row with ``prompt``,
+            ``completions`` and ``gold_answer`` (its ``"id"`` is kept).
+        position: its position in the batch (named in errors).
+
+    Raises:
+        InvalidInputError: naming the position, for anything else or an empty gold answer.
+    """
     where = f"chain {position}: "
     if isinstance(item, Mapping):
         gold = item.get("gold_answer")
@@ -395,7 +408,7 @@ class MonteCarloLabeler:
             >>> results = labeler.label_batch(read_stepwise_jsonl("gsm8k.jsonl"))  # doctest: +SKIP
             >>> write_stepwise_jsonl(rollout_rows(results), "mc.jsonl")  # doctest: +SKIP
         """
-        items = [_as_item(c, k) for k, c in enumerate(chains)]
+        items = [as_rollout_item(c, k) for k, c in enumerate(chains)]
         check_generator(self.generator, ["sample"], use_async=False)
         runner = SyncRunner(self.generator, None, retry=self.retry,
                             max_concurrency=self.max_concurrency)
@@ -403,7 +416,7 @@ class MonteCarloLabeler:
 
     async def alabel_batch(self, chains: Iterable[RolloutInput]) -> list[RolloutLabels]:
         """Async :meth:`label_batch` (``asample`` when the generator has it)."""
-        items = [_as_item(c, k) for k, c in enumerate(chains)]
+        items = [as_rollout_item(c, k) for k, c in enumerate(chains)]
         check_generator(self.generator, ["sample"], use_async=True)
         runner = AsyncRunner(self.generator, None, retry=self.retry,
                              max_concurrency=self.max_concurrency)
