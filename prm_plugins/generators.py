@@ -21,16 +21,33 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
-__all__ = ["AsyncGenerator", "AsyncReviser", "Generator", "Reviser"]
+__all__ = [
+    "AsyncGenerator",
+    "AsyncReviser",
+    "AsyncSampler",
+    "AsyncStepProposer",
+    "CritiqueGenerator",
+    "Generator",
+    "Reviser",
+    "Sampler",
+    "SamplingGenerator",
+    "StepProposer",
+    "StepGenerator",
+]
 
 
 @runtime_checkable
-class Generator(Protocol):
-    """Samples whole solutions or next steps from a language model."""
+class Sampler(Protocol):
+    """Samples whole solutions (what best-of-N, votes and self-critique call)."""
 
     def sample(self, prompt: str, n: int) -> list[str]:
         """Return ``n`` independent completions of ``prompt`` (whole solutions)."""
         ...
+
+
+@runtime_checkable
+class StepProposer(Protocol):
+    """Proposes next steps (what the step-level searches call)."""
 
     def propose_next_steps(self, question: str, prefix: list[str], n: int) -> list[str]:
         """Return ``n`` candidate next steps after ``prefix`` (generation stops at a step end).
@@ -41,12 +58,27 @@ class Generator(Protocol):
 
 
 @runtime_checkable
-class AsyncGenerator(Protocol):
-    """Async form of :class:`Generator`."""
+class Generator(Sampler, StepProposer, Protocol):
+    """Samples whole solutions or next steps from a language model (both methods)."""
+
+
+@runtime_checkable
+class AsyncSampler(Protocol):
+    """Async form of :class:`Sampler`."""
 
     async def asample(self, prompt: str, n: int) -> list[str]: ...
 
+
+@runtime_checkable
+class AsyncStepProposer(Protocol):
+    """Async form of :class:`StepProposer`."""
+
     async def apropose_next_steps(self, question: str, prefix: list[str], n: int) -> list[str]: ...
+
+
+@runtime_checkable
+class AsyncGenerator(AsyncSampler, AsyncStepProposer, Protocol):
+    """Async form of :class:`Generator`."""
 
 
 @runtime_checkable
@@ -79,3 +111,11 @@ class AsyncReviser(Protocol):
     """Async form of :class:`Reviser`."""
 
     async def arevise(self, question: str, prefix: list[str], feedback: str) -> str: ...
+
+
+#: What :class:`~prm_plugins.strategies.BestOfN` and the votes sample from.
+SamplingGenerator = Sampler | AsyncSampler
+#: What :class:`~prm_plugins.strategies.StepBeamSearch` and ``DVTS`` propose steps with.
+StepGenerator = StepProposer | AsyncStepProposer
+#: What :class:`~prm_plugins.strategies.SelfCritique` calls (``revise`` is optional).
+CritiqueGenerator = Sampler | AsyncSampler | Reviser | AsyncReviser

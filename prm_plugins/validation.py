@@ -50,7 +50,7 @@ ASYNC_METHOD: dict[str, str] = {
 def check_aggregate(aggregate: object) -> Aggregation:
     """Return ``aggregate`` or raise :class:`InvalidInputError` for an unknown one."""
     if callable(aggregate) or aggregate in AGGREGATIONS:
-        return aggregate  # type: ignore[return-value]
+        return aggregate
     raise InvalidInputError(
         f"unknown aggregate {aggregate!r}; use one of {', '.join(AGGREGATIONS)} or a callable "
         "that maps a list of step scores to a float"
@@ -60,7 +60,7 @@ def check_aggregate(aggregate: object) -> Aggregation:
 def check_split(split: object) -> Splitter:
     """Return ``split`` or raise :class:`InvalidInputError` for an unknown mode."""
     if callable(split) or (isinstance(split, str) and split in SPLIT_MODES and split != "regex"):
-        return split  # type: ignore[return-value]
+        return split
     raise InvalidInputError(
         f"unknown split {split!r}; use one of "
         f"{', '.join(repr(m) for m in SPLIT_MODES if m != 'regex')} or a callable "

@@ -24,7 +24,7 @@ from typing import Any
 from langchain_core.callbacks import adispatch_custom_event, dispatch_custom_event
 from langchain_core.runnables import RunnableConfig
 
-from prm_plugins.types import Aggregate, StepScorer, StepScores
+from prm_plugins.types import Aggregation, StepScorer, StepScores
 
 __all__ = [
     "CANDIDATE_SELECTED_EVENT",
@@ -45,14 +45,14 @@ CANDIDATE_SELECTED_EVENT = "prm.candidate_selected"
 _DISPATCH_TIMEOUT_S = 30.0
 
 
-def step_scored_data(scores: StepScores, aggregate: Aggregate) -> dict[str, Any]:
+def step_scored_data(scores: StepScores, aggregate: Aggregation) -> dict[str, Any]:
     """Payload of :data:`STEP_SCORED_EVENT` for one scored chain."""
     name = aggregate if isinstance(aggregate, str) else getattr(aggregate, "__name__", "custom")
     return {
         "question": scores.question,
         "steps": list(scores.steps),
         "scores": [float(s) for s in scores.scores],
-        "score": float(scores.aggregate(aggregate)),  # type: ignore[arg-type]
+        "score": float(scores.aggregate(aggregate)),
         "aggregate": name,
     }
 
@@ -146,7 +146,7 @@ class EventDispatcher:
         except Exception as exc:
             _log_dispatch_error(name, exc)
 
-    def observe(self, prm: StepScorer, aggregate: Aggregate) -> ObservedScorer:
+    def observe(self, prm: StepScorer, aggregate: Aggregation) -> ObservedScorer:
         """``prm`` wrapped so that every chain it scores is sent as :data:`STEP_SCORED_EVENT`."""
 
         def on_scored(s: StepScores) -> None:

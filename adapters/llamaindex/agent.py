@@ -32,7 +32,7 @@ from prm_plugins.adapters.llamaindex.events import (
 from prm_plugins.errors import InvalidInputError
 from prm_plugins.strategies import Verdict, averify
 from prm_plugins.strategies.verify import to_steps
-from prm_plugins.types import Aggregate, Splitter, StepScorer
+from prm_plugins.types import Aggregation, Splitter, StepScorer
 from prm_plugins.validation import check_aggregate, check_question, check_split, check_threshold
 
 __all__ = ["DEFAULT_FEEDBACK_TEMPLATE", "AgentRound", "PRMVerifiedAgentRunner",
@@ -188,7 +188,7 @@ class PRMVerifiedAgentRunner:
         *,
         threshold: float = 0.5,
         max_feedback_rounds: int = 2,
-        aggregate: Aggregate = "min",
+        aggregate: Aggregation = "min",
         split: Splitter = "auto",
         feedback_template: str = DEFAULT_FEEDBACK_TEMPLATE,
         solution_fn: Callable[[Any], str] | None = None,

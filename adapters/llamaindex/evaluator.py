@@ -18,7 +18,7 @@ from prm_plugins.adapters.llamaindex.events import emit_verdict
 from prm_plugins.errors import InvalidInputError
 from prm_plugins.strategies import Verdict, averify, verify
 from prm_plugins.strategies.verify import step_feedback, to_steps
-from prm_plugins.types import Aggregate, Splitter, StepScorer
+from prm_plugins.types import Aggregation, Splitter, StepScorer
 from prm_plugins.validation import check_aggregate, check_split, check_threshold
 
 __all__ = ["PRMEvaluationResult", "PRMStepEvaluator", "original_question"]
@@ -116,7 +116,7 @@ class PRMStepEvaluator(BaseEvaluator):
         prm: StepScorer,
         *,
         threshold: float = 0.5,
-        aggregate: Aggregate = "min",
+        aggregate: Aggregation = "min",
         split: Splitter = "auto",
         flag: Flag = "weakest",
         question_fn: Callable[[str], str] | None = None,

@@ -34,7 +34,7 @@ from llama_index.core.instrumentation import get_dispatcher
 from llama_index.core.instrumentation.events import BaseEvent
 
 from prm_plugins.strategies import Verdict
-from prm_plugins.types import Aggregate, StepScores
+from prm_plugins.types import Aggregation, StepScores
 
 __all__ = [
     "PRMCandidateSelectedEvent",
@@ -137,7 +137,7 @@ class PRMVerificationFailedEvent(BaseEvent):
         return "PRMVerificationFailedEvent"
 
 
-def aggregate_name(aggregate: Aggregate) -> str:
+def aggregate_name(aggregate: Aggregation) -> str:
     """The name an aggregate is reported under (``"custom"`` for an unnamed callable)."""
     if isinstance(aggregate, str):
         return aggregate
@@ -148,7 +148,7 @@ def emit_scored(
     source: str,
     step_scores: StepScores,
     score: float,
-    aggregate: Aggregate,
+    aggregate: Aggregation,
     *,
     question: str,
     threshold: float | None = None,
@@ -174,7 +174,7 @@ def emit_verdict(
     source: str,
     question: str,
     verdict: Verdict,
-    aggregate: Aggregate,
+    aggregate: Aggregation,
     *,
     feedback: str | None = None,
     flagged_step: int | None = None,

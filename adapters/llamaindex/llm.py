@@ -51,7 +51,7 @@ from prm_plugins.adapters.llamaindex.generator import chat_text, check_llm
 from prm_plugins.errors import AnswersTooLongError, ChainTooLongError, InvalidInputError
 from prm_plugins.strategies import AllCandidatesFailedError, BestOfN, BestOfNResult, RetryPolicy
 from prm_plugins.strategies.options import BestOfNOptions, Selection
-from prm_plugins.types import Aggregate, Splitter, StepScorer
+from prm_plugins.types import Aggregation, Splitter, StepScorer
 from prm_plugins.validation import check_scorer
 
 __all__ = [
@@ -254,7 +254,7 @@ class PRMBestOfNLLM(LLM):
         prm: StepScorer,
         n: int = 4,
         *,
-        aggregate: Aggregate = "min",
+        aggregate: Aggregation = "min",
         threshold: float | None = None,
         max_concurrency: int = 4,
         split: Splitter = "auto",

@@ -38,7 +38,7 @@ from prm_plugins.strategies import (
 from prm_plugins.strategies.critique import redo_point
 from prm_plugins.strategies.options import RedoFrom, SelfCritiqueOptions
 from prm_plugins.strategies.verify import as_steps, averify, to_steps
-from prm_plugins.types import Aggregate, Splitter, StepScorer
+from prm_plugins.types import Aggregation, Splitter, StepScorer
 from prm_plugins.validation import check_question, check_scorer
 
 __all__ = [
@@ -153,7 +153,7 @@ class PRMSelfCritiqueWorkflow(Workflow):
         *,
         threshold: float = 0.5,
         max_rounds: int = 2,
-        aggregate: Aggregate = "min",
+        aggregate: Aggregation = "min",
         split: Splitter = "auto",
         redo_from: RedoFrom = "first_failing",
         return_best: bool = True,
@@ -272,7 +272,7 @@ class PRMSelfCritiqueWorkflow(Workflow):
         return StopEvent(result=self._result(history))
 
     async def _call(self, prompt: str) -> CallOutcome:
-        return await self.options.retry.acall(self.generator.asample, prompt, 1,
+        return await self.options.retry_policy.acall(self.generator.asample, prompt, 1,
                                               what="LlamaIndex LLM call")
 
     def _read(self, outcome: CallOutcome) -> tuple[str | None, list[str], str | None]:

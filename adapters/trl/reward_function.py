@@ -18,7 +18,6 @@ from typing import Any
 from prm_plugins.errors import InvalidInputError, require
 from prm_plugins.rewards import (
     AnswerChecker,
-    RewardSplitter,
     Shaping,
     StepRewards,
     decode_with_offsets,
@@ -26,7 +25,7 @@ from prm_plugins.rewards import (
     step_rewards_batch,
     token_rewards,
 )
-from prm_plugins.types import Aggregate, StepScorer, aggregate_scores
+from prm_plugins.types import Aggregation, Splitter, StepScorer, aggregate_scores
 from prm_plugins.validation import check_aggregate
 
 __all__ = ["PRMRewardFunction", "completion_text", "prompt_question"]
@@ -143,8 +142,8 @@ class PRMRewardFunction:
         self,
         prm: StepScorer,
         *,
-        aggregate: Aggregate = "min",
-        splitter: RewardSplitter = "auto",
+        aggregate: Aggregation = "min",
+        splitter: Splitter = "auto",
         question_column: str | None = None,
         answer_column: str | None = None,
         answer_checker: AnswerChecker | None = None,
@@ -202,7 +201,7 @@ class PRMRewardFunction:
         for result, gold in zip(results, golds, strict=True):
             value: float | None
             if len(result):
-                value = aggregate_scores(result.scores, self.aggregate)  # type: ignore[arg-type]
+                value = aggregate_scores(result.scores, self.aggregate)
             else:
                 value = self.empty_reward
             if value is not None and gold is not None:

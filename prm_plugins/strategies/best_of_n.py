@@ -22,7 +22,6 @@ methods stay one argument away: ``selection="top_score"`` or ``"weighted_vote"``
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from prm_plugins.answers import (
     extract_a_colon,
@@ -37,6 +36,7 @@ from prm_plugins.errors import (
     InvalidInputError,
     PRMError,
 )
+from prm_plugins.generators import SamplingGenerator
 from prm_plugins.plans import (
     AsyncRunner,
     CallOutcome,
@@ -62,7 +62,7 @@ from prm_plugins.strategies.options import (  # noqa: F401 (SELECTIONS: re-expor
     Selection,
 )
 from prm_plugins.strategies.verify import chain_score, to_steps
-from prm_plugins.types import Aggregate, Splitter, StepScorer, StepScores
+from prm_plugins.types import Aggregation, Splitter, StepScorer, StepScores
 from prm_plugins.validation import check_generator, check_question, check_scorer
 
 __all__ = [
@@ -124,11 +124,11 @@ class BestOfN:
 
     def __init__(
         self,
-        generator: Any,
+        generator: SamplingGenerator,
         prm: StepScorer | None,
         n: int = 4,
         *,
-        aggregate: Aggregate = "min",
+        aggregate: Aggregation = "min",
         threshold: float | None = None,
         max_concurrency: int = 4,
         split: Splitter = "auto",
@@ -152,12 +152,12 @@ class BestOfN:
         self.threshold = options.threshold
         self.max_concurrency = options.max_concurrency
         self.split = options.split
-        self.retry = options.retry
+        self.retry = options.retry_policy
         self.selection: Selection = options.selection
 
     @classmethod
     def from_options(
-        cls, generator: Any, prm: StepScorer | None, options: BestOfNOptions
+        cls, generator: SamplingGenerator, prm: StepScorer | None, options: BestOfNOptions
     ) -> BestOfN:
         """A :class:`BestOfN` with already validated options (what adapters hold).
 
@@ -300,11 +300,11 @@ def _all_failed(candidates: list[Candidate]) -> AllCandidatesFailedError:
 
 def best_of_n(
     question: str,
-    generator: Any,
+    generator: SamplingGenerator,
     prm: StepScorer,
     n: int = 4,
     *,
-    aggregate: Aggregate = "min",
+    aggregate: Aggregation = "min",
     threshold: float | None = None,
     max_concurrency: int = 4,
     split: Splitter = "auto",
@@ -337,11 +337,11 @@ def best_of_n(
 
 async def abest_of_n(
     question: str,
-    generator: Any,
+    generator: SamplingGenerator,
     prm: StepScorer,
     n: int = 4,
     *,
-    aggregate: Aggregate = "min",
+    aggregate: Aggregation = "min",
     threshold: float | None = None,
     max_concurrency: int = 4,
     split: Splitter = "auto",
@@ -362,11 +362,11 @@ async def abest_of_n(
 
 def weighted_best_of_n(
     question: str,
-    generator: Any,
+    generator: SamplingGenerator,
     prm: StepScorer,
     n: int = 4,
     *,
-    aggregate: Aggregate = "min",
+    aggregate: Aggregation = "min",
     extractor: Extractor = extract_final_answer,
     max_concurrency: int = 4,
     split: Splitter = "auto",
@@ -404,11 +404,11 @@ def weighted_best_of_n(
 
 async def aweighted_best_of_n(
     question: str,
-    generator: Any,
+    generator: SamplingGenerator,
     prm: StepScorer,
     n: int = 4,
     *,
-    aggregate: Aggregate = "min",
+    aggregate: Aggregation = "min",
     extractor: Extractor = extract_final_answer,
     max_concurrency: int = 4,
     split: Splitter = "auto",
@@ -427,7 +427,7 @@ async def aweighted_best_of_n(
 
 def majority_vote(
     question: str,
-    generator: Any,
+    generator: SamplingGenerator,
     n: int = 4,
     *,
     extractor: Extractor = extract_final_answer,
@@ -451,7 +451,7 @@ def majority_vote(
 
 async def amajority_vote(
     question: str,
-    generator: Any,
+    generator: SamplingGenerator,
     n: int = 4,
     *,
     extractor: Extractor = extract_final_answer,

@@ -21,6 +21,7 @@ from prm_plugins.errors import (
     InvalidInputError,
     PRMError,
 )
+from prm_plugins.generators import CritiqueGenerator
 from prm_plugins.plans import (
     AsyncRunner,
     CallOutcome,
@@ -33,7 +34,7 @@ from prm_plugins.plans import (
 )
 from prm_plugins.strategies.options import RedoFrom, SelfCritiqueOptions
 from prm_plugins.strategies.verify import Verdict, as_steps, make_verdict, step_feedback, to_steps
-from prm_plugins.types import Aggregate, Splitter, StepScorer, StepScores
+from prm_plugins.types import Aggregation, Splitter, StepScorer, StepScores
 from prm_plugins.validation import (
     check_generator,
     check_question,
@@ -88,7 +89,7 @@ repeating the steps above, and end with the final answer.
     return "\n".join(parts)
 
 
-def redo_point(verdict: Verdict, redo_from: RedoFrom, aggregate: Aggregate) -> tuple[int, str]:
+def redo_point(verdict: Verdict, redo_from: RedoFrom, aggregate: Aggregation) -> tuple[int, str]:
     """The step a failed solution is redone from, and the feedback that names it.
 
     Args:
@@ -233,12 +234,12 @@ class SelfCritique:
 
     def __init__(
         self,
-        generator: Any,
+        generator: CritiqueGenerator,
         prm: StepScorer,
         *,
         threshold: float = 0.5,
         max_rounds: int = 2,
-        aggregate: Aggregate = "min",
+        aggregate: Aggregation = "min",
         split: Splitter = "auto",
         redo_from: RedoFrom = "first_failing",
         return_best: bool = True,
@@ -257,11 +258,11 @@ class SelfCritique:
         self.split = options.split
         self.redo_from: RedoFrom = options.redo_from
         self.return_best = options.return_best
-        self.retry = options.retry
+        self.retry = options.retry_policy
 
     @classmethod
     def from_options(
-        cls, generator: Any, prm: StepScorer, options: SelfCritiqueOptions
+        cls, generator: CritiqueGenerator, prm: StepScorer, options: SelfCritiqueOptions
     ) -> SelfCritique:
         """A :class:`SelfCritique` with already validated options (what adapters hold)."""
         return cls(generator, prm, threshold=options.threshold, max_rounds=options.max_rounds,
@@ -399,13 +400,13 @@ class SelfCritique:
 
 def self_critique(
     question: str,
-    generator: Any,
+    generator: CritiqueGenerator,
     prm: StepScorer,
     *,
     solution: str | Sequence[str] | None = None,
     threshold: float = 0.5,
     max_rounds: int = 2,
-    aggregate: Aggregate = "min",
+    aggregate: Aggregation = "min",
     split: Splitter = "auto",
     redo_from: RedoFrom = "first_failing",
     return_best: bool = True,
@@ -427,13 +428,13 @@ def self_critique(
 
 async def aself_critique(
     question: str,
-    generator: Any,
+    generator: CritiqueGenerator,
     prm: StepScorer,
     *,
     solution: str | Sequence[str] | None = None,
     threshold: float = 0.5,
     max_rounds: int = 2,
-    aggregate: Aggregate = "min",
+    aggregate: Aggregation = "min",
     split: Splitter = "auto",
     redo_from: RedoFrom = "first_failing",
     return_best: bool = True,

@@ -9,7 +9,7 @@ restating them.
 
 Examples:
     >>> opts = BestOfNOptions(n=8, threshold=0.9)
-    >>> opts.n, opts.threshold, opts.retry.max_attempts
+    >>> opts.n, opts.threshold, opts.retry_policy.max_attempts
     (8, 0.9, 3)
     >>> try:
     ...     SelfCritiqueOptions(max_rounds=-1)
@@ -21,7 +21,7 @@ Examples:
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 from prm_plugins.errors import InvalidInputError
@@ -67,8 +67,13 @@ class BestOfNOptions:
     threshold: float | None = None
     max_concurrency: int = 4
     split: Splitter = "auto"
-    retry: RetryPolicy = field(default=None)  # type: ignore[assignment]
+    retry: RetryPolicy | None = None
     selection: Selection = "auto"
+
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        """:attr:`retry`, never ``None`` (it is set to ``RetryPolicy()`` when not given)."""
+        return self.retry or RetryPolicy()
 
     def __post_init__(self) -> None:
         if self.selection not in SELECTIONS:
@@ -97,7 +102,12 @@ class SelfCritiqueOptions:
     split: Splitter = "auto"
     redo_from: RedoFrom = "first_failing"
     return_best: bool = True
-    retry: RetryPolicy = field(default=None)  # type: ignore[assignment]
+    retry: RetryPolicy | None = None
+
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        """:attr:`retry`, never ``None`` (it is set to ``RetryPolicy()`` when not given)."""
+        return self.retry or RetryPolicy()
 
     def __post_init__(self) -> None:
         check_count(self.max_rounds, "max_rounds", minimum=0)
@@ -126,7 +136,12 @@ class SearchOptions:
     aggregate: Aggregation = "last"
     is_complete: Callable[[str], bool] | None = None
     max_concurrency: int = 4
-    retry: RetryPolicy = field(default=None)  # type: ignore[assignment]
+    retry: RetryPolicy | None = None
+
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        """:attr:`retry`, never ``None`` (it is set to ``RetryPolicy()`` when not given)."""
+        return self.retry or RetryPolicy()
 
     def __post_init__(self) -> None:
         n, beam_width = self.n, self.beam_width

@@ -27,6 +27,7 @@ from typing import Any, ClassVar, Literal, TypeVar
 
 from prm_plugins.answers import extract_answer as extract_final_answer
 from prm_plugins.errors import AllCandidatesFailedError, EmptyGenerationsError, InvalidInputError
+from prm_plugins.generators import StepGenerator
 from prm_plugins.plans import (
     AsyncRunner,
     CallOutcome,
@@ -40,7 +41,7 @@ from prm_plugins.plans import (
 )
 from prm_plugins.strategies.options import SearchOptions
 from prm_plugins.strategies.verify import chain_score
-from prm_plugins.types import Aggregate, StepScorer, StepScores
+from prm_plugins.types import Aggregation, StepScorer, StepScores
 from prm_plugins.validation import (
     check_generator,
     check_question,
@@ -209,13 +210,13 @@ class _StepSearch:
 
     def __init__(
         self,
-        generator: Any,
+        generator: StepGenerator,
         prm: StepScorer,
         *,
         n: int = 8,
         beam_width: int = 2,
         max_steps: int = 10,
-        aggregate: Aggregate = "last",
+        aggregate: Aggregation = "last",
         is_complete: Callable[[str], bool] | None = None,
         max_concurrency: int = 4,
         retry: RetryPolicy | None = None,
@@ -233,11 +234,11 @@ class _StepSearch:
         self.aggregate = options.aggregate
         self.is_complete: Callable[[str], bool] = options.is_complete or has_final_answer
         self.max_concurrency = options.max_concurrency
-        self.retry = options.retry
+        self.retry = options.retry_policy
 
     @classmethod
     def from_options(
-        cls: type[_SearchT], generator: Any, prm: StepScorer, options: SearchOptions
+        cls: type[_SearchT], generator: StepGenerator, prm: StepScorer, options: SearchOptions
     ) -> _SearchT:
         """A search with already validated options (what adapters hold)."""
         return cls(generator, prm, n=options.n, beam_width=options.beam_width,

@@ -10,7 +10,7 @@ from typing import Any
 
 from prm_plugins.errors import InvalidInputError, PRMError
 from prm_plugins.steps import split_steps, validate_steps
-from prm_plugins.types import Aggregate, Splitter, StepScorer, StepScores
+from prm_plugins.types import Aggregate, Aggregation, Splitter, StepScorer, StepScores
 
 # Moved to prm_plugins.validation; re-exported here so that the old imports keep working.
 from prm_plugins.validation import (  # noqa: F401
@@ -111,14 +111,14 @@ def _quote(text: str, limit: int = FEEDBACK_STEP_CHARS) -> str:
     return f'"{flat}"'
 
 
-def chain_score(step_scores: StepScores, aggregate: Aggregate) -> float:
+def chain_score(step_scores: StepScores, aggregate: Aggregation) -> float:
     """The chain score under ``aggregate``, which must be a finite number.
 
     Raises:
         PRMError: a callable ``aggregate`` failed or gave NaN/inf (the message names it).
     """
     try:
-        score = float(step_scores.aggregate(aggregate))  # type: ignore[arg-type]
+        score = float(step_scores.aggregate(aggregate))
     except PRMError:
         raise
     except Exception as exc:  # a user-supplied aggregate callable failed
@@ -130,7 +130,7 @@ def chain_score(step_scores: StepScores, aggregate: Aggregate) -> float:
     return score
 
 
-def make_verdict(step_scores: StepScores, threshold: float, aggregate: Aggregate) -> Verdict:
+def make_verdict(step_scores: StepScores, threshold: float, aggregate: Aggregation) -> Verdict:
     """Build a :class:`Verdict` from scores (pure; shared by verify and the strategies).
 
     Raises:
@@ -167,7 +167,7 @@ def step_feedback(
     threshold: float,
     *,
     score: float | None = None,
-    aggregate: Aggregate = "min",
+    aggregate: Aggregation = "min",
 ) -> str:
     """Feedback naming step ``k`` (0-based; written 1-based), quoting it and its score.
 
@@ -198,7 +198,7 @@ Keep step 1 and redo the solution from step 2.'
     )
 
 
-def _name(aggregate: Aggregate) -> str:
+def _name(aggregate: Aggregation) -> str:
     return aggregate if isinstance(aggregate, str) else getattr(aggregate, "__name__", "custom")
 
 
@@ -207,7 +207,7 @@ def verify(
     solution_or_steps: str | Sequence[str],
     prm: StepScorer,
     threshold: float = 0.5,
-    aggregate: Aggregate = "min",
+    aggregate: Aggregation = "min",
     split: Splitter = "auto",
 ) -> Verdict:
     """Score a solution step by step and say whether, and where, it goes wrong.
@@ -248,7 +248,7 @@ async def averify(
     solution_or_steps: str | Sequence[str],
     prm: StepScorer,
     threshold: float = 0.5,
-    aggregate: Aggregate = "min",
+    aggregate: Aggregation = "min",
     split: Splitter = "auto",
 ) -> Verdict:
     """Async :func:`verify` (awaits ``prm.ascore``).
@@ -262,9 +262,9 @@ async def averify(
 
 
 def _prepare(
-    solution_or_steps: str | Sequence[str], threshold: float, aggregate: Aggregate,
+    solution_or_steps: str | Sequence[str], threshold: float, aggregate: Aggregation,
     split: Splitter,
-) -> tuple[float, Aggregate, list[str]]:
+) -> tuple[float, Aggregation, list[str]]:
     threshold_f = check_threshold(threshold)
     assert threshold_f is not None
     return threshold_f, check_aggregate(aggregate), as_steps(solution_or_steps, check_split(split))
