@@ -198,7 +198,8 @@ def parity_providers(device: str) -> list[str]:
         raise InvalidInputError(
             "--device cuda needs onnxruntime's CUDA provider for parity, and this "
             f"onnxruntime offers {ort.get_available_providers()}. Install onnxruntime-gpu "
-            '(pip install "prm-plugins[cuda]") or use --device cpu'
+            '(pip install ".[cuda]" in a prm-plugins checkout, or pip install '
+            '"prm-plugins[cuda]" once published) or use --device cpu'
         )
     return ["CUDAExecutionProvider", "CPUExecutionProvider"]
 

@@ -275,6 +275,20 @@ class FusionError(InvalidInputError):
     """A requested fusion found nothing to fuse (e.g. an encoder given ``--optimize fused``)."""
 
 
+def install_hint(extra: str) -> str:
+    """The command that installs a prm-plugins extra, from a source checkout and once published.
+
+    Args:
+        extra: the extra's name, e.g. ``"langchain"``.
+
+    Returns:
+        E.g. ``pip install ".[langchain]" (from a prm-plugins checkout; once the package is
+        published: pip install "prm-plugins[langchain]")``.
+    """
+    return (f'pip install ".[{extra}]" (from a prm-plugins checkout; once the package is '
+            f'published: pip install "prm-plugins[{extra}]")')
+
+
 def require(module: str, extra: str) -> Any:
     """Import ``module`` or raise :class:`MissingExtraError` naming the extra.
 
@@ -292,5 +306,5 @@ def require(module: str, extra: str) -> Any:
     except ImportError as exc:  # pragma: no cover - exercised only without the extra
         raise MissingExtraError(
             f"{module!r} is not installed; it is needed here. "
-            f'Install it with: pip install "prm-plugins[{extra}]"'
+            f"Install it with: {install_hint(extra)}"
         ) from exc

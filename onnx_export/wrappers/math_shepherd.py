@@ -25,7 +25,8 @@ try:
     from torch import nn
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise MissingExtraError(
-        'torch is not installed; prm export needs it: pip install "prm-plugins[export]"'
+        'torch is not installed; prm export needs it: pip install ".[export]" in a '
+        'prm-plugins checkout (once published: pip install "prm-plugins[export]")'
     ) from exc
 
 

@@ -23,7 +23,8 @@ def add_ray_arguments(p: argparse.ArgumentParser) -> None:
     """The ``Ray`` group of ``prm score``'s flags."""
     ray = p.add_argument_group(
         "Ray", "score --input on a Ray cluster with a pool of actors (pip install "
-        "\"prm-plugins[ray]\"); JSONL or Parquet in and out, chosen by the file suffix "
+        "\".[ray]\" in a checkout; \"prm-plugins[ray]\" once published); JSONL or Parquet in "
+        "and out, chosen by the file suffix "
         "(.parquet/.pq); every row comes out once, in input order")
     ray.add_argument("--ray", action="store_true", help="score the --input file with Ray Data")
     ray.add_argument("--ray-address", default=None, metavar="ADDR",
@@ -58,7 +59,8 @@ def _start_ray(args: argparse.Namespace) -> tuple[Any, bool] | int:
         import ray
     except ImportError as exc:
         return error(VERB, f"--ray needs Ray, which is not installed here ({exc}). Install "
-                           'it with: pip install "prm-plugins[ray]"')
+                           'it with: pip install ".[ray]" in a prm-plugins checkout (once '
+                           'published: pip install "prm-plugins[ray]")')
     if args.model_dir is not None:
         from prm_plugins.manifest import Manifest
 
@@ -94,7 +96,8 @@ def score_file_ray(args: argparse.Namespace) -> int:
         import prm_plugins.adapters.ray.data as ray_data
     except ImportError as exc:
         return error(VERB, f"--ray needs Ray, which is not installed here ({exc}). Install "
-                           'it with: pip install "prm-plugins[ray]"')
+                           'it with: pip install ".[ray]" in a prm-plugins checkout (once '
+                           'published: pip install "prm-plugins[ray]")')
     started = _start_ray(args)
     if isinstance(started, int):
         return started

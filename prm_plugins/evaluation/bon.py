@@ -370,7 +370,8 @@ def write_bon_plot(result: dict[str, Any], path: str | Path) -> Path:
     except ImportError as exc:
         raise MissingExtraError(
             "the best-of-N plot needs matplotlib, which is not installed (bon.json was "
-            'written). Install it with: pip install "prm-plugins[eval]"'
+            'written). Install it with: pip install ".[eval]" in a prm-plugins checkout '
+            '(once published: pip install "prm-plugins[eval]")'
         ) from exc
     path = Path(path)
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)

