@@ -59,8 +59,9 @@ def _httpx() -> Any:
         from prm_plugins.errors import MissingExtraError
 
         raise MissingExtraError(
-            "RemotePRM needs httpx; install it with: pip install \"prm-plugins[remote]\" "
-            "(or [ray], which includes it)"
+            "RemotePRM needs httpx; install it with: pip install \".[remote]\" in a "
+            "prm-plugins checkout (once published: pip install \"prm-plugins[remote]\"; "
+            "or the [ray] extra, which includes it)"
         ) from exc
     return httpx
 
