@@ -70,6 +70,7 @@ from prm_plugins.errors import (
 from prm_plugins.scoring import ascore_isolated
 from prm_plugins.steps import validate_chain
 from prm_plugins.types import StepScorer, StepScores
+from prm_plugins.validation import check_count
 from prm_plugins.worker_threads import WorkerThread, stop_workers
 
 __all__ = [
@@ -158,8 +159,7 @@ class MicroBatcher:
             )
         for name, value, low in (("max_batch", max_batch, 1), ("max_queue", max_queue, 1),
                                  ("max_stuck_calls", max_stuck_calls, 1)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise InvalidInputError(f"{name} must be an int >= {low}, got {value!r}")
+            check_count(value, name, minimum=low)
         if isinstance(max_wait_ms, bool) or not isinstance(max_wait_ms, (int, float)) or \
                 not 0 <= max_wait_ms <= 60_000:
             raise InvalidInputError(f"max_wait_ms must be a number in [0, 60000], "

@@ -58,7 +58,8 @@ from prm_plugins.strategies.options import BestOfNOptions, Selection  # noqa: E4
 from prm_plugins.types import StepScorer  # noqa: E402
 from prm_plugins.validation import (  # noqa: E402
     check_aggregate,
-    check_scorer,  # noqa: E402
+    check_count,
+    check_scorer,
     check_split,
     check_threshold,
 )
@@ -151,8 +152,7 @@ class PRMVerificationMiddleware(AgentMiddleware):
         check_scorer(prm)
         threshold_f = check_threshold(threshold)
         assert threshold_f is not None
-        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
-            raise InvalidInputError(f"max_retries must be an int >= 0, got {max_retries!r}")
+        check_count(max_retries, "max_retries", minimum=0)
         if on_failure not in ON_FAILURE:
             raise InvalidInputError(
                 f"on_failure must be one of {', '.join(map(repr, ON_FAILURE))}; "

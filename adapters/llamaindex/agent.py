@@ -33,7 +33,13 @@ from prm_plugins.errors import InvalidInputError
 from prm_plugins.strategies import Verdict, averify
 from prm_plugins.strategies.verify import to_steps
 from prm_plugins.types import Aggregation, Splitter, StepScorer
-from prm_plugins.validation import check_aggregate, check_question, check_split, check_threshold
+from prm_plugins.validation import (
+    check_aggregate,
+    check_count,
+    check_question,
+    check_split,
+    check_threshold,
+)
 
 __all__ = ["DEFAULT_FEEDBACK_TEMPLATE", "AgentRound", "PRMVerifiedAgentRunner",
            "VerifiedAgentResult"]
@@ -204,11 +210,7 @@ class PRMVerifiedAgentRunner:
                 f"prm must be a StepScorer (with ascore(), e.g. load_prm()); received "
                 f"{type(prm).__name__}"
             )
-        if (isinstance(max_feedback_rounds, bool) or not isinstance(max_feedback_rounds, int)
-                or max_feedback_rounds < 0):
-            raise InvalidInputError(
-                f"max_feedback_rounds must be an int >= 0, got {max_feedback_rounds!r}"
-            )
+        check_count(max_feedback_rounds, "max_feedback_rounds", minimum=0)
         if solution_fn is not None and not callable(solution_fn):
             raise InvalidInputError(
                 f"solution_fn must be a callable AgentOutput -> str, or None; got {solution_fn!r}"

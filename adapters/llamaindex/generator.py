@@ -20,6 +20,7 @@ from llama_index.core.llms import LLM
 from prm_plugins.errors import InvalidInputError
 from prm_plugins.steps import split_steps
 from prm_plugins.strategies.search import build_next_step_prompt
+from prm_plugins.validation import check_count
 
 __all__ = ["LlamaIndexGenerator", "build_next_step_prompt", "chat_text", "check_llm"]
 
@@ -143,9 +144,9 @@ class LlamaIndexGenerator:
 
 
 def _check_n(n: int) -> int:
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise InvalidInputError(f"n must be an int >= 1, got {n!r}")
-    return n
+    checked = check_count(n, "n")
+    assert checked is not None
+    return checked
 
 
 def _first_step(text: str) -> str:

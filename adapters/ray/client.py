@@ -38,6 +38,7 @@ from typing import Any
 from prm_plugins.errors import ChainTooLongError, InvalidInputError, PRMError, RemotePRMError
 from prm_plugins.jsonl import JSONLineError, loads_line
 from prm_plugins.types import StepScores
+from prm_plugins.validation import check_count
 
 __all__ = ["RemotePRM", "RemotePRMError"]
 
@@ -121,8 +122,7 @@ class RemotePRM:
         if not isinstance(url, str) or not url.startswith(("http://", "https://")):
             raise InvalidInputError(
                 f"url must be an http(s) URL such as 'http://127.0.0.1:8000/prm', got {url!r}")
-        if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
-            raise InvalidInputError(f"max_attempts must be an int >= 1, got {max_attempts!r}")
+        check_count(max_attempts, "max_attempts")
         if not isinstance(timeout, (int, float)) or timeout <= 0:
             raise InvalidInputError(f"timeout must be a positive number of seconds, got "
                                     f"{timeout!r}")

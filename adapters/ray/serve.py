@@ -51,6 +51,7 @@ from typing import Any
 from prm_plugins.errors import ChainTooLongError, InvalidInputError, PRMError, require
 from prm_plugins.jsonl import JSONLineError, loads_line
 from prm_plugins.scoring import ascore_isolated, score_isolated
+from prm_plugins.validation import check_count
 
 require("ray", "ray")
 
@@ -351,11 +352,8 @@ def build_app(
     Raises:
         InvalidInputError: for a non-positive replica count or batch size.
     """
-    if isinstance(num_replicas, bool) or not isinstance(num_replicas, int) or num_replicas < 1:
-        raise InvalidInputError(f"num_replicas must be an int >= 1, got {num_replicas!r}")
-    if isinstance(max_batch_size, bool) or not isinstance(max_batch_size, int) \
-            or max_batch_size < 1:
-        raise InvalidInputError(f"max_batch_size must be an int >= 1, got {max_batch_size!r}")
+    check_count(num_replicas, "num_replicas")
+    check_count(max_batch_size, "max_batch_size")
     if num_cpus < 0 or num_gpus < 0:
         raise InvalidInputError(
             f"num_cpus and num_gpus must be >= 0, got {num_cpus!r} and {num_gpus!r}")

@@ -55,6 +55,7 @@ from prm_plugins.evaluation.step_data import (
     load_step_items,
 )
 from prm_plugins.types import StepScorer
+from prm_plugins.validation import check_threshold
 
 __all__ = [
     "KINDS",
@@ -317,8 +318,7 @@ def evaluate_loaded(
     """
     if kind not in _EVALUATORS:
         raise InvalidInputError(f"unknown data kind {kind!r}; use one of {', '.join(KINDS)}")
-    if not isinstance(threshold, (int, float)) or not 0.0 <= threshold <= 1.0:
-        raise InvalidInputError(f"threshold must be a number in [0, 1], got {threshold!r}")
+    check_threshold(threshold)
     scores, issues = score_step_items(scorer, items, batch_size=batch_size, progress=progress)
     summary = _EVALUATORS[kind](items, scores, float(threshold))
     summary["n_scored"] = sum(1 for s in scores if s is not None)

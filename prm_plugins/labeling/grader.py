@@ -43,8 +43,8 @@ from prm_plugins.labeling.verdicts import (
     parse_step_verdicts,
     propagate_first_error,
 )
-from prm_plugins.plans import CallOutcome, RetryPolicy, describe_error
-from prm_plugins.validation import check_max_concurrency
+from prm_plugins.plans import CallOutcome, RetryPolicy, check_retry, describe_error
+from prm_plugins.validation import check_count, check_max_concurrency
 
 __all__ = [
     "GRADER_SYSTEM_PROMPT",
@@ -285,13 +285,11 @@ class LLMStepGrader:
                 f"chat_model must be a LangChain chat model (with invoke/ainvoke); received "
                 f"{type(chat_model).__name__}. Pass e.g. ChatOpenAI(...) or any BaseChatModel."
             )
-        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
-            raise InvalidInputError(f"max_retries must be an int >= 0, got {max_retries!r}")
+        check_count(max_retries, "max_retries", minimum=0)
         if not isinstance(system_prompt, str):
             raise InvalidInputError(
                 f"system_prompt must be a str, got {type(system_prompt).__name__}")
-        if retry is not None and not isinstance(retry, RetryPolicy):
-            raise InvalidInputError(f"retry must be a RetryPolicy or None, got {retry!r}")
+        check_retry(retry)
         if not callable(to_messages):
             raise InvalidInputError(
                 f"to_messages must be a function of a list of (role, text) pairs, got "

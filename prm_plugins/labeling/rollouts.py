@@ -37,9 +37,10 @@ from prm_plugins.plans import (
     GenerateCalls,
     RetryPolicy,
     SyncRunner,
+    check_retry,
     describe_error,
 )
-from prm_plugins.validation import check_generator, check_max_concurrency
+from prm_plugins.validation import check_count, check_generator, check_max_concurrency
 
 __all__ = [
     "AnswerChecker",
@@ -265,8 +266,7 @@ class MonteCarloLabeler:
         retry: RetryPolicy | None = None,
         source: str = "mc-rollouts",
     ) -> None:
-        if isinstance(n_rollouts, bool) or not isinstance(n_rollouts, int) or n_rollouts < 1:
-            raise InvalidInputError(f"n_rollouts must be an int >= 1, got {n_rollouts!r}")
+        check_count(n_rollouts, "n_rollouts")
         if (isinstance(threshold, bool) or not isinstance(threshold, (int, float))
                 or not 0.0 <= threshold < 1.0):
             raise InvalidInputError(
@@ -280,8 +280,7 @@ class MonteCarloLabeler:
             raise InvalidInputError(
                 f"prompt_builder must be callable(question, prefix) -> str, got "
                 f"{prompt_builder!r}")
-        if retry is not None and not isinstance(retry, RetryPolicy):
-            raise InvalidInputError(f"retry must be a RetryPolicy or None, got {retry!r}")
+        check_retry(retry)
         self.generator = generator
         self.n_rollouts = n_rollouts
         self.threshold = float(threshold)
