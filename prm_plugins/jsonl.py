@@ -390,7 +390,7 @@ def score_pairs(prm: Any, pairs: Sequence[Any],
     from prm_plugins.scoring import score_isolated
 
     def batch(items: list[Any]) -> list[Any]:
-        if len(items) == 1:  # one chain: its own error, without a batch's "item 0:"
+        if len(items) == 1:  # one chain: scored alone, as after a failed batch
             return [prm.score(*items[0])]
         got = list(prm.score_batch(items))
         if len(got) != len(items):

@@ -318,3 +318,17 @@ def test_old_cli_modules_warn_and_forward(old: str, new: str) -> None:
         shim = importlib.import_module(old)
     target = importlib.import_module(new)
     assert shim.run is target.run and shim.add_parser is target.make_parser
+
+
+def test_row_errors_number_steps_from_one(model_dir: Path, tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    src, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    src.write_text('{"question": "w1", "steps": ["w2", " "]}\n'
+                   '{"question": "w1", "steps": ["w2", "w3"]}\n')
+    assert main(["score", str(model_dir), "-i", str(src), "-o", str(out), "--no-progress"]) == 1
+    error = json.loads(out.read_text().splitlines()[0])["error"]
+    assert error.startswith("step 2 is empty") and "item 0" not in error
+    assert "steps[1]" not in error
+    capsys.readouterr()
+    assert main(["score", str(model_dir), "-q", "w1", "--steps", "w2", ""]) == 2
+    assert "error: step 2 is empty" in _one_error(capsys, "score")

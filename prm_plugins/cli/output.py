@@ -72,14 +72,23 @@ def error_text(exc: BaseException) -> str:
 
     A chain over the model's length names ``--long-chains window`` (the Python API's message
     names ``load_prm(..., long_chains='window')``).
+    A chain's position in a batch (``item 0:``) is dropped, and a step named by its Python
+    index (``steps[1]``) is named by its number (``step 2``), as all of ``prm``'s text counts.
+
+    Examples:
+        >>> error_text(ValueError("item 0: steps[1] is empty"))
+        'step 2 is empty'
     """
+    import re
+
     from prm_plugins.errors import ChainTooLongError
 
     if isinstance(exc, ChainTooLongError):
         return (f"the chain renders to {exc.n_tokens} tokens, over the model's max_length of "
                 f"{exc.max_length}; shorten it, or score it in windows with "
                 "--long-chains window")
-    return str(exc)
+    text = re.sub(r"^item \d+: ", "", str(exc))
+    return re.sub(r"\bsteps\[(\d+)\]", lambda m: f"step {int(m.group(1)) + 1}", text)
 
 
 def output_problem(flag: str, path: str | None, *, parents_made: bool = False) -> str | None:
