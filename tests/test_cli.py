@@ -332,3 +332,24 @@ def test_row_errors_number_steps_from_one(model_dir: Path, tmp_path: Path,
     capsys.readouterr()
     assert main(["score", str(model_dir), "-q", "w1", "--steps", "w2", ""]) == 2
     assert "error: step 2 is empty" in _one_error(capsys, "score")
+
+
+def test_label_progress_bar_has_a_total(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    import tqdm
+
+    real = tqdm.tqdm
+
+    def shown(*args: object, **kwargs: object) -> object:  # drawn even without a terminal
+        return real(*args, **{**kwargs, "disable": False})
+
+    monkeypatch.setattr(tqdm, "tqdm", shown)
+    row = {"question": "Tom has 3 boxes of 4 pens. How many pens?",
+           "answer": "Tom has 3*4 = <<3*4=12>>12 pens.\n#### 12"}
+    src = tmp_path / "gsm8k.jsonl"
+    src.write_text((json.dumps(row) + "\n") * 3 + "\n")
+    assert main(["label", "gsm8k", "-i", str(src), "-o", str(tmp_path / "o.jsonl")]) == 0
+    assert "3/3" in capsys.readouterr().err
+    assert main(["label", "gsm8k", "-i", str(src), "-o", str(tmp_path / "o.jsonl"),
+                 "--limit", "2"]) == 0
+    assert "2/2" in capsys.readouterr().err

@@ -107,16 +107,15 @@ def make_parser(subparsers: Any) -> argparse.ArgumentParser:
 add_parser = make_parser
 
 
-def _progress(rows: Iterable[dict[str, Any]], enabled: bool) -> Iterator[dict[str, Any]]:
+def _progress(rows: Iterable[dict[str, Any]], enabled: bool,
+              total: int | None = None) -> Iterator[dict[str, Any]]:
     if not enabled:
         yield from rows
         return
-    try:
-        from tqdm import tqdm
-    except ImportError:  # pragma: no cover - tqdm is optional here
-        yield from rows
-        return
-    yield from tqdm(rows, unit="problem", desc="labelling", file=sys.stderr, disable=None)
+    from tqdm import tqdm
+
+    yield from tqdm(rows, total=total, unit="problem", desc="labelling", file=sys.stderr,
+                    disable=None)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -129,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
         The exit code.
     """
     from prm_plugins.errors import InvalidInputError
-    from prm_plugins.jsonl import refuse_same_file
+    from prm_plugins.jsonl import count_lines, refuse_same_file
     from prm_plugins.labeling.gsm8k import read_gsm8k_jsonl
     from prm_plugins.labeling.stepwise import write_stepwise_jsonl
     from prm_plugins.labeling.verifier import LabelingStats, build_verifier_dataset
@@ -154,11 +153,14 @@ def run(args: argparse.Namespace) -> int:
     stats = LabelingStats()
     try:
         refuse_same_file(input_path, args.out, what="--out")
+        total = None if args.no_progress else count_lines(input_path)
+        if total is not None and args.limit is not None:
+            total = min(total, args.limit)
         rows: Iterable[dict[str, Any]] = read_gsm8k_jsonl(input_path)
         if args.limit is not None:
             rows = itertools.islice(rows, args.limit)
         records = build_verifier_dataset(
-            _progress(rows, not args.no_progress),
+            _progress(rows, not args.no_progress, total),
             seed=args.seed,
             n_perturbed_per_problem=args.per_problem,
             kinds=kinds,
