@@ -58,7 +58,6 @@ __all__ = [
     "ScoreChains",
     "SyncRunner",
     "TransientGeneratorError",
-    "check_retry",
     "describe_error",
     "summarize_failures",
 ]
@@ -165,6 +164,18 @@ class RetryPolicy:
         return cls(max_attempts=max_attempts, initial_wait=0.0, max_wait=0.0, jitter=0.0,
                    timeout=timeout)
 
+    @classmethod
+    def check(cls, policy: object) -> RetryPolicy | None:
+        """Return ``policy`` unless it is neither a :class:`RetryPolicy` nor ``None``.
+
+        Examples:
+            >>> RetryPolicy.check(None) is None
+            True
+        """
+        if policy is not None and not isinstance(policy, RetryPolicy):
+            raise InvalidInputError(f"retry must be a RetryPolicy or None, got {policy!r}")
+        return policy
+
     def backoff(self, retry_number: int) -> float:
         """Seconds waited before retry ``retry_number`` (1-based), jitter excluded.
 
@@ -248,13 +259,6 @@ class RetryPolicy:
         except Exception as exc:
             return CallOutcome(error=exc, attempts=attempts)
         return CallOutcome(value=value, attempts=attempts)
-
-
-def check_retry(retry: object) -> RetryPolicy | None:
-    """Return ``retry`` unless it is neither a :class:`RetryPolicy` nor ``None``."""
-    if retry is not None and not isinstance(retry, RetryPolicy):
-        raise InvalidInputError(f"retry must be a RetryPolicy or None, got {retry!r}")
-    return retry
 
 
 def _call_with_deadline(

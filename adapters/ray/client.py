@@ -161,7 +161,7 @@ class RemotePRM:
         self.close()
 
     # -- requests --------------------------------------------------------------------------
-    def _retrying(self, asynchronous: bool = False) -> Any:
+    def _attempt_loop(self, asynchronous: bool = False) -> Any:
         import tenacity
 
         cls = tenacity.AsyncRetrying if asynchronous else tenacity.Retrying
@@ -208,7 +208,7 @@ class RemotePRM:
         httpx = _httpx()
         url = self.url + path
         try:
-            for attempt in self._retrying():
+            for attempt in self._attempt_loop():
                 with attempt:
                     try:
                         response = self._client.request(method, url, json=payload)
@@ -224,7 +224,7 @@ class RemotePRM:
         url = self.url + path
         try:
             async with httpx.AsyncClient(timeout=self.timeout, headers=self.headers) as client:
-                async for attempt in self._retrying(asynchronous=True):
+                async for attempt in self._attempt_loop(asynchronous=True):
                     with attempt:
                         try:
                             response = await client.request(method, url, json=payload)

@@ -43,7 +43,7 @@ from prm_plugins.labeling.verdicts import (
     parse_step_verdicts,
     propagate_first_error,
 )
-from prm_plugins.plans import CallOutcome, RetryPolicy, check_retry, describe_error
+from prm_plugins.plans import CallOutcome, RetryPolicy, describe_error
 from prm_plugins.validation import check_count, check_max_concurrency
 
 __all__ = [
@@ -289,7 +289,7 @@ class LLMStepGrader:
         if not isinstance(system_prompt, str):
             raise InvalidInputError(
                 f"system_prompt must be a str, got {type(system_prompt).__name__}")
-        check_retry(retry)
+        RetryPolicy.check(retry)
         if not callable(to_messages):
             raise InvalidInputError(
                 f"to_messages must be a function of a list of (role, text) pairs, got "

@@ -37,7 +37,6 @@ from prm_plugins.plans import (
     GenerateCalls,
     RetryPolicy,
     SyncRunner,
-    check_retry,
     describe_error,
 )
 from prm_plugins.validation import check_count, check_generator, check_max_concurrency
@@ -280,7 +279,7 @@ class MonteCarloLabeler:
             raise InvalidInputError(
                 f"prompt_builder must be callable(question, prefix) -> str, got "
                 f"{prompt_builder!r}")
-        check_retry(retry)
+        RetryPolicy.check(retry)
         self.generator = generator
         self.n_rollouts = n_rollouts
         self.threshold = float(threshold)

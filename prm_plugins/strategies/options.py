@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from prm_plugins.errors import InvalidInputError
-from prm_plugins.plans import RetryPolicy, check_retry
+from prm_plugins.plans import RetryPolicy
 from prm_plugins.types import Aggregation, Splitter
 from prm_plugins.validation import (
     check_aggregate,
@@ -86,7 +86,7 @@ class BestOfNOptions:
         _set(self, "threshold", check_threshold(self.threshold, optional=True))
         check_max_concurrency(self.max_concurrency)
         _set(self, "split", check_split(self.split))
-        _set(self, "retry", check_retry(self.retry) or RetryPolicy())
+        _set(self, "retry", RetryPolicy.check(self.retry) or RetryPolicy())
 
 
 @dataclass(frozen=True)
@@ -115,7 +115,7 @@ class SelfCritiqueOptions:
             raise InvalidInputError(
                 f"redo_from must be 'first_failing' or 'weakest', got {self.redo_from!r}"
             )
-        _set(self, "retry", check_retry(self.retry) or RetryPolicy())
+        _set(self, "retry", RetryPolicy.check(self.retry) or RetryPolicy())
         _set(self, "threshold", check_threshold(self.threshold))
         _set(self, "aggregate", check_aggregate(self.aggregate))
         _set(self, "split", check_split(self.split))
@@ -163,6 +163,6 @@ class SearchOptions:
             raise InvalidInputError(
                 f"is_complete must be a callable step -> bool, got {self.is_complete!r}"
             )
-        _set(self, "retry", check_retry(self.retry) or RetryPolicy())
+        _set(self, "retry", RetryPolicy.check(self.retry) or RetryPolicy())
         _set(self, "aggregate", check_aggregate(self.aggregate))
         check_max_concurrency(self.max_concurrency)
