@@ -11,6 +11,11 @@ strategy                               generator methods
 ``SelfCritique``                       ``sample``, and ``revise`` when it has one
 =====================================  ==============================================
 
+The strategies' ``generator`` arguments are annotated with those needs:
+:data:`SamplingGenerator`, :data:`StepGenerator` and :data:`CritiqueGenerator`, unions of
+the one-method protocols :class:`Sampler`, :class:`StepProposer`, :class:`Reviser` and
+their async twins (:class:`Generator` has both sync methods).
+
 Sync strategy forms call the sync methods; async forms prefer the ``a``-prefixed methods
 and run sync ones in worker threads. Raise
 :class:`prm_plugins.strategies.TransientGeneratorError`, :class:`TimeoutError` or

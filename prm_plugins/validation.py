@@ -68,10 +68,13 @@ def check_split(split: object) -> Splitter:
     )
 
 
-def check_threshold(threshold: object, *, optional: bool = False) -> float | None:
+def check_threshold(
+    threshold: object, *, optional: bool = False, name: str = "threshold"
+) -> float | None:
     """Return ``threshold`` as a float (``None`` allowed when ``optional``).
 
     A bool is refused: ``True`` is an int to Python, never a pass mark a user meant.
+    ``name`` is how the message names the option (e.g. ``"--threshold"`` for a CLI flag).
     """
     if threshold is None and optional:
         return None
@@ -80,7 +83,7 @@ def check_threshold(threshold: object, *, optional: bool = False) -> float | Non
         or not isinstance(threshold, (int, float))
         or not 0.0 <= float(threshold) <= 1.0
     ):
-        raise InvalidInputError(f"threshold must be a number in [0, 1], got {threshold!r}")
+        raise InvalidInputError(f"{name} must be a number in [0, 1], got {threshold!r}")
     return float(threshold)
 
 

@@ -21,6 +21,11 @@ entry point                     what it does
 :class:`DVTS`                   diverse verifier tree search (independent greedy subtrees)
 ==============================  =============================================================
 
+Each strategy's options live in one frozen dataclass (:class:`BestOfNOptions`,
+:class:`SelfCritiqueOptions`, :class:`SearchOptions`) that validates them on its own, with
+no generator and no scorer; adapters hold one and build the strategy with
+``BestOfN.from_options(generator, prm, options)``.
+
 Examples:
     >>> from prm_plugins import load_prm  # doctest: +SKIP
     >>> from prm_plugins.strategies import best_of_n, verify
