@@ -16,13 +16,20 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from prm_plugins.errors import InvalidInputError
 
-__all__ = ["PlattCalibration", "fit_platt"]
+__all__ = [
+    "PlattCalibration",
+    "calibrate_model_dir",
+    "fit_platt",
+    "log_loss_and_brier",
+    "remove_calibration",
+]
 
 _EPS = 1e-6
 
@@ -132,3 +139,73 @@ def fit_platt(probs: Sequence[float], labels: Sequence[bool], *,
             "steps above good ones, so calibration cannot help; check the data and the model"
         )
     return PlattCalibration(a, float(w[1]))
+
+
+def log_loss_and_brier(probs: Sequence[float], labels: Sequence[bool]) -> tuple[float, float]:
+    """Mean log-loss and Brier score of ``probs`` against ``labels`` (True = good step)."""
+    q = np.clip(np.asarray(probs, dtype=np.float64), _EPS, 1 - _EPS)
+    t = np.asarray(labels, dtype=np.float64)
+    ll = float(-np.mean(t * np.log(q) + (1 - t) * np.log1p(-q)))
+    return ll, float(np.mean((q - t) ** 2))
+
+
+def calibrate_model_dir(model_dir: str | Path, rows: Sequence[Mapping[str, Any]], *,
+                        batch_size: int = 32, data_name: str | None = None) -> dict[str, Any]:
+    """Fit Platt calibration of a model directory on stepwise rows and write it to prm.json.
+
+    The model's raw probabilities (no calibration, no step checks, long chains scored in
+    windows) on ``rows`` (TRL stepwise: ``{"prompt", "completions", "labels"}``) are fitted
+    with :func:`fit_platt`; the entry written under ``extra.calibration`` holds the fit, the
+    data it came from and the log-loss and Brier score before and after. The model files are
+    untouched, so their hashes still hold.
+
+    Args:
+        model_dir: a model directory made by ``prm export``.
+        rows: held-out labelled stepwise rows (questions the model was not trained on).
+        batch_size: chains per scoring call.
+        data_name: what to record as the data's name (e.g. the file name).
+
+    Returns:
+        The entry written into ``prm.json``.
+
+    Raises:
+        InvalidInputError: no rows, a bad batch size, or labels :func:`fit_platt` refuses.
+        ModelLoadError: the model directory cannot be loaded.
+    """
+    from prm_plugins.manifest import Manifest
+    from prm_plugins.runtime import load_prm
+
+    if not rows:
+        raise InvalidInputError("no stepwise rows to calibrate on")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise InvalidInputError(f"batch_size must be an int >= 1, got {batch_size!r}")
+    manifest = Manifest.read(model_dir)
+    prm = load_prm(model_dir, device="cpu", checks=(), calibrate=False, long_chains="window")
+    probs: list[float] = []
+    labels: list[bool] = []
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start:start + batch_size]
+        scored = prm.score_batch([(r["prompt"], r["completions"]) for r in chunk])
+        for r, s in zip(chunk, scored, strict=True):
+            probs.extend(s.scores)
+            labels.extend(bool(v) for v in r["labels"])
+    cal = fit_platt(probs, labels)
+    before = log_loss_and_brier(probs, labels)
+    after = log_loss_and_brier(cal.apply(probs), labels)
+    entry = {**cal.to_dict(), "data": data_name, "rows": len(rows), "steps": len(labels),
+             "good_steps": int(sum(labels)),
+             "log_loss": {"before": round(before[0], 5), "after": round(after[0], 5)},
+             "brier": {"before": round(before[1], 5), "after": round(after[1], 5)}}
+    manifest.extra["calibration"] = entry
+    manifest.write(model_dir)
+    return entry
+
+
+def remove_calibration(model_dir: str | Path) -> bool:
+    """Delete ``extra.calibration`` from a model directory's prm.json; True if there was one."""
+    from prm_plugins.manifest import Manifest
+
+    manifest = Manifest.read(model_dir)
+    removed = manifest.extra.pop("calibration", None) is not None
+    manifest.write(model_dir)
+    return removed

@@ -102,3 +102,28 @@ def test_prm_calibrate_usage_errors(tmp_path: Path,
     assert "both good and bad" in capsys.readouterr().err
     assert "calibration" not in Manifest.read(model).extra
     assert main(["calibrate", str(tmp_path / "nope"), "--data", str(one_class)]) == 2
+
+
+def test_the_model_dir_workflow_is_a_public_api_the_cli_runs(tmp_path: Path) -> None:
+    from prm_plugins.calibration import calibrate_model_dir, remove_calibration
+    from prm_plugins.labeling.stepwise import read_stepwise_jsonl
+
+    model = make_model_dir(tmp_path / "m", max_length=64)
+    rows = read_stepwise_jsonl(_stepwise(tmp_path / "val.jsonl"))
+    entry = calibrate_model_dir(model, rows, batch_size=7, data_name="val.jsonl")
+    assert Manifest.read(model).extra["calibration"] == entry
+    assert entry["data"] == "val.jsonl" and entry["steps"] == 120
+    twin = make_model_dir(tmp_path / "twin", max_length=64)
+    assert main(["calibrate", str(twin), "--data", str(tmp_path / "val.jsonl"), "--json"]) == 0
+    cli_entry = Manifest.read(twin).extra["calibration"]
+    # the same fit as the CLI's (batch size and padding move scores by float noise at most)
+    assert {k: cli_entry[k] for k in ("rows", "steps", "good_steps", "data")} == {
+        k: entry[k] for k in ("rows", "steps", "good_steps", "data")}
+    assert (cli_entry["a"], cli_entry["b"]) == pytest.approx((entry["a"], entry["b"]), abs=1e-6)
+    with pytest.raises(InvalidInputError, match="no stepwise rows"):
+        calibrate_model_dir(model, [])
+    with pytest.raises(InvalidInputError, match="batch_size"):
+        calibrate_model_dir(model, rows, batch_size=0)
+    assert remove_calibration(model) is True
+    assert remove_calibration(model) is False
+    assert "calibration" not in Manifest.read(model).extra

@@ -51,29 +51,16 @@ def make_parser(subparsers: Any) -> argparse.ArgumentParser:
 add_parser = make_parser
 
 
-def _log_loss_brier(p: Any, y: Any) -> tuple[float, float]:
-    import numpy as np
-
-    q = np.clip(np.asarray(p, dtype=np.float64), 1e-6, 1 - 1e-6)
-    t = np.asarray(y, dtype=np.float64)
-    ll = float(-np.mean(t * np.log(q) + (1 - t) * np.log1p(-q)))
-    return ll, float(np.mean((q - t) ** 2))
-
-
 def run(args: argparse.Namespace) -> int:
     """Run ``prm calibrate``; returns 0, or 2 for bad input."""
-    from prm_plugins.calibration import fit_platt
+    from prm_plugins.calibration import calibrate_model_dir, remove_calibration
     from prm_plugins.errors import PRMError
     from prm_plugins.labeling.stepwise import read_stepwise_jsonl
-    from prm_plugins.manifest import Manifest
-    from prm_plugins.runtime import load_prm
 
     model_dir = Path(args.model_dir)
     try:
-        manifest = Manifest.read(model_dir)
         if args.remove:
-            removed = manifest.extra.pop("calibration", None) is not None
-            manifest.write(model_dir)
+            removed = remove_calibration(model_dir)
             sys.stdout.write(("removed the calibration from " if removed else
                               "no calibration to remove in ") + f"{model_dir}/prm.json\n")
             return OK
@@ -92,32 +79,18 @@ def run(args: argparse.Namespace) -> int:
         rows = read_stepwise_jsonl(args.data)[: args.limit]
         if not rows:
             return error(VERB, f"{args.data} holds no rows")
-        prm = load_prm(model_dir, device="cpu", checks=(), calibrate=False,
-                       long_chains="window")
-        probs: list[float] = []
-        labels: list[bool] = []
-        for start in range(0, len(rows), args.batch_size):
-            chunk = rows[start:start + args.batch_size]
-            scored = prm.score_batch([(r["prompt"], r["completions"]) for r in chunk])
-            for r, s in zip(chunk, scored, strict=True):
-                probs.extend(s.scores)
-                labels.extend(bool(v) for v in r["labels"])
-        cal = fit_platt(probs, labels)
-        before = _log_loss_brier(probs, labels)
-        after = _log_loss_brier(cal.apply(probs), labels)
+        if args.batch_size < 1:
+            return error(VERB, f"--batch-size must be >= 1, got {args.batch_size}")
+        entry = calibrate_model_dir(model_dir, rows, batch_size=args.batch_size,
+                                    data_name=data.name)
     except PRMError as exc:
         return error(VERB, exc)
-    entry = {**cal.to_dict(), "data": Path(args.data).name, "rows": len(rows),
-             "steps": len(labels), "good_steps": int(sum(labels)),
-             "log_loss": {"before": round(before[0], 5), "after": round(after[0], 5)},
-             "brier": {"before": round(before[1], 5), "after": round(after[1], 5)}}
-    manifest.extra["calibration"] = entry
-    manifest.write(model_dir)
     if args.json:
         sys.stdout.write(json.dumps(entry) + "\n")
     else:
         sys.stdout.write(
-            f"calibrated {model_dir}: a {cal.a:.4f}, b {cal.b:.4f} on "
-            f"{plural(len(labels), 'step')} of {plural(len(rows), 'chain')}; log-loss "
-            f"{before[0]:.4f} -> {after[0]:.4f}, Brier {before[1]:.4f} -> {after[1]:.4f}\n")
+            f"calibrated {model_dir}: a {entry['a']:.4f}, b {entry['b']:.4f} on "
+            f"{plural(entry['steps'], 'step')} of {plural(entry['rows'], 'chain')}; log-loss "
+            f"{entry['log_loss']['before']:.4f} -> {entry['log_loss']['after']:.4f}, Brier "
+            f"{entry['brier']['before']:.4f} -> {entry['brier']['after']:.4f}\n")
     return OK
