@@ -31,7 +31,9 @@ from prm_plugins.evaluation.bon import (
     CandidateSet,
     best_of_n_curves,
     evaluate_best_of_n,
+    load_candidates,
     make_permutations,
+    score_candidates,
 )
 from prm_plugins.evaluation.metrics import (
     BinaryCounts,
@@ -328,6 +330,56 @@ def test_stepwise_auroc_per_perturbation_and_first_error(tmp_path: Path) -> None
     assert report["groups"]["wrong_op"]["first_error_acc"] == 0.0
     assert report["overall"]["error_acc"] == 0.5 and report["overall"]["correct_acc"] == 1.0
     assert evaluate_stepwise([], [], 0.5)["overall"]["step_auroc"] is None
+
+
+class FlakyScorer(ScriptedScorer):
+    """Refuses (a PRMError) any batch holding a step that starts with ``boom``; a step
+    starting with ``bug`` raises a TypeError, as a scorer bug would."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.single_calls = 0
+
+    def score(self, question: str, steps: Sequence[str]) -> StepScores:
+        self.single_calls += 1
+        return self.score_batch([(question, steps)])[0]
+
+    def score_batch(self, items: Sequence[tuple[str, Sequence[str]]]) -> list[StepScores]:
+        if any(st.startswith("bug") for _, s in items for st in s):
+            raise TypeError("scorer bug")
+        if any(st.startswith("boom") for _, s in items for st in s):
+            raise InvalidInputError("chain of 9000 tokens is longer than max_length 512")
+        return super().score_batch(items)
+
+
+def test_a_refused_chain_is_skipped_and_the_rest_of_its_batch_still_scored(
+    tmp_path: Path,
+) -> None:
+    rows = [{"prompt": "q", "completions": ["0.9 a", "0.2 b"], "labels": [True, False]},
+            {"prompt": "q", "completions": ["boom", "0.5 c"], "labels": [True, False]},
+            {"prompt": "q", "completions": ["0.8 a", "0.7 b"], "labels": [True, True]}]
+    scorer = FlakyScorer()
+    report = evaluate_steps(scorer, _jsonl(tmp_path / "sw.jsonl", rows), "stepwise")
+    assert report["n_scored"] == 2 and scorer.single_calls == 3  # one batch, then one by one
+    assert len(report["skipped"]) == 1
+    assert "sw.jsonl:2: could not be scored: chain of 9000 tokens" in report["skipped"][0]
+    assert report["overall"]["step_auroc"] == 1.0  # .2 below .9, .8, .7
+    # prm eval bon: the same rule per candidate
+    bon_rows = [{"question": "q", "answer": "5", "candidates": [
+        {"solution": "0.9 a\n0.8 5", "is_correct": True},
+        {"solution": "boom\n0.9 7", "is_correct": False}]}]
+    rows_b, _ = load_candidates(_jsonl(tmp_path / "c.jsonl", bon_rows))
+    scores, issues = score_candidates(FlakyScorer(), rows_b)
+    assert scores == [[[0.9, 0.8], None]]
+    assert [str(i) for i in issues] == [
+        f"{tmp_path / 'c.jsonl'}:1: candidates[1] could not be scored: chain of 9000 tokens "
+        "is longer than max_length 512"]
+    # an error that is not a PRMError is a bug, not a bad chain: it is raised
+    rows[1]["completions"] = ["bug", "0.5 c"]
+    with pytest.raises(TypeError, match="scorer bug"):
+        evaluate_steps(FlakyScorer(), _jsonl(tmp_path / "sw2.jsonl", rows), "stepwise")
+    with pytest.raises(TypeError, match="scorer bug"):
+        score_candidates(FlakyScorer(), [CandidateSet("q", ["0.9 a", "bug"], [True, False])])
 
 
 def _pairwise_auroc(pos: Sequence[float], neg: Sequence[float]) -> float:

@@ -46,6 +46,7 @@ import numpy as np
 from prm_plugins.answers import answers_match, extract_answer, normalize_answer
 from prm_plugins.errors import InvalidInputError, MissingExtraError, PRMError
 from prm_plugins.evaluation.step_data import RowIssue, iter_jsonl
+from prm_plugins.evaluation.steps import score_chains
 from prm_plugins.steps import split_steps
 from prm_plugins.types import Aggregation, StepScorer, aggregate_scores
 
@@ -217,20 +218,12 @@ def score_candidates(
         for start in range(0, len(todo), batch_size):
             chunk = todo[start : start + batch_size]
             requests = [(rows[i].question, steps) for i, _, steps in chunk]
-            try:
-                results: list[list[float] | None] = [
-                    r.scores for r in scorer.score_batch(requests)]
-            except PRMError:
-                results = []
-                for (i, k, _), req in zip(chunk, requests, strict=True):
-                    try:
-                        results.append(scorer.score(*req).scores)
-                    except PRMError as exc:
-                        issues.append(RowIssue(rows[i].where,
-                                               f"candidates[{k}] could not be scored: {exc}"))
-                        results.append(None)
-            for (i, k, _), scores in zip(chunk, results, strict=True):
-                out[i][k] = None if scores is None else [float(s) for s in scores]
+            for (i, k, _), scores in zip(chunk, score_chains(scorer, requests), strict=True):
+                if isinstance(scores, PRMError):
+                    issues.append(RowIssue(rows[i].where,
+                                           f"candidates[{k}] could not be scored: {scores}"))
+                else:
+                    out[i][k] = [float(s) for s in scores]
             if bar is not None:
                 bar.update(len(chunk))
     finally:

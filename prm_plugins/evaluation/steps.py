@@ -54,6 +54,7 @@ from prm_plugins.evaluation.step_data import (
     jsonl_files,
     load_step_items,
 )
+from prm_plugins.scoring import score_isolated
 from prm_plugins.types import StepScorer
 from prm_plugins.validation import check_threshold
 
@@ -70,6 +71,7 @@ __all__ = [
     "iter_jsonl",
     "jsonl_files",
     "load_step_items",
+    "score_chains",
     "score_step_items",
 ]
 
@@ -112,19 +114,9 @@ def score_step_items(
             chunk = todo[start : start + batch_size]
             requests = [(items[i].question, [items[i].steps[j] for j in keep])
                         for i, keep in chunk]
-            results: list[list[float] | None]
-            try:
-                results = [r.scores for r in scorer.score_batch(requests)]
-            except PRMError:  # isolate the failing chain; the others are still scored
-                results = []
-                for (i, _), req in zip(chunk, requests, strict=True):
-                    try:
-                        results.append(scorer.score(*req).scores)
-                    except PRMError as exc:
-                        issues.append(RowIssue(_where(items[i]), f"could not be scored: {exc}"))
-                        results.append(None)
-            for (i, keep), scores in zip(chunk, results, strict=True):
-                if scores is None:
+            for (i, keep), scores in zip(chunk, score_chains(scorer, requests), strict=True):
+                if isinstance(scores, PRMError):
+                    issues.append(RowIssue(_where(items[i]), f"could not be scored: {scores}"))
                     continue
                 full: list[float | None] = [None] * len(items[i].steps)
                 for j, s in zip(keep, scores, strict=True):
@@ -136,6 +128,32 @@ def score_step_items(
         if bar is not None:
             bar.close()
     return out, issues
+
+
+def score_chains(
+    scorer: StepScorer, requests: Sequence[tuple[str, Sequence[str]]]
+) -> list[list[float] | PRMError]:
+    """Step scores of each chain, from one ``score_batch`` call; when that call raises a
+    :class:`~prm_plugins.errors.PRMError`, each chain is scored alone
+    (:func:`prm_plugins.scoring.score_isolated`), so a chain the scorer refuses gets its
+    error and the others still get their scores. Any other exception is a bug, not a bad
+    chain, and is raised.
+
+    Examples:
+        >>> score_chains(prm, [("q", ["2 + 2 = 4"]), ("q", ["x" * 10**6])])  # doctest: +SKIP
+        [[0.97], ChainTooLongError('...')]
+    """
+    def refusals_only(exc: BaseException, n: int) -> None:
+        if not isinstance(exc, PRMError):
+            raise exc
+
+    out = score_isolated(lambda reqs: [r.scores for r in scorer.score_batch(reqs)],
+                         list(requests), score_one=lambda req: scorer.score(*req).scores,
+                         on_batch_error=refusals_only)
+    for result in out.results:
+        if isinstance(result, BaseException) and not isinstance(result, PRMError):
+            raise result
+    return out.results
 
 
 def _where(item: StepItem) -> str:
