@@ -382,6 +382,17 @@ def test_a_refused_chain_is_skipped_and_the_rest_of_its_batch_still_scored(
         score_candidates(FlakyScorer(), [CandidateSet("q", ["0.9 a", "bug"], [True, False])])
 
 
+def test_old_training_metrics_module_warns_and_forwards() -> None:
+    import importlib
+
+    from prm_plugins.evaluation import metrics
+
+    sys.modules.pop("prm_plugins.training.metrics", None)
+    with pytest.warns(FutureWarning, match="moved to prm_plugins.evaluation.metrics"):
+        old = importlib.import_module("prm_plugins.training.metrics")
+    assert old.auroc is metrics.auroc and old.step_auroc_report is metrics.step_auroc_report
+
+
 def _pairwise_auroc(pos: Sequence[float], neg: Sequence[float]) -> float:
     """AUROC by counting pairs (ties count 1/2): independent of the rank formula."""
     won = sum((p > n) + 0.5 * (p == n) for p in pos for n in neg)
