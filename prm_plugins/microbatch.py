@@ -409,25 +409,24 @@ class MicroBatcher:
             scored = await ascore_isolated(
                 self._call_scorer, live, score_one=self._call_one,
                 propagate=(ScorerOutputError, ScorerTimeoutError, MicroBatcherClosedError),
-                stop_on=_HUNG, skip=lambda r: r.future.done())
+                stop_on=_HUNG, skip=lambda r: r.future.done(),
+                on_answer=lambda i, one: self._answer_alone(live[i], one))
         except (ScorerOutputError, ScorerTimeoutError, MicroBatcherClosedError) as exc:
             for r in live:  # each caller gets its own exception object
                 self._fail(r, _copy_error(exc))
             return
-        if not scored.isolated:
+        if not scored.isolated:  # else each chain was answered alone, as soon as scored
             for i, (r, s) in enumerate(zip(live, scored.results, strict=True)):
                 self._answer_checked(r, s, i, len(live))
-            return
-        # One bad chain did not fail the others: they were scored one by one.
-        for r, one in zip(live, scored.results, strict=True):
-            if r.future.done():  # its caller cancelled (it was not scored again)
-                continue
-            if isinstance(one, _HUNG):  # the rest were not waited out once per chain
-                self._fail(r, _copy_error(one))  # each caller gets its own copy
-            elif isinstance(one, BaseException):
-                self._fail(r, one)
-            else:
-                self._answer_checked(r, one, 0, 1)
+
+    def _answer_alone(self, r: _Request, one: Any) -> None:
+        """Answer a chain scored on its own after its batch failed (or a one-chain batch)."""
+        if isinstance(one, _HUNG):  # the rest are not waited out once per chain:
+            self._fail(r, _copy_error(one))  # each caller gets its own copy
+        elif isinstance(one, BaseException):
+            self._fail(r, one)
+        else:
+            self._answer_checked(r, one, 0, 1)
 
     async def _call_one(self, r: _Request) -> Any:
         (one,) = await self._call_scorer([r])

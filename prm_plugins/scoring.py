@@ -78,6 +78,20 @@ def _only(results: Iterable[R]) -> R:
     return got[0]
 
 
+def _tell(on_answer: Callable[[int, Any], None] | None, index: int, answer: Any) -> None:
+    if on_answer is not None:
+        on_answer(index, answer)
+
+
+def _stop(results: list[Any], n: int, exc: Exception,
+          on_answer: Callable[[int, Any], None] | None) -> None:
+    """``exc`` answers the item that raised it and every item after it."""
+    first = len(results) - 1
+    results.extend([exc] * (n - len(results)))
+    for index in range(first, n):
+        _tell(on_answer, index, exc)
+
+
 def score_isolated(
     score_batch: Callable[[list[T]], Iterable[R]],
     items: Sequence[T],
@@ -87,6 +101,7 @@ def score_isolated(
     stop_on: Errors = (),
     skip: Callable[[T], bool] | None = None,
     on_batch_error: Callable[[BaseException, int], None] | None = None,
+    on_answer: Callable[[int, Any], None] | None = None,
 ) -> IsolatedScores[R]:
     """Score ``items`` in one call; if it fails, score them one by one (rules: module docs).
 
@@ -101,6 +116,9 @@ def score_isolated(
         skip: items not scored again after a failed batch (answered ``None``).
         on_batch_error: called with the batch's error and the number of items before
             they are scored one by one (for logging).
+        on_answer: after a failed batch, called with ``(index, answer)`` as soon as an
+            item's answer (result or exception) is known, so a caller can hand it on
+            before the other items are scored (not called for skipped items).
 
     Returns:
         An :class:`IsolatedScores`.
@@ -116,6 +134,7 @@ def score_isolated(
         if on_batch_error is not None:
             on_batch_error(exc, len(batch))
         if len(batch) == 1:
+            _tell(on_answer, 0, exc)
             return IsolatedScores([exc], exc)
         one = score_one or (lambda item: _only(score_batch([item])))
         results: list[Any] = []
@@ -128,8 +147,9 @@ def score_isolated(
             except Exception as exc_one:  # noqa: BLE001 - that item's own answer
                 results.append(exc_one)
                 if isinstance(exc_one, stop_on):
-                    results.extend([exc_one] * (len(batch) - len(results)))
+                    _stop(results, len(batch), exc_one, on_answer)
                     break
+            _tell(on_answer, len(results) - 1, results[-1])
         return IsolatedScores(results, exc)
 
 
@@ -142,6 +162,7 @@ async def ascore_isolated(
     stop_on: Errors = (),
     skip: Callable[[T], bool] | None = None,
     on_batch_error: Callable[[BaseException, int], None] | None = None,
+    on_answer: Callable[[int, Any], None] | None = None,
 ) -> IsolatedScores[R]:
     """Async :func:`score_isolated`: ``score_batch`` and ``score_one`` are awaited.
 
@@ -167,6 +188,7 @@ async def ascore_isolated(
         if on_batch_error is not None:
             on_batch_error(exc, len(batch))
         if len(batch) == 1:
+            _tell(on_answer, 0, exc)
             return IsolatedScores([exc], exc)
         results: list[Any] = []
         for item in batch:
@@ -181,6 +203,7 @@ async def ascore_isolated(
             except Exception as exc_one:  # noqa: BLE001 - that item's own answer
                 results.append(exc_one)
                 if isinstance(exc_one, stop_on):
-                    results.extend([exc_one] * (len(batch) - len(results)))
+                    _stop(results, len(batch), exc_one, on_answer)
                     break
+            _tell(on_answer, len(results) - 1, results[-1])
         return IsolatedScores(results, exc)

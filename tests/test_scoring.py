@@ -129,3 +129,24 @@ def test_the_async_form_follows_the_same_rules() -> None:
     with pytest.raises(PRMError):
         asyncio.run(ascore_isolated(scorer.ascore_batch, ["invalid", "x"],
                                     propagate=(PRMError,)))
+
+
+def test_on_answer_hands_each_answer_on_as_soon_as_it_is_known() -> None:
+    scorer = Scorer()
+    told: list[tuple[int, Any, int]] = []
+    out = score_isolated(scorer.score_batch, ["ab", "bad", "c", "hang", "d"],
+                         stop_on=(TimeoutError,), skip=lambda s: s == "c",
+                         on_answer=lambda i, a: told.append((i, a, len(scorer.calls))))
+    assert [i for i, _, _ in told] == [0, 1, 3, 4]  # "c" skipped: never told
+    assert told[0][1] == 2 and told[0][2] == 2  # told right after its own call, before "bad"
+    assert told[3][1] is told[2][1] is out.results[3]
+    one: list[tuple[int, Any]] = []
+    score_isolated(scorer.score_batch, ["bad"], on_answer=lambda i, a: one.append((i, a)))
+    assert len(one) == 1 and isinstance(one[0][1], ValueError)
+    async_told: list[int] = []
+    asyncio.run(ascore_isolated(scorer.ascore_batch, ["ab", "bad"],
+                                on_answer=lambda i, a: async_told.append(i)))
+    assert async_told == [0, 1]
+    ok: list[int] = []
+    score_isolated(scorer.score_batch, ["ab"], on_answer=lambda i, a: ok.append(i))
+    assert ok == []  # the batch returned: nothing to hand on item by item
