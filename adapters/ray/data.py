@@ -185,7 +185,7 @@ def score_dataset(
     path = None if model_dir is None else str(Path(model_dir).resolve())
     return ds.map_batches(
         actor_cls,
-        **_retry_args(max_restarts, max_task_retries),
+        **_fault_tolerance_args(max_restarts, max_task_retries),
         fn_constructor_kwargs={
             "model_dir": path, "load_kwargs": kwargs, "question_column": question_column,
             "steps_column": steps_column, "output_column": output_column,
@@ -199,7 +199,8 @@ def score_dataset(
     )
 
 
-def _retry_args(max_restarts: int | None, max_task_retries: int | None) -> dict[str, Any]:
+def _fault_tolerance_args(max_restarts: int | None,
+                          max_task_retries: int | None) -> dict[str, Any]:
     """Actor fault-tolerance overrides; none by default (Ray Data restarts dead actors and
     retries their batches on its own)."""
     args: dict[str, Any] = {}
@@ -348,7 +349,7 @@ def label_chains(
             batch_size=batch_size, batch_format="pyarrow",
             compute=ray.data.ActorPoolStrategy(size=num_actors),
             num_cpus=num_cpus, num_gpus=num_gpus,
-            **_retry_args(max_restarts, max_task_retries))
+            **_fault_tolerance_args(max_restarts, max_task_retries))
         out = [RolloutLabels(**json.loads(r["_labels"]))
                for r in _ordered_results(ds, len(rows))]
     return out
