@@ -653,3 +653,33 @@ def test_the_client_reads_a_hostile_answer_as_a_clear_error(serve_mod: Any) -> N
             remote.score("w1", ["w2"])
     finally:
         server.shutdown()
+
+
+class _RefusesEveryChain:
+    """A scorer that refuses every chain as too long (what a short-context PRM does to long
+    answers); a test double because the point is the message, not the model."""
+
+    def score(self, question: str, steps: Sequence[str]) -> StepScores:
+        return self.score_batch([(question, steps)])[0]
+
+    def score_batch(self, items: Sequence[tuple[str, Sequence[str]]]) -> list[StepScores]:
+        from prm_plugins.errors import ChainTooLongError
+
+        raise ChainTooLongError("the chain renders to 900 tokens, over max_length 512",
+                                n_tokens=900, max_length=512)
+
+
+def test_all_failed_says_what_happened_not_that_scoring_was_retried() -> None:
+    from prm_plugins.strategies import AllCandidatesFailedError, RetryPolicy, best_of_n
+
+    with pytest.raises(AllCandidatesFailedError) as info:
+        best_of_n("q", FakeGenerator(["3 + 4 = 7\nThe answer is 7."]), _RefusesEveryChain(),
+                  n=2, retry=RetryPolicy.no_wait())
+    text = str(info.value)
+    assert "ChainTooLongError" in text and "are not retried" in text
+    assert "were retried" not in text
+    gen = FakeGenerator(fail_always=ConnectionError("reset"))
+    with pytest.raises(AllCandidatesFailedError) as info:
+        best_of_n("q", gen, _RefusesEveryChain(), n=2, retry=RetryPolicy.no_wait(max_attempts=2))
+    assert "transient error were retried" in str(info.value)
+    assert "Scoring failures" not in str(info.value)

@@ -277,6 +277,19 @@ class BestOfN:
             c.error, c.failed_at, c.exception = f"scoring: {describe_error(r)}", "scoring", r
 
 
+def _failure_note(candidates: list[Candidate]) -> str:
+    """What happened to the failed candidates, said as it was (never "retried" for scoring)."""
+    where = {c.failed_at for c in candidates}
+    notes = []
+    if "generation" in where:
+        notes.append("Generator calls that failed with a transient error were retried per the "
+                     "RetryPolicy; other generator errors are not retried.")
+    if "scoring" in where:
+        notes.append("Scoring failures (a chain the PRM refuses, e.g. over its max_length, or "
+                     "an invalid score) are not retried: they fail their candidate alone.")
+    return " ".join(notes)
+
+
 def _all_failed(candidates: list[Candidate]) -> AllCandidatesFailedError:
     errors = [c.error or "" for c in candidates]
     causes = [c.exception for c in candidates if c.exception is not None]
@@ -290,7 +303,7 @@ def _all_failed(candidates: list[Candidate]) -> AllCandidatesFailedError:
     else:
         err = AllCandidatesFailedError(
             f"all {len(candidates)} candidates failed: {summarize_failures(errors)}. "
-            "Transient errors were retried per the RetryPolicy; see .causes.",
+            f"{_failure_note(candidates)} See .causes and .candidates.",
             causes=causes, candidates=candidates,
         )
     if causes:
