@@ -157,7 +157,7 @@ def _word_pool(fmt: PRMFormat, rng: random.Random, size: int = 1500) -> list[str
     tok = fmt.tokenizer
     vocab = tok.get_vocab_size(with_added_tokens=False)
     unk = getattr(tok.model, "unk_token", None)
-    avoid = set(fmt._special_ids) | ({tok.token_to_id(unk)} if isinstance(unk, str) else set())
+    avoid = set(fmt.special_ids) | ({tok.token_to_id(unk)} if isinstance(unk, str) else set())
     candidates: set[str] = set()
     for tid in rng.sample(range(vocab), min(size, vocab)):
         if tid in avoid:

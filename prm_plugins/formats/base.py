@@ -100,6 +100,11 @@ class PRMFormat(ABC):
         self._leak_ids: frozenset[int] = self._special_ids - {unk_id}
         self.setup()
 
+    @property
+    def special_ids(self) -> frozenset[int]:
+        """Token ids of the tokenizer's special tokens (text never renders to them)."""
+        return self._special_ids
+
     def setup(self) -> None:  # noqa: B027 - optional hook
         """Hook for subclasses: resolve token ids of tags once, check options."""
 

@@ -82,7 +82,7 @@ class TokenSequenceBuilder:
         if not text:
             return []
         ids = self._fmt.tokenizer.encode(text, add_special_tokens=False).ids
-        leaked = [i for i in ids if i in self._fmt._special_ids]
+        leaked = [i for i in ids if i in self._fmt.special_ids]
         if leaked:
             raise InvalidInputError(
                 f"format {self._fmt.name!r}: text {text[:80]!r} encodes to special token ids "
