@@ -61,6 +61,31 @@ _STEP_MARKER = re.compile(
 )
 
 
+def _check_split_args(text: object, mode: object,
+                      pattern: str | re.Pattern[str] | None) -> re.Pattern[str] | None:
+    """Refuse bad :func:`split_steps` arguments; the compiled pattern for ``mode="regex"``."""
+    if not isinstance(text, str):
+        if isinstance(text, (bytes, bytearray)):
+            hint = "Decode it first, e.g. text.decode('utf-8')."
+        else:
+            hint = "Pass the answer text as a string, e.g. the message's content."
+        raise InvalidInputError(
+            f"split_steps() needs `text` to be a str; received {_describe(text)}. {hint}"
+        )
+    if not isinstance(mode, str) or mode not in SPLIT_MODES:
+        raise InvalidInputError(
+            f"unknown split mode; received mode={_preview(mode)}. "
+            f"Use one of: {', '.join(repr(m) for m in SPLIT_MODES)}."
+        )
+    regex = _compile_pattern(pattern) if mode == "regex" else None
+    if pattern is not None and mode != "regex":
+        raise InvalidInputError(
+            f"`pattern` is only used with mode='regex'; received mode={mode!r} with "
+            f"pattern={_preview(pattern)}. Pass mode='regex', or drop `pattern`."
+        )
+    return regex
+
+
 def split_steps(
     text: str,
     mode: str = "auto",
@@ -97,10 +122,9 @@ def split_steps(
         pattern: the separator regex for ``mode="regex"`` (a string or compiled pattern).
             It must not match the empty string. Zero-width patterns that only match at
             some positions (e.g. ``r"(?=^Answer:)"`` with ``re.M``) are accepted.
-        keep_empty: keep empty steps that fall between two separators (e.g. the blank line
-            in ``"a\\n\\nb"`` with ``mode="newlines"``) as ``""``. Blank text before the
-            first or after the last separator is never a step, and a blank ``text`` gives
-            ``[]``.
+        keep_empty: keep empty steps between two separators (the blank line in
+            ``"a\\n\\nb"`` with ``mode="newlines"``) as ``""``; blank text at either end is
+            never a step.
 
     Returns:
         The steps, in order.
@@ -120,28 +144,9 @@ def split_steps(
         >>> split_steps("one ;; two ;; three", "regex", pattern=r"\\s*;;\\s*")
         ['one', 'two', 'three']
     """
-    if not isinstance(text, str):
-        if isinstance(text, (bytes, bytearray)):
-            hint = "Decode it first, e.g. text.decode('utf-8')."
-        else:
-            hint = "Pass the answer text as a string, e.g. the message's content."
-        raise InvalidInputError(
-            f"split_steps() needs `text` to be a str; received {_describe(text)}. {hint}"
-        )
-    if not isinstance(mode, str) or mode not in SPLIT_MODES:
-        raise InvalidInputError(
-            f"unknown split mode; received mode={_preview(mode)}. "
-            f"Use one of: {', '.join(repr(m) for m in SPLIT_MODES)}."
-        )
-    regex = _compile_pattern(pattern) if mode == "regex" else None
-    if pattern is not None and mode != "regex":
-        raise InvalidInputError(
-            f"`pattern` is only used with mode='regex'; received mode={mode!r} with "
-            f"pattern={_preview(pattern)}. Pass mode='regex', or drop `pattern`."
-        )
+    regex = _check_split_args(text, mode, pattern)
     if not text.strip():
         return []
-
     fences = _fence_spans(text)
     if mode == "auto":
         if len(_find(text, _STEP_MARKER, fences)) >= 2:
