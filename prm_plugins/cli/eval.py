@@ -96,13 +96,10 @@ class StepsEvalConfig(_ScorerOptions):
 
     def validate(self) -> None:
         """Raise :class:`~prm_plugins.errors.InvalidInputError` naming a bad value."""
-        from prm_plugins.errors import InvalidInputError
+        from prm_plugins.validation import check_threshold
 
         super().validate()
-        if isinstance(self.threshold, bool) or not isinstance(self.threshold, (int, float)) \
-                or not 0.0 <= self.threshold <= 1.0:
-            raise InvalidInputError(f"--threshold must be a number in [0, 1], got "
-                                    f"{self.threshold!r}")
+        check_threshold(self.threshold, name="--threshold")
 
 
 @dataclass
