@@ -1,6 +1,7 @@
 """Read and write TRL stepwise-supervision JSONL.
 
-One JSON object per line, as TRL's ``PRMTrainer`` expects::
+One JSON object per line, the format TRL's ``PRMTrainer`` read (TRL 1.13 and earlier; TRL 1.14
+removed it) and ``prm train`` reads::
 
     {"prompt": "question", "completions": ["step 1", "step 2"], "labels": [true, false]}
 
