@@ -73,6 +73,8 @@ class PRMScoreActor:
         error_column: column written with the scorer's error message (null when scored).
         pair_column: instead of ``question_column``/``steps_column``, read each row's
             ``[question, steps]`` as a JSON string from this column (and drop it).
+        describe_error: turns a scoring error into the error column's message (default
+            ``str``).
     """
 
     def __init__(
@@ -84,6 +86,7 @@ class PRMScoreActor:
         output_column: str = "step_scores",
         error_column: str = "error",
         pair_column: str | None = None,
+        describe_error: Callable[[BaseException], str] | None = None,
     ) -> None:
         from prm_plugins.runtime import load_prm
 
@@ -93,6 +96,7 @@ class PRMScoreActor:
         self.output_column = output_column
         self.error_column = error_column
         self.pair_column = pair_column
+        self.describe_error = describe_error or str
 
     def pairs(self, batch: pa.Table) -> list[Any]:
         """The ``(question, steps)`` pairs of a batch."""
@@ -103,7 +107,7 @@ class PRMScoreActor:
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         """The batch with the score and error columns appended."""
-        results = score_pairs(self.prm, self.pairs(batch))
+        results = score_pairs(self.prm, self.pairs(batch), describe=self.describe_error)
         scores = [r if isinstance(r, list) else None for r in results]
         errors = [r if isinstance(r, str) else None for r in results]
         if self.pair_column is not None:
@@ -135,6 +139,7 @@ def score_dataset(
     max_restarts: int | None = None,
     max_task_retries: int | None = None,
     actor_cls: type[PRMScoreActor] = PRMScoreActor,
+    describe_error: Callable[[BaseException], str] | None = None,
     _pair_column: str | None = None,
 ) -> ray.data.Dataset:
     """Score every row of a Ray Dataset on a pool of PRM actors (lazy, like any Ray Data op).
@@ -159,6 +164,8 @@ def score_dataset(
         max_task_retries: how often a batch whose actor died is retried; ``None`` keeps
             Ray Data's default (retry until it succeeds).
         actor_cls: :class:`PRMScoreActor` or a subclass of it.
+        describe_error: turns a scoring error into the error column's message (a
+            module-level function, so Ray can send it to the actors); default ``str``.
 
     Returns:
         The dataset with the two columns added; rows keep their other columns. Row order
@@ -190,6 +197,7 @@ def score_dataset(
             "model_dir": path, "load_kwargs": kwargs, "question_column": question_column,
             "steps_column": steps_column, "output_column": output_column,
             "error_column": error_column, "pair_column": _pair_column,
+            "describe_error": describe_error,
         },
         batch_size=batch_size,
         batch_format="pyarrow",

@@ -186,6 +186,7 @@ def score_file(
     skip: int = 0,
     status: dict[str, Any] | None = None,
     write_guard: Callable[[], contextlib.AbstractContextManager[Any]] | None = None,
+    describe_error: Callable[[BaseException], str] | None = None,
 ) -> tuple[int, int]:
     """Score a JSONL or Parquet file on the connected Ray cluster (``prm score --ray``).
 
@@ -214,6 +215,9 @@ def score_file(
             interruption or a failure the rows stay there).
         write_guard: a context manager factory each JSONL row is written inside (``prm
             score --ray`` passes one that holds Ctrl-C back, so the count stays exact).
+        describe_error: turns a scoring error into its row's message, in the actors (a
+            module-level function, so Ray can send it; ``prm score --ray`` passes the one its
+            local path uses, so both write the same rows). Default: ``str``.
 
     Returns:
         ``(rows scored, bad rows)``.
@@ -228,7 +232,7 @@ def score_file(
     say = report or (lambda msg: logger.warning("%s", msg))
     _check_file_args(input_path, output_path, num_actors, batch_size, skip)
     pool = {"num_actors": num_actors, "batch_size": batch_size, "num_cpus": num_cpus,
-            "num_gpus": num_gpus, "load_kwargs": load_kwargs}
+            "num_gpus": num_gpus, "load_kwargs": load_kwargs, "describe_error": describe_error}
     sink = _Sink(output_path, write_guard)
     state = status if status is not None else {}
     state.update(written=0, partial=sink.partial_path)

@@ -11,7 +11,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from prm_plugins.cli.output import DATA, OK, error, plural
+from prm_plugins.cli.output import DATA, OK, error, error_text, plural
 from prm_plugins.cli.signals import SIGNALS
 
 __all__ = ["add_ray_arguments", "ray_flags_problem", "score_file_ray"]
@@ -113,7 +113,7 @@ def score_file_ray(args: argparse.Namespace) -> int:
                          "checks": () if args.no_checks else None},
             progress=bool(args.output) and not args.no_progress,
             report=lambda msg: _note(msg), skip=args.skip, status=status,
-            write_guard=SIGNALS.deferred)
+            write_guard=SIGNALS.deferred, describe_error=error_text)
     except PRMError as exc:
         return error(VERB, exc)
     except KeyboardInterrupt as exc:
