@@ -48,6 +48,7 @@ __all__ = [
     "INPUT_IDS",
     "MANIFEST_NAME",
     "MANIFEST_VERSION",
+    "KNOWN_DTYPES",
     "MAX_LENGTH_LIMIT",
     "MMAP_THRESHOLD",
     "Manifest",
@@ -65,6 +66,9 @@ GRAPH_INPUTS: tuple[str, str] = (INPUT_IDS, ATTENTION_MASK)
 GRAPH_OUTPUT = "step_probs"
 
 MANIFEST_NAME = "prm.json"
+#: dtypes ``prm export`` writes (``int8``: quantised; ``bf16-weights``: bf16 weights, fp32
+#: compute); ``int8-weights`` is accepted as a spelling of a weight-only quantised graph.
+KNOWN_DTYPES: tuple[str, ...] = ("fp32", "fp16", "bf16", "bf16-weights", "int8", "int8-weights")
 #: Bumped on incompatible changes; a reader refuses manifests newer than it knows.
 MANIFEST_VERSION = 1
 #: Largest ``max_length`` a manifest may declare (ids and positions stay far inside int64).
@@ -97,7 +101,8 @@ class Manifest:
         format: registered format name, e.g. ``"token-classification"``.
         format_options: the format's options (separator, special token ids, ...).
         max_length: longest rendered chain, in tokens, the model accepts.
-        dtype: ``"fp32"``, ``"fp16"`` or ``"int8"`` (dynamic quantisation).
+        dtype: one of :data:`KNOWN_DTYPES`: ``"fp32"``, ``"fp16"``, ``"bf16"`` (CUDA only),
+            ``"bf16-weights"`` (bf16 weights, fp32 compute) or ``"int8"`` (quantised).
         opset: ONNX opset of the graph.
         files: file name -> sha256 for every file of the model directory.
         parity: figures measured at export (max |Δp|, tolerance, chains, ...).
@@ -358,14 +363,15 @@ def validate_manifest_data(data: dict[str, Any]) -> list[str]:
     fmt = data.get("format")
     if not isinstance(fmt, str) or not fmt.strip():
         bad("format", "a format name (a non-empty string) such as 'token-classification'", fmt,
-            "`prm formats` lists them")
+            "re-export the model with `prm export`, which writes it")
     max_length = data.get("max_length", 512)
     if not _is_int(max_length) or not 1 <= max_length <= MAX_LENGTH_LIMIT:
         bad("max_length", f"an int from 1 to {MAX_LENGTH_LIMIT}", max_length,
             "write the model's longest input in tokens, e.g. 512")
     dtype = data.get("dtype", "fp32")
-    if not isinstance(dtype, str) or not dtype:
-        bad("dtype", "a string such as 'fp32', 'fp16' or 'int8'", dtype)
+    if not isinstance(dtype, str) or dtype not in KNOWN_DTYPES:
+        bad("dtype", f"one of {', '.join(repr(d) for d in KNOWN_DTYPES)}", dtype,
+            "write the dtype the model was exported in")
     opset = data.get("opset")
     if opset is not None and (not _is_int(opset) or not 1 <= opset <= 1000):
         bad("opset", "null or the graph's ONNX opset (an int such as 17)", opset)

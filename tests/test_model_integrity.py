@@ -358,6 +358,7 @@ BAD_FIELDS: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
     ("parity str", lambda m: m.update(parity="ok"), "parity"),
     ("opset str", lambda m: m.update(opset="17"), "opset"),
     ("dtype int", lambda m: m.update(dtype=32), "dtype"),
+    ("dtype unknown", lambda m: m.update(dtype="fp7"), "dtype"),
     ("model_file abs", lambda m: m.update(model_file="/etc/passwd"), "model_file"),
     ("model_file up", lambda m: m.update(model_file="../model.onnx"), "model_file"),
     ("tokenizer_file int", lambda m: m.update(tokenizer_file=3), "tokenizer_file"),
