@@ -194,9 +194,18 @@ def hostile_lines(t: Any, prm: Any, tmp: Path) -> None:
               "refused" if _clean_error(rc, e) else "defect",
               f"exit {rc}; {e.strip().splitlines()[-1][:140] if e.strip() else ''}", 0)
 
+    from prm_plugins.checks import check_arithmetic
+
     for name, step in HOSTILE_STEPS.items():
-        t.run(s, f"arithmetic check on a step of {name}",
-              lambda step=step: prm.score(Q, [GOOD[0], step]), expect="scored", n_steps=2)
+        _run_detail(t, s, f"calculator check on a step of {name}",
+                    lambda step=step: f"verdict {check_arithmetic(step)[0]!r}")
+        fits = len(step) < 400  # the long ones render past the model's 512 tokens
+        t.run(s, f"prm.score on a step of {name}" + ("" if fits else " (over max_length)"),
+              lambda step=step: prm.score(Q, [GOOD[0], step]),
+              expect="scored" if fits else "refused", n_steps=2 if fits else None)
+    short = "-" * 440 + "5 = 5"  # deep enough for the old recursive parser, under 512 tokens
+    t.run(s, "prm.score on a step of 440 unary minus signs (fits the model)",
+          lambda: prm.score(Q, [GOOD[0], short]), expect="scored", n_steps=2)
 
 
 # -- strategies -------------------------------------------------------------------------------
