@@ -54,6 +54,7 @@ import numbers
 import threading
 import time
 import weakref
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -91,6 +92,10 @@ _ids = itertools.count(1)
 _HUNG = (ScorerTimeoutError, MicroBatcherClosedError)
 
 
+#: How many recent batch sizes :class:`MicroBatcherStats` keeps.
+BATCH_SIZE_HISTORY = 10_000
+
+
 @dataclass
 class MicroBatcherStats:
     """Counters of a :class:`MicroBatcher` (for logs and benchmarks).
@@ -103,6 +108,9 @@ class MicroBatcherStats:
         cancelled: requests whose caller cancelled before the answer.
         timed_out: requests answered with :class:`ScorerTimeoutError`.
         bad_results: requests answered with :class:`ScorerOutputError`.
+        batch_sizes: chains per ``score_batch`` call, for the most recent
+            :data:`BATCH_SIZE_HISTORY` calls (bounded, so a long-running server's stats do
+            not grow without end).
     """
 
     requests: int = 0
@@ -112,7 +120,8 @@ class MicroBatcherStats:
     cancelled: int = 0
     timed_out: int = 0
     bad_results: int = 0
-    batch_sizes: list[int] = field(default_factory=list, repr=False)
+    batch_sizes: deque[int] = field(
+        default_factory=lambda: deque(maxlen=BATCH_SIZE_HISTORY), repr=False)
 
 
 @dataclass(eq=False)

@@ -162,3 +162,13 @@ def test_bad_settings_and_use_after_close(prm, tmp_path: Path) -> None:  # type:
             await batcher.score("w1", ["w2"])
 
     asyncio.run(main())
+
+
+def test_stats_keep_a_bounded_history_of_batch_sizes() -> None:
+    from prm_plugins.microbatch import BATCH_SIZE_HISTORY, MicroBatcherStats
+
+    stats = MicroBatcherStats()
+    for k in range(BATCH_SIZE_HISTORY + 5):
+        stats.batch_sizes.append(k % 7 + 1)
+    assert len(stats.batch_sizes) == BATCH_SIZE_HISTORY  # a long-running server stays bounded
+    assert list(stats.batch_sizes)[-1] == (BATCH_SIZE_HISTORY + 4) % 7 + 1
