@@ -1,17 +1,24 @@
 """Shared, session-scoped fixtures: tiny random-weight checkpoints built on disk.
 
-Builders live in ``tests/tiny_models.py`` (and family-specific modules beside it); this file
-only wraps them in fixtures so every test session builds each checkpoint once. Heavy
+Builders live in ``tests/support/tiny_models.py`` (and family-specific modules beside it);
+this file only wraps them in fixtures so every test session builds each checkpoint once. Heavy
 packages are imported inside the fixtures, so collecting the light tests stays light.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+# tests import their helpers as ``from support.X import ...``: make ``tests/`` importable
+# whichever folder (tests/unit, tests/integration) the test module sits in.
+_TESTS = str(Path(__file__).resolve().parent)
+if _TESTS not in sys.path:
+    sys.path.insert(0, _TESTS)
 
 #: Parity settings for exports made in tests: few, short chains (2 shared CPU cores).
 TEST_PARITY: dict[str, Any] = {
@@ -25,7 +32,7 @@ TEST_PARITY: dict[str, Any] = {
 def tiny_token_classifier_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A BERT-like token classifier (hidden 32, 2 layers, 2 labels) with a WordPiece
     tokenizer trained here that keeps ``"\\n"`` as a token (TRL's default separator)."""
-    from tiny_models import make_tiny_token_classifier
+    from support.tiny_models import make_tiny_token_classifier
 
     return make_tiny_token_classifier(tmp_path_factory.mktemp("ckpt") / "token-classifier")
 
@@ -34,7 +41,7 @@ def tiny_token_classifier_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_causal_lm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A Llama-like causal LM (hidden 32, 2 layers, context 256) with a byte-level BPE
     tokenizer trained here that has ``" ки"``, ``"+"`` and ``"-"`` tokens and adds BOS."""
-    from tiny_models import make_tiny_causal_lm
+    from support.tiny_models import make_tiny_causal_lm
 
     return make_tiny_causal_lm(tmp_path_factory.mktemp("ckpt") / "causal-lm")
 

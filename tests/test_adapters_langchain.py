@@ -34,7 +34,6 @@ import pytest
 
 pytest.importorskip("langchain_core")
 
-from graph_models import make_model_dir  # noqa: E402
 from langchain_core.callbacks import BaseCallbackHandler  # noqa: E402
 from langchain_core.exceptions import OutputParserException  # noqa: E402
 from langchain_core.language_models.fake_chat_models import (  # noqa: E402
@@ -46,6 +45,7 @@ from langchain_core.messages import AIMessage, HumanMessage, ToolMessage  # noqa
 from langchain_core.prompts import ChatPromptTemplate  # noqa: E402
 from langchain_core.runnables import ConfigurableField, RunnableLambda  # noqa: E402
 from langchain_tests.unit_tests import ToolsUnitTests  # noqa: E402
+from support.graph_models import make_model_dir  # noqa: E402
 
 from prm_plugins import InvalidInputError, StepScores, load_prm  # noqa: E402
 from prm_plugins.adapters.langchain import (  # noqa: E402

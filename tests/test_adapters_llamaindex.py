@@ -31,7 +31,6 @@ import pytest
 
 pytest.importorskip("llama_index.core")
 
-from graph_models import make_model_dir, reference_probs  # noqa: E402
 from llama_index.core import Document, Settings, VectorStoreIndex  # noqa: E402
 from llama_index.core.agent.workflow import (  # noqa: E402
     AgentWorkflow,
@@ -57,6 +56,7 @@ from llama_index.core.llms.callbacks import llm_completion_callback  # noqa: E40
 from llama_index.core.llms.mock import MockFunctionCallingLLM  # noqa: E402
 from llama_index.core.query_engine import RetryQueryEngine  # noqa: E402
 from llama_index.core.workflow import Context  # noqa: E402
+from support.graph_models import make_model_dir, reference_probs  # noqa: E402
 
 import prm_plugins.adapters.llamaindex as li  # noqa: E402
 from prm_plugins import ChainTooLongError, InvalidInputError, load_prm  # noqa: E402

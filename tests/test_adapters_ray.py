@@ -8,7 +8,8 @@ differs from the local scorer fails. The retry tests use a tiny stdlib HTTP serv
 loopback that answers what each test scripts (503s, 422s, slow answers) and counts requests.
 
 Ray workers import this module (the killed-actor subclass and the rollout generator live
-here), so the cluster is started with this directory on ``PYTHONPATH``.
+here, and they import ``support``), so the cluster is started with this directory and
+``tests/`` on ``PYTHONPATH``.
 """
 
 from __future__ import annotations
@@ -36,14 +37,15 @@ pytest.importorskip("httpx")
 import httpx  # noqa: E402
 import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
-from graph_models import VOCAB, make_model_dir  # noqa: E402
+from support.graph_models import VOCAB, make_model_dir  # noqa: E402
+from support.paths import TESTS  # noqa: E402
 
 from prm_plugins import ChainTooLongError, InvalidInputError, load_prm  # noqa: E402
 from prm_plugins.adapters.ray import RemotePRM, RemotePRMError  # noqa: E402
 from prm_plugins.adapters.ray.data import PRMScoreActor  # noqa: E402
 from prm_plugins.runtime import OnnxPRM  # noqa: E402
 
-TESTS_DIR = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parent
 WORDS = [t for t in VOCAB if t.startswith("w")] + [str(d) for d in range(10)]
 
 
@@ -82,8 +84,8 @@ def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
 
     # workers import this module; DyingScoreActor reads its trigger from the environment
     marker = tmp_path_factory.mktemp("ray-marker") / "died"
-    env = {"PYTHONPATH": str(TESTS_DIR), "PRM_TEST_DIE_MARKER": str(marker),
-           "PRM_TEST_DIE_AFTER": "9"}
+    env = {"PYTHONPATH": os.pathsep.join([str(HERE), str(TESTS)]),
+           "PRM_TEST_DIE_MARKER": str(marker), "PRM_TEST_DIE_AFTER": "9"}
     os.environ.update({k: v for k, v in env.items() if k != "PYTHONPATH"})
     ray.init(num_cpus=4, include_dashboard=False, logging_level="WARNING",
              runtime_env={"env_vars": env})
@@ -362,7 +364,7 @@ def test_remote_prm_needs_no_ray() -> None:
 
 # -- strategies run unchanged against the cluster ---------------------------------------------
 def test_strategies_run_unchanged_against_remote(remote: RemotePRM, local_prm: OnnxPRM) -> None:
-    from fake_generators import FakeGenerator
+    from support.fake_generators import FakeGenerator
 
     from prm_plugins.strategies import best_of_n, verify
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from graph_models import make_model_dir
+from support.graph_models import make_model_dir
 
 from prm_plugins import InvalidInputError, load_prm
 from prm_plugins.calibration import PlattCalibration, fit_platt

@@ -3,7 +3,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from graph_models import make_model_dir
+from support.graph_models import make_model_dir
 
 from prm_plugins import InvalidInputError, load_prm
 from prm_plugins.checks import HybridPRM, check_arithmetic

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from graph_models import make_model_dir
+from support.graph_models import make_model_dir
 
 from prm_plugins import load_prm, split_steps
 from prm_plugins.answers import (

@@ -15,10 +15,10 @@ from typing import Any
 
 import numpy as np
 import pytest
+from support.tiny_chat_models import make_tiny_qwen_prm, pad_rendered
 
 from prm_plugins.errors import InvalidInputError
 from prm_plugins.manifest import Manifest
-from tests.tiny_chat_models import make_tiny_qwen_prm, pad_rendered
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
@@ -269,7 +269,7 @@ def test_qwen_prm_fused_fp16_on_cpu(qwen_ckpt: Path, tmp_path: Path,
 @pytest.mark.parametrize("family", ["skywork", "rlhflow"])
 def test_other_decoder_formats_fuse(family: str, tmp_path: Path,
                                     export_small: Callable[..., Path]) -> None:
-    from tests import tiny_chat_models
+    from support import tiny_chat_models
 
     ckpt = getattr(tiny_chat_models, f"make_tiny_{family}_prm")(tmp_path / "ckpt")
     out = export_small(ckpt, tmp_path / "m", family, optimize="fused")
@@ -282,7 +282,7 @@ def test_other_decoder_formats_fuse(family: str, tmp_path: Path,
 def test_mistral_math_shepherd_fuses_and_matches_torch(tmp_path: Path,
                                                        export_small: Callable[..., Path]) -> None:
     """The third decoder family of the issue: a Mistral trunk (sliding-window config)."""
-    from tests.tiny_models import make_tiny_causal_lm
+    from support.tiny_models import make_tiny_causal_lm
 
     ckpt = make_tiny_causal_lm(tmp_path / "ckpt", arch="mistral",
                                config_overrides={"sliding_window": 4096})

@@ -56,7 +56,7 @@ PARITY_FLAGS = ("--parity-chains", "4", "--parity-batch-sizes", "1", "3",
 # -- builders ----------------------------------------------------------------------------------
 def make_skywork_bin(path: Path) -> Path:
     """Skywork-o1-Open-PRM's layout: ``pytorch_model.bin`` (LM + ``v_head``), no safetensors."""
-    from tests.tiny_chat_models import make_tiny_skywork_prm
+    from support.tiny_chat_models import make_tiny_skywork_prm
 
     ckpt = make_tiny_skywork_prm(path)
     from safetensors.torch import load_file
@@ -82,9 +82,8 @@ def train_mistral_sentencepiece(corpus: list[str], vocab_size: int = 400) -> byt
 
 def make_math_shepherd_bin_shards(path: Path) -> Path:
     """math-shepherd-mistral-7b-prm's layout: 2 ``.bin`` shards + index, ``tokenizer.model``."""
+    from support.tiny_models import _spread_weights, math_corpus
     from transformers import MistralConfig, MistralForCausalLM
-
-    from tests.tiny_models import _spread_weights, math_corpus
 
     path.mkdir(parents=True)
     (path / "tokenizer.model").write_bytes(train_mistral_sentencepiece(math_corpus(400)))
@@ -410,15 +409,16 @@ def test_loader_failures_are_one_line_errors(math_shepherd_dir: Path, tmp_path: 
 # -- detection ---------------------------------------------------------------------------------
 def test_qwen_prm_and_token_classifier_are_detected(tmp_path: Path,
                                                     tiny_token_classifier_dir: Path) -> None:
-    from tests.tiny_chat_models import make_tiny_qwen_prm
+    from support.tiny_chat_models import make_tiny_qwen_prm
 
     assert _detect(make_tiny_qwen_prm(tmp_path / "qwen")) == "qwen-prm"
     assert _detect(tiny_token_classifier_dir) == "token-classification"
 
 
 def test_rlhflow_needs_its_format_named(tmp_path: Path) -> None:
+    from support.tiny_chat_models import make_tiny_rlhflow_prm
+
     from prm_plugins.onnx_export.detect import _has_tag_token
-    from tests.tiny_chat_models import make_tiny_rlhflow_prm
 
     ckpt = make_tiny_rlhflow_prm(tmp_path / "rlhflow")
     # Its vocabulary holds "ки" too (as Llama 3's may): the chat tokens tell it apart.
@@ -478,8 +478,9 @@ def test_format_given_still_wins_over_detection(skywork_bin_dir: Path, tmp_path:
 
 def test_detection_reads_no_tensor_data_from_safetensors(tmp_path: Path) -> None:
     """Names come from the headers and the shard index; a damaged tensor body is not read."""
+    from support.tiny_chat_models import make_tiny_skywork_prm
+
     from prm_plugins.onnx_export.checkpoint import tensor_names
-    from tests.tiny_chat_models import make_tiny_skywork_prm
 
     ckpt = make_tiny_skywork_prm(tmp_path / "sky")
     path = ckpt / "model.safetensors"
@@ -525,7 +526,7 @@ def test_bf16_compute_export_needs_cuda(math_shepherd_dir: Path, tmp_path: Path,
 
 
 def test_a_bf16_compute_model_is_refused_on_cpu_with_the_fix(tmp_path: Path) -> None:
-    from graph_models import make_model_dir
+    from support.graph_models import make_model_dir
 
     model = make_model_dir(tmp_path / "m")
     man = Manifest.read(model)

@@ -8,11 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.tiny_chat_models import make_tiny_qwen_prm, pad_rendered
 
 from prm_plugins.errors import InvalidInputError, ModelLoadError
 from prm_plugins.formats import get_format
 from prm_plugins.formats.qwen_prm import QWEN_PRM_SYSTEM_PROMPT, QwenPRMFormat
-from tests.tiny_chat_models import make_tiny_qwen_prm, pad_rendered
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
@@ -129,7 +129,7 @@ def test_render_equals_chat_template_token_for_token(
 
 def test_render_with_non_special_step_tag(tmp_path: Path) -> None:
     """``<extra_0>`` as a plain (non-special) added token renders the same way."""
-    from tests.tiny_chat_models import train_qwen2_tokenizer
+    from support.tiny_chat_models import train_qwen2_tokenizer
 
     hf = train_qwen2_tokenizer(tmp_path / "tok", step_tag_special=False)
     assert not hf.backend_tokenizer.get_added_tokens_decoder()[hf.convert_tokens_to_ids(

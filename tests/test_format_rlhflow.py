@@ -7,11 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.tiny_chat_models import make_tiny_rlhflow_prm, pad_rendered
 
 from prm_plugins.errors import InvalidInputError
 from prm_plugins.formats import get_format
 from prm_plugins.formats.rlhflow import LLAMA31_SYSTEM_BLOCK, RLHFlowFormat
-from tests.tiny_chat_models import make_tiny_rlhflow_prm, pad_rendered
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
@@ -127,7 +127,7 @@ def test_render_equals_chat_template_token_for_token(
 
 def test_llama3_template_without_system_block(tmp_path: Path) -> None:
     """Llama 3.0's template writes no system block; options_from_hf notices."""
-    from tests.tiny_chat_models import train_llama3_tokenizer
+    from support.tiny_chat_models import train_llama3_tokenizer
 
     template = (
         "{% set loop_messages = messages %}{% for message in loop_messages %}"

@@ -8,11 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.tiny_chat_models import make_tiny_skywork_prm, pad_rendered
 
 from prm_plugins.errors import InvalidInputError, ModelLoadError
 from prm_plugins.formats import get_format
 from prm_plugins.formats.skywork import SkyworkFormat
-from tests.tiny_chat_models import make_tiny_skywork_prm, pad_rendered
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")

@@ -45,7 +45,7 @@ QUESTION = "Tom has 3 apples and buys 4 more. How many apples does he have?"
 @pytest.fixture(scope="module")
 def tiny_lm(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random LlamaForCausalLM (hidden 32, 2 layers, context 256), no chat template."""
-    from tiny_models import make_tiny_causal_lm
+    from support.tiny_models import make_tiny_causal_lm
 
     return make_tiny_causal_lm(tmp_path_factory.mktemp("gen") / "lm")
 

@@ -12,7 +12,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from graph_models import make_model_dir
+from support.graph_models import make_model_dir
 
 from prm_plugins import ChainTooLongError, InvalidInputError, PRMError, load_prm
 from prm_plugins.microbatch import MicroBatcher

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import pytest
-from graph_models import make_model_dir
+from support.graph_models import make_model_dir
 
 from prm_plugins import PRMError, StepScores, load_prm
 from prm_plugins.microbatch import (

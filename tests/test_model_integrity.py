@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from graph_models import VOCAB, make_model_dir, reference_probs, token_weights
+from support.graph_models import VOCAB, make_model_dir, reference_probs, token_weights
 
 from prm_plugins import ModelIntegrityError, ModelLoadError, PRMError, load_prm
 from prm_plugins.errors import ManifestError, ModelOutputError

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from graph_models import make_model_dir, reference_probs
+from support.graph_models import make_model_dir, reference_probs
 
 from prm_plugins import ChainTooLongError, InvalidInputError, load_prm
 from prm_plugins.errors import ModelIntegrityError, ModelLoadError

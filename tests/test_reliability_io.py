@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from graph_models import make_model_dir
+from support.graph_models import make_model_dir
 
 from prm_plugins import InvalidInputError
 from prm_plugins.cli import main

@@ -32,8 +32,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fake_generators import FakeGenerator
-from graph_models import make_model_dir
+from support.fake_generators import FakeGenerator
+from support.graph_models import make_model_dir
 
 from prm_plugins import InvalidInputError, StepScores, load_prm
 from prm_plugins.checks import HybridPRM, check_arithmetic

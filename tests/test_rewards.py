@@ -1,7 +1,7 @@
 """Dense RL rewards: step spans, shaping formulas, token placement, batching, TRL signature.
 
 The PRM is a real :class:`OnnxPRM` over the hand-built contract graph of
-``tests/graph_models.py`` (real ONNX Runtime, outputs checked by hand in test_runtime.py);
+``tests/support/graph_models.py`` (real ONNX Runtime, outputs checked by hand in test_runtime.py);
 the policy tokenizers are built here with ``tokenizers`` so every offset is known by hand.
 """
 
@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 import pytest
-from graph_models import make_model_dir
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support.graph_models import make_model_dir
 
 import prm_plugins.rewards as rewards_module
 from prm_plugins import InvalidInputError, load_prm, split_steps
@@ -474,7 +474,7 @@ def test_real_grpo_trainer_step_calls_the_reward_function(prm: OnnxPRM, tmp_path
     """
     trl = pytest.importorskip("trl")
     datasets = pytest.importorskip("datasets")
-    from tiny_models import math_corpus, train_byte_bpe_tokenizer
+    from support.tiny_models import math_corpus, train_byte_bpe_tokenizer
     from transformers import LlamaConfig, LlamaForCausalLM
 
     tok = train_byte_bpe_tokenizer(math_corpus(100), vocab_size=300, pad_token="<pad>")

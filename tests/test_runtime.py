@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from graph_models import make_model_dir, reference_probs
+from support.graph_models import make_model_dir, reference_probs
 
 from prm_plugins import (
     ChainTooLongError,

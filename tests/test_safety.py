@@ -15,7 +15,7 @@ import socket
 from pathlib import Path
 
 import pytest
-from graph_models import make_model_dir
+from support.graph_models import make_model_dir
 
 from prm_plugins import load_prm
 from prm_plugins.cli import main

@@ -27,8 +27,8 @@ from typing import Any
 
 import pytest
 import tenacity
-from fake_generators import FakeGenerator, MethodView
-from graph_models import make_model_dir, reference_probs
+from support.fake_generators import FakeGenerator, MethodView
+from support.graph_models import make_model_dir, reference_probs
 
 from prm_plugins import ChainTooLongError, InvalidInputError, StepScores, load_prm
 from prm_plugins.runtime import OnnxPRM

@@ -3,7 +3,7 @@
 For each family a tiny random checkpoint is built with a tokenizer made the family's real
 way, exported with ``prm export`` once per session, and scored through ``prm score``,
 ``load_prm().score`` and ``score_batch``; the reference is each family's own published usage
-code, written out in ``tests/upstream_reference.py`` (upstream lines cited there). Cases:
+code, written out in ``tests/support/upstream_reference.py`` (upstream lines cited there). Cases:
 1, 3 and 8 steps; line breaks inside steps; edge spaces and indentation; steps that end
 with the family's tag; a whole solution through ``--solution``; a batch of mixed lengths.
 """
@@ -18,8 +18,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-
-from tests.upstream_reference import FAMILIES, Family, write_jsonl
+from support.upstream_reference import FAMILIES, Family, write_jsonl
 
 pytest.importorskip("torch")
 pytest.importorskip("transformers")

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tests.tiny_models import MATH_WORDS, math_corpus
+from support.tiny_models import MATH_WORDS, math_corpus
 
 __all__ = [
     "LLAMA31_CHAT_TEMPLATE",

@@ -6,7 +6,7 @@ checkpoints are random-weight, with tokenizers built the way each family's is bu
 
 * TRL token classifiers: Llama 3 byte-level BPE (``PreTrainedTokenizerFast``, BOS added) and
   Qwen2's ``Qwen2Tokenizer`` (no BOS), each with ``*ForTokenClassification`` (2 labels).
-* Qwen2.5-Math-PRM, RLHFlow, Skywork: the builders of ``tests/tiny_chat_models.py``.
+* Qwen2.5-Math-PRM, RLHFlow, Skywork: the builders of ``tests/support/tiny_chat_models.py``.
 * Math-Shepherd: a SentencePiece BPE model with byte fallback trained here (as Mistral's and
   Llama 2's are), turned into transformers' ``LlamaTokenizer`` (``Metaspace``, BOS added) and
   saved as ``tokenizer.json``, with a ``MistralForCausalLM``.
@@ -25,7 +25,7 @@ from itertools import chain
 from pathlib import Path
 from typing import Any
 
-from tests.tiny_chat_models import (
+from support.tiny_chat_models import (
     QWEN_PRM_SYSTEM,
     make_tiny_qwen_prm,
     make_tiny_rlhflow_prm,
@@ -33,7 +33,7 @@ from tests.tiny_chat_models import (
     train_llama3_tokenizer,
     train_qwen2_tokenizer,
 )
-from tests.tiny_models import math_corpus
+from support.tiny_models import math_corpus
 
 __all__ = ["FAMILIES", "Family"]
 
