@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from support.paths import ROOT
 
 from prm_plugins import load_prm
 from prm_plugins.cli import main
@@ -575,7 +576,7 @@ def test_example_exports_a_published_layout_without_format(skywork_bin_dir: Path
     import subprocess
     import sys
 
-    root = Path(__file__).resolve().parents[1]
+    root = ROOT
     out = tmp_path / "sky"
     run = subprocess.run([sys.executable, str(root / "examples" / "export_checkpoint.py"),
                           str(skywork_bin_dir), str(out)], capture_output=True, text=True,

@@ -21,13 +21,11 @@ from typing import Any
 
 import pytest
 from support.graph_models import make_model_dir
+from support.paths import ROOT
 
 from prm_plugins import InvalidInputError
 from prm_plugins.cli import main
 from prm_plugins.jsonl import JSONLineError, atomic_output, dumps_line, loads_line
-
-TESTS_DIR = Path(__file__).resolve().parent
-REPO = TESTS_DIR.parent
 
 DEEP = "[" * 100_000 + "]" * 100_000
 HUGE_INT = "1" * 5000
@@ -245,7 +243,7 @@ def test_skip_continues_where_a_run_stopped(model_dir: Path, tmp_path: Path) -> 
 # -- prm score: interrupted by a signal ---------------------------------------------------------
 def _start(model_dir: Path, args: list[str], **kw: Any) -> subprocess.Popen[bytes]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        [str(REPO), os.environ.get("PYTHONPATH", "")])}
+        [str(ROOT), os.environ.get("PYTHONPATH", "")])}
     return subprocess.Popen(
         [sys.executable, "-m", "prm_plugins.cli", "score", str(model_dir), "--device", "cpu",
          "--no-progress", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,

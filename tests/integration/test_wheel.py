@@ -18,8 +18,8 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from support.paths import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 #: source folder -> the import name it is installed under (pyproject's package-dir).
 _ROOTS = {"prm_plugins": "prm_plugins", "adapters": "prm_plugins.adapters",
           "onnx_export": "prm_plugins.onnx_export"}

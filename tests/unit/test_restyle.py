@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import random
 import sys
-from pathlib import Path
 
 import pytest
+from support.paths import ROOT
 from test_labeling_gsm8k import ROWS  # GSM8K-format problems written for the tests
 
 from prm_plugins.answers import extract_answer, normalize_answer
@@ -15,7 +15,7 @@ from prm_plugins.errors import InvalidInputError
 from prm_plugins.labeling.verifier import build_verifier_dataset
 
 # restyle_steps is a benchmark tool (benchmarks/restyle.py), not part of the library.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 from restyle import restyle_steps  # noqa: E402
 
 

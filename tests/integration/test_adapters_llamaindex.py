@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.paths import ROOT
 
 pytest.importorskip("llama_index.core")
 
@@ -902,7 +903,7 @@ def test_adapters_with_an_exported_token_classifier(
     assert result.passing == (direct[0] >= 0.5)
 
 
-DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "prm_plugins" / "models" / "default"
+DEFAULT_MODEL = ROOT / "prm_plugins" / "models" / "default"
 
 
 @pytest.mark.skipif(not (DEFAULT_MODEL / "prm.json").is_file(),

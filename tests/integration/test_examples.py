@@ -18,11 +18,10 @@ import re
 import socket
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+from support.paths import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
 
 #: Every example has a test here; a new example without one fails test_every_example_is_run.

@@ -19,6 +19,8 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
+from test_training import _toy_config, _toy_rows, _write, base_dir  # noqa: E402, F401
+
 from prm_plugins.errors import InvalidInputError, ModelLoadError  # noqa: E402
 from prm_plugins.training import TrainConfig, train  # noqa: E402
 from prm_plugins.training.checkpoint import (  # noqa: E402
@@ -29,7 +31,6 @@ from prm_plugins.training.checkpoint import (  # noqa: E402
     recover_checkpoint,
     verify_checkpoint,
 )
-from tests.test_training import _toy_config, _toy_rows, _write, base_dir  # noqa: E402, F401
 
 
 class Killed(BaseException):

@@ -5,9 +5,9 @@ from __future__ import annotations
 import ast
 import importlib
 from collections.abc import Sequence
-from pathlib import Path
 
 import pytest
+from support.paths import ROOT
 
 import prm_plugins.errors as errors
 from prm_plugins.errors import InvalidInputError, PRMError
@@ -24,7 +24,6 @@ from prm_plugins.strategies import (
 from prm_plugins.types import Aggregate, Aggregation, Splitter, StepScorer, StepScores
 from prm_plugins.validation import check_count, check_threshold
 
-ROOT = Path(__file__).resolve().parent.parent
 SOURCES = [p for d in ("prm_plugins", "adapters", "onnx_export") for p in (ROOT / d).rglob("*.py")]
 
 
