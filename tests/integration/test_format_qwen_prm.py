@@ -11,7 +11,6 @@ import pytest
 from support.tiny_chat_models import make_tiny_qwen_prm, pad_rendered
 
 from prm_plugins.errors import InvalidInputError, ModelLoadError
-from prm_plugins.formats import get_format
 from prm_plugins.formats.qwen_prm import QWEN_PRM_SYSTEM_PROMPT, QwenPRMFormat
 
 torch = pytest.importorskip("torch")
@@ -113,10 +112,6 @@ def reference(model_dir: Path, hf_tok: Any) -> ModelCardReference:
 
 
 # -- (a) rendering -------------------------------------------------------------------------
-def test_registered() -> None:
-    assert get_format("qwen-prm") is QwenPRMFormat
-
-
 @pytest.mark.parametrize("question, steps", PLAIN_CHAINS)
 def test_render_equals_chat_template_token_for_token(
     fmt: QwenPRMFormat, hf_tok: Any, question: str, steps: list[str]

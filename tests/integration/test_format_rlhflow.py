@@ -10,7 +10,6 @@ import pytest
 from support.tiny_chat_models import make_tiny_rlhflow_prm, pad_rendered
 
 from prm_plugins.errors import InvalidInputError
-from prm_plugins.formats import get_format
 from prm_plugins.formats.rlhflow import LLAMA31_SYSTEM_BLOCK, RLHFlowFormat
 
 torch = pytest.importorskip("torch")
@@ -101,10 +100,6 @@ def reference(model_dir: Path, hf_tok: Any) -> EvaluationLoopReference:
 
 
 # -- (a) rendering -------------------------------------------------------------------------
-def test_registered() -> None:
-    assert get_format("rlhflow") is RLHFlowFormat
-
-
 def test_options_from_hf(fmt: RLHFlowFormat, hf_tok: Any) -> None:
     opts = fmt.options
     assert opts["bos_token"] == "<|begin_of_text|>"

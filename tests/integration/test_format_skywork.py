@@ -11,7 +11,6 @@ import pytest
 from support.tiny_chat_models import make_tiny_skywork_prm, pad_rendered
 
 from prm_plugins.errors import InvalidInputError, ModelLoadError
-from prm_plugins.formats import get_format
 from prm_plugins.formats.skywork import SkyworkFormat
 
 torch = pytest.importorskip("torch")
@@ -105,10 +104,6 @@ def reference(model_dir: Path, hf_tok: Any) -> PublishedReference:
 
 
 # -- (a) rendering -------------------------------------------------------------------------
-def test_registered() -> None:
-    assert get_format("skywork") is SkyworkFormat
-
-
 @pytest.mark.parametrize("question, steps", PLAIN_CHAINS)
 def test_render_equals_prepare_input_token_for_token(
     fmt: SkyworkFormat, hf_tok: Any, question: str, steps: list[str]
