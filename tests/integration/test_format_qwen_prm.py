@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support.tiny_chat_models import make_tiny_qwen_prm, pad_rendered
+from support.tiny_chat_models import make_tiny_qwen_prm, pad_rendered, runtime_tokenizer
 
 from prm_plugins.errors import InvalidInputError, ModelLoadError
 from prm_plugins.formats.qwen_prm import QWEN_PRM_SYSTEM_PROMPT, QwenPRMFormat
@@ -36,13 +36,6 @@ def hf_tok(model_dir: Path) -> Any:
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
-
-
-def runtime_tokenizer(hf_tok: Any) -> Any:
-    """The ``tokenizers`` tokenizer a model directory ships (what the runtime loads)."""
-    from tokenizers import Tokenizer
-
-    return Tokenizer.from_str(hf_tok.backend_tokenizer.to_str())
 
 
 @pytest.fixture(scope="module")

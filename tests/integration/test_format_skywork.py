@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support.tiny_chat_models import make_tiny_skywork_prm, pad_rendered
+from support.tiny_chat_models import make_tiny_skywork_prm, pad_rendered, runtime_tokenizer
 
 from prm_plugins.errors import InvalidInputError, ModelLoadError
 from prm_plugins.formats.skywork import SkyworkFormat
@@ -35,12 +35,6 @@ def hf_tok(model_dir: Path) -> Any:
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
-
-
-def runtime_tokenizer(hf_tok: Any) -> Any:
-    from tokenizers import Tokenizer
-
-    return Tokenizer.from_str(hf_tok.backend_tokenizer.to_str())
 
 
 @pytest.fixture(scope="module")

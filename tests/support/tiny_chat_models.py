@@ -462,3 +462,11 @@ def pad_rendered(seqs: Sequence[Sequence[int]], side: str, *, extra: int = 3,
         mask[row, off:off + len(seq)] = 1
         offsets.append(off)
     return ids, mask, offsets
+
+
+def runtime_tokenizer(hf_tok: Any) -> Any:
+    """The ``tokenizers`` tokenizer a model directory ships (what the runtime loads), built
+    from a transformers tokenizer of that directory."""
+    from tokenizers import Tokenizer
+
+    return Tokenizer.from_str(hf_tok.backend_tokenizer.to_str())
