@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support.tiny_chat_models import make_tiny_qwen_prm, pad_rendered, runtime_tokenizer
+from support.family_checks import assert_torch_wrapper_equals_reference
+from support.tiny_chat_models import make_tiny_qwen_prm, runtime_tokenizer
 
 from prm_plugins.errors import InvalidInputError, ModelLoadError
 from prm_plugins.formats.qwen_prm import QWEN_PRM_SYSTEM_PROMPT, QwenPRMFormat
@@ -170,30 +171,12 @@ def test_bad_options_are_clear_errors(hf_tok: Any) -> None:
 
 
 # -- (b) scores: torch wrapper vs. the model card ------------------------------------------
-def _wrapper(model_dir: Path, fmt: QwenPRMFormat) -> Any:
-    from prm_plugins.onnx_export.wrappers import build_step_prob_model
-
-    return build_step_prob_model("qwen-prm", model_dir, dict(fmt.options), torch.float32)
-
-
 @pytest.mark.parametrize("padding_side", ["right", "left"])
 def test_torch_wrapper_equals_model_card(
     model_dir: Path, fmt: QwenPRMFormat, reference: ModelCardReference, padding_side: str
 ) -> None:
-    wrapper = _wrapper(model_dir, fmt)
-    chains = PLAIN_CHAINS[:3]
-    rendered = [fmt.render(q, s) for q, s in chains]
-    ids, mask, offsets = pad_rendered([r.input_ids for r in rendered], padding_side)
-    with torch.no_grad():
-        probs = wrapper(ids, mask)
-    assert probs.dtype == torch.float32 and probs.shape == ids.shape
-    for row, ((q, steps), r) in enumerate(zip(chains, rendered, strict=True)):
-        ours = [float(probs[row, offsets[row] + p]) for p in r.step_positions]
-        ref = reference.score(q, steps)
-        assert len(ours) == len(ref) == len(steps)
-        assert max(abs(a - b) for a, b in zip(ours, ref, strict=True)) < 1e-5
-    spread = [float(probs[0, p]) for p in rendered[0].step_positions]
-    assert max(spread) - min(spread) > 0.01  # scores depend on the context
+    assert_torch_wrapper_equals_reference("qwen-prm", model_dir, fmt, reference, PLAIN_CHAINS[:3],
+                                          padding_side)
 
 
 def test_missing_head_is_a_clear_error(model_dir: Path, tmp_path: Path) -> None:
