@@ -45,7 +45,6 @@ from langchain_core.messages import AIMessage, HumanMessage, ToolMessage  # noqa
 from langchain_core.prompts import ChatPromptTemplate  # noqa: E402
 from langchain_core.runnables import ConfigurableField, RunnableLambda  # noqa: E402
 from langchain_tests.unit_tests import ToolsUnitTests  # noqa: E402
-from support.graph_models import make_model_dir  # noqa: E402
 
 from prm_plugins import InvalidInputError, StepScores, load_prm  # noqa: E402
 from prm_plugins.adapters.langchain import (  # noqa: E402
@@ -68,6 +67,8 @@ from prm_plugins.strategies import (  # noqa: E402
     BestOfNResult,
     verify,
 )
+
+from support.graph_models import make_model_dir  # noqa: E402
 
 Q = "w1 w2 + w3 = ?"
 #: With the graph PRM: min 0.595, every step >= 0.5.

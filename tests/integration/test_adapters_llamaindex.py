@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from support.paths import ROOT
 
 pytest.importorskip("llama_index.core")
@@ -57,7 +58,6 @@ from llama_index.core.llms.callbacks import llm_completion_callback  # noqa: E40
 from llama_index.core.llms.mock import MockFunctionCallingLLM  # noqa: E402
 from llama_index.core.query_engine import RetryQueryEngine  # noqa: E402
 from llama_index.core.workflow import Context  # noqa: E402
-from support.graph_models import make_model_dir, reference_probs  # noqa: E402
 
 import prm_plugins.adapters.llamaindex as li  # noqa: E402
 from prm_plugins import ChainTooLongError, InvalidInputError, load_prm  # noqa: E402
@@ -83,6 +83,8 @@ from prm_plugins.strategies import (  # noqa: E402
     SelfCritique,
     build_revision_prompt,
 )
+
+from support.graph_models import make_model_dir, reference_probs  # noqa: E402
 
 Q = "w1 w2 + w3 = ?"
 #: Step 2 fails (about 0.46); chain min about 0.46.

@@ -37,13 +37,14 @@ pytest.importorskip("httpx")
 import httpx  # noqa: E402
 import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
-from support.graph_models import VOCAB, make_model_dir  # noqa: E402
-from support.paths import TESTS  # noqa: E402
 
 from prm_plugins import ChainTooLongError, InvalidInputError, load_prm  # noqa: E402
 from prm_plugins.adapters.ray import RemotePRM, RemotePRMError  # noqa: E402
 from prm_plugins.adapters.ray.data import PRMScoreActor  # noqa: E402
 from prm_plugins.runtime import OnnxPRM  # noqa: E402
+
+from support.graph_models import VOCAB, make_model_dir  # noqa: E402
+from support.paths import TESTS  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 WORDS = [t for t in VOCAB if t.startswith("w")] + [str(d) for d in range(10)]
@@ -364,9 +365,9 @@ def test_remote_prm_needs_no_ray() -> None:
 
 # -- strategies run unchanged against the cluster ---------------------------------------------
 def test_strategies_run_unchanged_against_remote(remote: RemotePRM, local_prm: OnnxPRM) -> None:
-    from support.fake_generators import FakeGenerator
-
     from prm_plugins.strategies import best_of_n, verify
+
+    from support.fake_generators import FakeGenerator
 
     solutions = ["w4 + 5 = w6\nw7 = 8", "w9 w10 = 3\nw11 .", "w12 + w13 = 4",
                  "w14 = w15\nw16 w17 = 9"]

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from support.graph_models import make_model_dir
 
 from prm_plugins import load_prm
 from prm_plugins.cli import main
+
+from support.graph_models import make_model_dir
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,7 @@ import subprocess
 import sys
 
 import pytest
+
 from support.paths import ROOT
 
 EXAMPLES = ROOT / "examples"

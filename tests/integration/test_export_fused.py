@@ -15,10 +15,11 @@ from typing import Any
 
 import numpy as np
 import pytest
-from support.tiny_chat_models import make_tiny_qwen_prm, pad_rendered
 
 from prm_plugins.errors import InvalidInputError
 from prm_plugins.manifest import Manifest
+
+from support.tiny_chat_models import make_tiny_qwen_prm, pad_rendered
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")

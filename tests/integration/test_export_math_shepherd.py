@@ -157,8 +157,9 @@ def test_long_chain_raises_or_is_windowed(exported: Path, hf: tuple[Any, Any]) -
 
 
 def test_int8(tmp_path: Path, export_small: Any) -> None:
-    from support.tiny_models import make_tiny_causal_lm
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from support.tiny_models import make_tiny_causal_lm
 
     # The session model's wide init (0.3) makes activations heavy-tailed, which per-tensor
     # int8 activation scales in 32 dimensions do not survive (max |Δp| 0.13-0.2): a property
@@ -196,9 +197,9 @@ def test_fp16_on_cpu(tiny_causal_lm_dir: Path, tmp_path: Path, export_small: Any
 
 
 def test_options_from_hf(hf: tuple[Any, Any]) -> None:
-    from support.tiny_models import math_corpus, train_byte_bpe_tokenizer
-
     from prm_plugins.formats.math_shepherd import MathShepherdFormat
+
+    from support.tiny_models import math_corpus, train_byte_bpe_tokenizer
 
     tok, _ = hf
     opts = MathShepherdFormat.options_from_hf(tok)

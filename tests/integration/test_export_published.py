@@ -29,12 +29,13 @@ from typing import Any
 
 import numpy as np
 import pytest
-from support.paths import ROOT
 
 from prm_plugins import load_prm
 from prm_plugins.cli import main
 from prm_plugins.errors import InvalidInputError, ModelLoadError
 from prm_plugins.manifest import Manifest, sha256_file
+
+from support.paths import ROOT
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
@@ -83,8 +84,9 @@ def train_mistral_sentencepiece(corpus: list[str], vocab_size: int = 400) -> byt
 
 def make_math_shepherd_bin_shards(path: Path) -> Path:
     """math-shepherd-mistral-7b-prm's layout: 2 ``.bin`` shards + index, ``tokenizer.model``."""
-    from support.tiny_models import _spread_weights, math_corpus
     from transformers import MistralConfig, MistralForCausalLM
+
+    from support.tiny_models import _spread_weights, math_corpus
 
     path.mkdir(parents=True)
     (path / "tokenizer.model").write_bytes(train_mistral_sentencepiece(math_corpus(400)))
@@ -417,9 +419,9 @@ def test_qwen_prm_and_token_classifier_are_detected(tmp_path: Path,
 
 
 def test_rlhflow_needs_its_format_named(tmp_path: Path) -> None:
-    from support.tiny_chat_models import make_tiny_rlhflow_prm
-
     from prm_plugins.onnx_export.detect import _has_tag_token
+
+    from support.tiny_chat_models import make_tiny_rlhflow_prm
 
     ckpt = make_tiny_rlhflow_prm(tmp_path / "rlhflow")
     # Its vocabulary holds "ки" too (as Llama 3's may): the chat tokens tell it apart.
@@ -479,9 +481,9 @@ def test_format_given_still_wins_over_detection(skywork_bin_dir: Path, tmp_path:
 
 def test_detection_reads_no_tensor_data_from_safetensors(tmp_path: Path) -> None:
     """Names come from the headers and the shard index; a damaged tensor body is not read."""
-    from support.tiny_chat_models import make_tiny_skywork_prm
-
     from prm_plugins.onnx_export.checkpoint import tensor_names
+
+    from support.tiny_chat_models import make_tiny_skywork_prm
 
     ckpt = make_tiny_skywork_prm(tmp_path / "sky")
     path = ckpt / "model.safetensors"

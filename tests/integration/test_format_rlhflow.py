@@ -7,11 +7,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support.family_checks import assert_torch_wrapper_equals_reference
-from support.tiny_chat_models import make_tiny_rlhflow_prm, runtime_tokenizer
 
 from prm_plugins.errors import InvalidInputError
 from prm_plugins.formats.rlhflow import LLAMA31_SYSTEM_BLOCK, RLHFlowFormat
+
+from support.family_checks import assert_torch_wrapper_equals_reference
+from support.tiny_chat_models import make_tiny_rlhflow_prm, runtime_tokenizer
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")

@@ -8,11 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support.family_checks import assert_torch_wrapper_equals_reference
-from support.tiny_chat_models import make_tiny_skywork_prm, runtime_tokenizer
 
 from prm_plugins.errors import InvalidInputError, ModelLoadError
 from prm_plugins.formats.skywork import SkyworkFormat
+
+from support.family_checks import assert_torch_wrapper_equals_reference
+from support.tiny_chat_models import make_tiny_skywork_prm, runtime_tokenizer
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")

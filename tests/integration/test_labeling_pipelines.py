@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support.fake_generators import FakeGenerator
 
 from prm_plugins.cli import label as label_cli
 from prm_plugins.errors import InvalidInputError
@@ -41,6 +40,8 @@ from prm_plugins.labeling import (
     write_stepwise_jsonl,
 )
 from prm_plugins.strategies import RetryPolicy
+
+from support.fake_generators import FakeGenerator
 
 QUESTION = ("A farmer has 5 crates with 12 apples each. He sells 18 apples and gives away 7. "
             "How many apples are left?")

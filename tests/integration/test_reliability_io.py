@@ -20,12 +20,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support.graph_models import make_model_dir
-from support.paths import ROOT
 
 from prm_plugins import InvalidInputError
 from prm_plugins.cli import main
 from prm_plugins.jsonl import JSONLineError, atomic_output, dumps_line, loads_line
+
+from support.graph_models import make_model_dir
+from support.paths import ROOT
 
 DEEP = "[" * 100_000 + "]" * 100_000
 HUGE_INT = "1" * 5000

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+
 from support.upstream_reference import FAMILIES, Family, write_jsonl
 
 pytest.importorskip("torch")

@@ -18,6 +18,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+
 from support.paths import ROOT
 
 #: source folder -> the import name it is installed under (pyproject's package-dir).

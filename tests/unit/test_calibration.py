@@ -8,12 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from support.graph_models import make_model_dir
 
 from prm_plugins import InvalidInputError, load_prm
 from prm_plugins.calibration import PlattCalibration, fit_platt
 from prm_plugins.cli import main
 from prm_plugins.manifest import Manifest
+
+from support.graph_models import make_model_dir
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:

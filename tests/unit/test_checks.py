@@ -3,10 +3,11 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from support.graph_models import make_model_dir
 
 from prm_plugins import InvalidInputError, load_prm
 from prm_plugins.checks import HybridPRM, check_arithmetic
+
+from support.graph_models import make_model_dir
 
 
 @pytest.mark.parametrize(

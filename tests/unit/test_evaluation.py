@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from support.graph_models import make_model_dir
 
 from prm_plugins import load_prm, split_steps
 from prm_plugins.answers import (
@@ -50,6 +49,8 @@ from prm_plugins.evaluation.steps import (
     load_step_items,
 )
 from prm_plugins.types import StepScores
+
+from support.graph_models import make_model_dir
 
 
 class ScriptedScorer:

@@ -12,10 +12,11 @@ import threading
 from pathlib import Path
 
 import pytest
-from support.graph_models import make_model_dir
 
 from prm_plugins import ChainTooLongError, InvalidInputError, PRMError, load_prm
 from prm_plugins.microbatch import MicroBatcher
+
+from support.graph_models import make_model_dir
 
 
 @pytest.fixture(scope="module")

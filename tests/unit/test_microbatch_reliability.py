@@ -21,7 +21,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import pytest
-from support.graph_models import make_model_dir
 
 from prm_plugins import PRMError, StepScores, load_prm
 from prm_plugins.microbatch import (
@@ -31,6 +30,8 @@ from prm_plugins.microbatch import (
     ScorerOutputError,
     ScorerTimeoutError,
 )
+
+from support.graph_models import make_model_dir
 
 BOUND_S = 10.0  # no test here needs more than a fraction of this; hitting it is a hang
 

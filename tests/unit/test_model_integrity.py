@@ -20,11 +20,12 @@ from typing import Any
 
 import numpy as np
 import pytest
-from support.graph_models import VOCAB, make_model_dir, reference_probs, token_weights
 
 from prm_plugins import ModelIntegrityError, ModelLoadError, PRMError, load_prm
 from prm_plugins.errors import ManifestError, ModelOutputError
 from prm_plugins.manifest import Manifest, external_data_files, sha256_file
+
+from support.graph_models import VOCAB, make_model_dir, reference_probs, token_weights
 
 onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper  # noqa: E402

@@ -19,7 +19,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-from support.graph_models import make_model_dir, reference_probs
 
 from prm_plugins import ChainTooLongError, InvalidInputError, load_prm
 from prm_plugins.errors import ModelIntegrityError, ModelLoadError
@@ -32,6 +31,8 @@ from prm_plugins.strategies import (
     abest_of_n,
     best_of_n,
 )
+
+from support.graph_models import make_model_dir, reference_probs
 
 
 @pytest.fixture(scope="module")

@@ -32,8 +32,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support.fake_generators import FakeGenerator
-from support.graph_models import make_model_dir
 
 from prm_plugins import InvalidInputError, StepScores, load_prm
 from prm_plugins.checks import HybridPRM, check_arithmetic
@@ -63,6 +61,9 @@ from prm_plugins.strategies import (
     best_of_n,
     verify,
 )
+
+from support.fake_generators import FakeGenerator
+from support.graph_models import make_model_dir
 
 FAST = RetryPolicy.no_wait()
 Q = "w1 w2 + w3 = ?"

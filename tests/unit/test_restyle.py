@@ -6,13 +6,14 @@ import random
 import sys
 
 import pytest
-from support.paths import ROOT
 from test_labeling_gsm8k import ROWS  # GSM8K-format problems written for the tests
 
 from prm_plugins.answers import extract_answer, normalize_answer
 from prm_plugins.checks import check_arithmetic
 from prm_plugins.errors import InvalidInputError
 from prm_plugins.labeling.verifier import build_verifier_dataset
+
+from support.paths import ROOT
 
 # restyle_steps is a benchmark tool (benchmarks/restyle.py), not part of the library.
 sys.path.insert(0, str(ROOT / "benchmarks"))

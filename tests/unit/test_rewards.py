@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from support.graph_models import make_model_dir
 
 import prm_plugins.rewards as rewards_module
 from prm_plugins import InvalidInputError, load_prm, split_steps
@@ -36,6 +35,8 @@ from prm_plugins.rewards import (
 )
 from prm_plugins.runtime import OnnxPRM
 from prm_plugins.steps import split_step_spans
+
+from support.graph_models import make_model_dir
 
 Q = "w1 w2 + w3 = ?"
 COMPLETION = "w5 w6 = 7\nw7 + 8 = w9\n\nw10 ."
@@ -474,8 +475,9 @@ def test_real_grpo_trainer_step_calls_the_reward_function(prm: OnnxPRM, tmp_path
     """
     trl = pytest.importorskip("trl")
     datasets = pytest.importorskip("datasets")
-    from support.tiny_models import math_corpus, train_byte_bpe_tokenizer
     from transformers import LlamaConfig, LlamaForCausalLM
+
+    from support.tiny_models import math_corpus, train_byte_bpe_tokenizer
 
     tok = train_byte_bpe_tokenizer(math_corpus(100), vocab_size=300, pad_token="<pad>")
     tok.padding_side = "left"

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from support.graph_models import make_model_dir, reference_probs
 
 from prm_plugins import (
     ChainTooLongError,
@@ -20,6 +19,8 @@ from prm_plugins import (
     load_prm,
 )
 from prm_plugins.runtime import OnnxPRM
+
+from support.graph_models import make_model_dir, reference_probs
 
 Q = "w1 w2 w3 + w4 = ?"
 STEPS = ["w5 w6 = 7", "w7 + 8 = w9", "w10 .", "w11 w12 w13 w14"]

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support.graph_models import make_model_dir
 
 from prm_plugins import load_prm
 from prm_plugins.runtime import install
@@ -24,6 +23,8 @@ from prm_plugins.runtime.install import (
     check_onnxruntime_install,
     onnxruntime_distributions,
 )
+
+from support.graph_models import make_model_dir
 
 _REAL_DISTRIBUTION = importlib.metadata.distribution
 

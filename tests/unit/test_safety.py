@@ -15,12 +15,13 @@ import socket
 from pathlib import Path
 
 import pytest
-from support.graph_models import make_model_dir
-from support.paths import ROOT
 
 from prm_plugins import load_prm
 from prm_plugins.cli import main
 from prm_plugins.runtime import default_model_dir
+
+from support.graph_models import make_model_dir
+from support.paths import ROOT
 
 SOURCES = [p for d in ("prm_plugins", "onnx_export", "adapters") for p in (ROOT / d).rglob("*.py")]
 

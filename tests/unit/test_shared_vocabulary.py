@@ -7,7 +7,6 @@ import importlib
 from collections.abc import Sequence
 
 import pytest
-from support.paths import ROOT
 
 import prm_plugins.errors as errors
 from prm_plugins.errors import InvalidInputError, PRMError
@@ -23,6 +22,8 @@ from prm_plugins.strategies import (
 )
 from prm_plugins.types import Aggregate, Aggregation, Splitter, StepScorer, StepScores
 from prm_plugins.validation import check_count, check_threshold
+
+from support.paths import ROOT
 
 SOURCES = [p for d in ("prm_plugins", "adapters", "onnx_export") for p in (ROOT / d).rglob("*.py")]
 

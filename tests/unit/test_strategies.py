@@ -27,8 +27,6 @@ from typing import Any
 
 import pytest
 import tenacity
-from support.fake_generators import FakeGenerator, MethodView
-from support.graph_models import make_model_dir, reference_probs
 
 from prm_plugins import ChainTooLongError, InvalidInputError, StepScores, load_prm
 from prm_plugins.runtime import OnnxPRM
@@ -56,6 +54,9 @@ from prm_plugins.strategies import (
     verify,
     weighted_best_of_n,
 )
+
+from support.fake_generators import FakeGenerator, MethodView
+from support.graph_models import make_model_dir, reference_probs
 
 Q = "w1 w2 + w3 = ?"
 FAST = RetryPolicy.no_wait()
