@@ -159,13 +159,11 @@ def score_dataset(
         steps_column: input column with the steps.
         output_column: output column with the step scores (float64 list; null when rejected).
         error_column: output column with the error message (null when scored).
-        max_restarts: how often a dead actor is restarted; ``None`` keeps Ray Data's
-            default (always restart).
-        max_task_retries: how often a batch whose actor died is retried; ``None`` keeps
-            Ray Data's default (retry until it succeeds).
+        max_restarts: how often a dead actor is restarted (``None``: always, Ray's default).
+        max_task_retries: how often a batch whose actor died is retried (``None``: until
+            it succeeds, Ray's default).
         actor_cls: :class:`PRMScoreActor` or a subclass of it.
-        describe_error: turns a scoring error into the error column's message (a
-            module-level function, so Ray can send it to the actors); default ``str``.
+        describe_error: a module-level function: scoring error -> message (``str``).
 
     Returns:
         The dataset with the two columns added; rows keep their other columns. Row order
