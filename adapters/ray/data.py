@@ -146,8 +146,7 @@ def score_dataset(
 
     Args:
         ds: rows with ``question_column`` (str) and ``steps_column`` (list of str).
-        model_dir: model directory (``None``: the shipped default PRM), readable on every
-            node.
+        model_dir: model directory (``None``: the shipped PRM), readable on every node.
         num_actors: actors in the pool (each loads the model once).
         batch_size: rows per ``score_batch`` call.
         num_cpus: CPUs reserved per actor (also its ONNX Runtime thread count unless
@@ -160,8 +159,7 @@ def score_dataset(
         output_column: output column with the step scores (float64 list; null when rejected).
         error_column: output column with the error message (null when scored).
         max_restarts: how often a dead actor is restarted (``None``: always, Ray's default).
-        max_task_retries: how often a batch whose actor died is retried (``None``: until
-            it succeeds, Ray's default).
+        max_task_retries: retries of a batch whose actor died (``None``: Ray's, unbounded).
         actor_cls: :class:`PRMScoreActor` or a subclass of it.
         describe_error: a module-level function: scoring error -> message (``str``).
 
