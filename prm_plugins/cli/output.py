@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from collections.abc import Sequence
+
+from prm_plugins.wording import comparison_digits, plural, score_and_threshold
 
 __all__ = [
     "DATA",
@@ -112,49 +113,6 @@ def output_problem(flag: str, path: str | None, *, parents_made: bool = False) -
         return (f"cannot write {flag} {str(target)!r}: folder {str(parent)!r} does not exist; "
                 "create it first")
     return None
-
-
-def plural(n: int, word: str, many: str | None = None) -> str:
-    """``"1 step"``, ``"2 steps"``; ``many`` for irregular plurals.
-
-    Examples:
-        >>> plural(1, "retry", "retries"), plural(0, "chain")
-        ('1 retry', '0 chains')
-    """
-    return f"{n} {word if n == 1 else (many or word + 's')}"
-
-
-def comparison_digits(values: Sequence[float], threshold: float, digits: int = 3) -> int:
-    """Decimals that print every value apart from ``threshold`` when they differ.
-
-    With 3 decimals a score of 0.4996 reads 0.500, "below" a threshold of 0.500; this gives
-    the smallest count from ``digits`` on (at most 9) at which no value that differs from the
-    threshold prints like it, so a comparison always shows in the digits.
-
-    Examples:
-        >>> comparison_digits([0.25, 0.4996], 0.5)
-        4
-        >>> comparison_digits([0.25, 0.75], 0.5)
-        3
-    """
-    for k in range(digits, 10):
-        t = f"{threshold:.{k}f}"
-        if all((f"{v:.{k}f}" == t) == (v == threshold) for v in values):
-            return k
-    return 9
-
-
-def score_and_threshold(score: float, threshold: float, digits: int = 3) -> tuple[str, str]:
-    """``score`` and ``threshold`` as text with enough decimals that the comparison shows.
-
-    Examples:
-        >>> score_and_threshold(0.4996, 0.5)
-        ('0.4996', '0.5000')
-        >>> score_and_threshold(0.25, 0.5)
-        ('0.250', '0.500')
-    """
-    k = comparison_digits([score], threshold, digits)
-    return f"{score:.{k}f}", f"{threshold:.{k}f}"
 
 
 def quiet_onnxruntime(verbose: int) -> None:

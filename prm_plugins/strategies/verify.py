@@ -20,6 +20,7 @@ from prm_plugins.validation import (  # noqa: F401
     check_step_scores,
     check_threshold,
 )
+from prm_plugins.wording import score_and_threshold
 
 __all__ = [
     "Aggregate", "Splitter", "Verdict", "averify", "chain_score", "check_step_scores",
@@ -142,10 +143,11 @@ def make_verdict(step_scores: StepScores, threshold: float, aggregate: Aggregati
     weakest = step_scores.weakest_step
     n = len(step_scores)
     if passed:
+        shown, bar = score_and_threshold(score, threshold, digits=2)
         feedback = (
-            f"All {n} step{'s' if n != 1 else ''} look right: chain score {score:.2f} "
-            f"({_name(aggregate)}) reaches the threshold {threshold:.2f}; the weakest is step "
-            f"{weakest + 1} with {step_scores.scores[weakest]:.2f}."
+            f"{'The only step looks' if n == 1 else f'All {n} steps look'} right: chain "
+            f"score {shown} ({_name(aggregate)}) reaches the threshold {bar}; the weakest is "
+            f"step {weakest + 1} with {step_scores.scores[weakest]:.2f}."
         )
     else:
         k = first if first is not None else weakest
@@ -180,13 +182,15 @@ Keep step 1 and redo the solution from step 2.'
     n = len(step_scores)
     step_score = step_scores.scores[k]
     if step_score < threshold or score is None:
-        reason = f"scores {step_score:.2f}, below the threshold {threshold:.2f}"
+        shown, bar = score_and_threshold(step_score, threshold, digits=2)
+        reason = f"scores {shown}, below the threshold {bar}"
         if step_score >= threshold:
             reason = f"scores {step_score:.2f}, the lowest of the chain"
     else:
+        shown, bar = score_and_threshold(score, threshold, digits=2)
         reason = (
-            f"is the weakest step ({step_score:.2f}) and the chain score {score:.2f} "
-            f"({_name(aggregate)}) is below the threshold {threshold:.2f}"
+            f"is the weakest step ({step_score:.2f}) and the chain score {shown} "
+            f"({_name(aggregate)}) is below the threshold {bar}"
         )
     quoted = _quote(step_scores.steps[k])
     if k == 0:

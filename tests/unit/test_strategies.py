@@ -798,3 +798,15 @@ def test_results_are_deterministic_under_a_seeded_fake() -> None:
                            ScriptedScorer(scorer_table), n=4, beam_width=2).run("q").to_dict()
             for _ in range(3)]
     assert runs[0] == runs[1] == runs[2]
+
+
+def test_feedback_words_counts_and_close_calls_so_they_read_right() -> None:
+    from prm_plugins.strategies.verify import make_verdict, step_feedback
+
+    one = make_verdict(StepScores(["3 + 4 = 7"], [0.91]), 0.5, "min")
+    assert one.feedback.startswith("The only step looks right")
+    # 0.4996 is below 0.5: the text must not read "0.50, below the threshold 0.50"
+    close = step_feedback(StepScores(["a", "b"], [0.9, 0.4996]), 1, 0.5)
+    assert "scores 0.4996, below the threshold 0.5000" in close
+    far = step_feedback(StepScores(["a", "b"], [0.9, 0.04]), 1, 0.5)
+    assert "scores 0.04, below the threshold 0.50" in far
