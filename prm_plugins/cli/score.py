@@ -286,8 +286,9 @@ def run(args: argparse.Namespace) -> int:
         return score_file_ray(args)
     quiet_onnxruntime(int(getattr(args, "verbose", 0) or 0))
     try:
-        prm = load_prm(args.model_dir, device=args.device, long_chains=args.long_chains,
-                       checks=() if args.no_checks else None)
+        with SIGNALS.kept_from_new_threads():  # Ctrl-C reaches the main thread, never ORT's
+            prm = load_prm(args.model_dir, device=args.device, long_chains=args.long_chains,
+                           checks=() if args.no_checks else None)
     except PRMError as exc:
         return error(VERB, exc)
     if args.input:

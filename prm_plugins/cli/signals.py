@@ -68,6 +68,26 @@ class Signals:
         self._depth, self._pending = 0, None
 
     @contextlib.contextmanager
+    def kept_from_new_threads(self) -> Iterator[None]:
+        """Threads started inside this block (ONNX Runtime's pools) never take SIGINT/SIGTERM.
+
+        A signal sent to the process goes to any thread that does not block it; one taken by
+        a worker thread leaves the main thread blocked in a read (of a stdin pipe) until EOF,
+        and Ctrl-C seems ignored. New threads inherit the creating thread's signal mask, so
+        the signals are blocked while they start, then unblocked in the main thread.
+        """
+        if (not hasattr(signal, "pthread_sigmask")
+                or threading.current_thread() is not threading.main_thread()):
+            yield
+            return
+        sigs = {signal.SIGINT, signal.SIGTERM}
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, sigs)
+        try:
+            yield
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+    @contextlib.contextmanager
     def deferred(self) -> Iterator[None]:
         """Inside this block a signal waits; it is raised when the block ends."""
         self._depth += 1
