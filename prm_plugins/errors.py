@@ -41,6 +41,10 @@ __all__ = [
     # adapters and export (defined here so that every error has one home)
     "AnswersTooLongError",
     "RemotePRMError",
+    "RemoteScorerError",
+    "RemoteRequestError",
+    "RemoteServerError",
+    "RemoteResponseError",
     "VerificationFailedError",
     "FusionError",
 ]
@@ -252,6 +256,44 @@ class RemotePRMError(PRMError, ConnectionError):
         super().__init__(message)
         self.url = url
         self.attempts = attempts
+
+
+class RemoteScorerError(RemotePRMError):
+    """A scoring server answered, but not with scores; never retried.
+
+    The family of a served scorer's failures other than "unreachable" (which is the plain
+    :class:`RemotePRMError`): the subclasses say whose fault it was.
+
+    Attributes:
+        url: the endpoint that was called.
+        attempts: how many attempts were made (1: a refused or broken answer is final).
+        status: the HTTP status of the answer, when there was one.
+        item: index of the chain (in the caller's ``score_batch`` list) the error is
+            about, or ``None`` when it concerns the whole request.
+    """
+
+    def __init__(self, message: str, *, url: str, status: int | None = None,
+                 item: int | None = None, attempts: int = 1) -> None:
+        super().__init__(message, url=url, attempts=attempts)
+        self.status = status
+        self.item = item
+
+
+class RemoteRequestError(RemoteScorerError):
+    """The server refused the request (HTTP 4xx other than 429): an unknown model name, a
+    wrong route, an input it does not take (e.g. longer than its ``max_model_len``). The
+    message carries the server's own; sending it again would fail again."""
+
+
+class RemoteServerError(RemoteScorerError):
+    """The server failed on the request (HTTP 500, 501, 505...; 502, 503 and 504 are
+    retried). The message carries the server's own; the same request fails the same way."""
+
+
+class RemoteResponseError(RemoteScorerError):
+    """The server's answer breaks the protocol: a body that is not JSON, the wrong number of
+    results or of per-token rows, rows of the wrong width, a value that is not a finite
+    probability in [0, 1]. The message names the chain and what was received."""
 
 
 class VerificationFailedError(PRMError, RuntimeError):
