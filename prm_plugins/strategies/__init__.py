@@ -19,6 +19,7 @@ entry point                     what it does
 :class:`SelfCritique`           verify, then redo from the flagged step, for some rounds
 :class:`StepBeamSearch`         beam search over steps with the PRM as value function
 :class:`DVTS`                   diverse verifier tree search (independent greedy subtrees)
+:class:`ParticleFilter`         particle filtering: resample partial chains by PRM weight
 ==============================  =============================================================
 
 Each strategy's options live in one frozen dataclass (:class:`BestOfNOptions`,
@@ -71,6 +72,13 @@ from prm_plugins.strategies.critique import (
     self_critique,
 )
 from prm_plugins.strategies.options import BestOfNOptions, SearchOptions, SelfCritiqueOptions
+from prm_plugins.strategies.particles import (
+    ParticleFilter,
+    ParticleFilterOptions,
+    ParticleFilterResult,
+    aparticle_filter,
+    particle_filter,
+)
 from prm_plugins.strategies.search import (
     DVTS,
     SearchChain,
@@ -94,6 +102,9 @@ __all__ = [
     "CritiqueRound",
     "EmptyGenerationsError",
     "GeneratorTimeoutError",
+    "ParticleFilter",
+    "ParticleFilterOptions",
+    "ParticleFilterResult",
     "RetryPolicy",
     "SearchChain",
     "SearchOptions",
@@ -106,6 +117,7 @@ __all__ = [
     "VoteResult",
     "abest_of_n",
     "amajority_vote",
+    "aparticle_filter",
     "aself_critique",
     "averify",
     "aweighted_best_of_n",
@@ -119,6 +131,7 @@ __all__ = [
     "extract_gsm8k",
     "has_final_answer",
     "majority_vote",
+    "particle_filter",
     "self_critique",
     "verify",
     "weighted_best_of_n",
