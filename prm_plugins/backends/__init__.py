@@ -1,0 +1,28 @@
+"""Scorers other than the ONNX one, each behind the same :class:`~prm_plugins.StepScorer`
+contract, so strategies and adapters never know which one they hold.
+
+* :class:`~prm_plugins.backends.vllm.VLLMPRM`: a process reward model served by vLLM's
+  Pooling API (or by this project's Ray Serve deployment, which speaks the same protocol);
+  needs ``httpx`` (the ``[remote]`` extra).
+
+Names are imported on first use, so ``import prm_plugins.backends`` loads no HTTP client.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from prm_plugins.backends.vllm import VLLMPRM
+
+__all__ = ["VLLMPRM"]
+
+_LAZY = {"VLLMPRM": "prm_plugins.backends.vllm"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'prm_plugins.backends' has no attribute {name!r}")
