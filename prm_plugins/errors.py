@@ -29,6 +29,7 @@ __all__ = [
     "GeneratorTimeoutError",
     "AllCandidatesFailedError",
     "EmptyGenerationsError",
+    "BudgetExhaustedError",
     # the micro-batcher (prm_plugins.microbatch)
     "ScorerOutputError",
     "ScorerTimeoutError",
@@ -41,6 +42,7 @@ __all__ = [
     # adapters and export (defined here so that every error has one home)
     "AnswersTooLongError",
     "RemotePRMError",
+    "JudgeError",
     "RemoteScorerError",
     "RemoteRequestError",
     "RemoteServerError",
@@ -153,6 +155,34 @@ class EmptyGenerationsError(InvalidInputError, AllCandidatesFailedError):
     It is both an :class:`InvalidInputError` (the generator gives unusable input) and an
     :class:`AllCandidatesFailedError`.
     """
+
+
+class BudgetExhaustedError(AllCandidatesFailedError):
+    """A strategy's :class:`~prm_plugins.budget.Budget` ran out before it produced anything.
+
+    Raised only when there is nothing at all to return (no candidate, no scored chain);
+    a strategy that has produced something returns its best so far instead, with
+    ``result.budget.exhausted`` naming the limit. It is an
+    :class:`AllCandidatesFailedError`, so code that catches that one catches this too.
+
+    Attributes:
+        limit: the limit that ran out: ``"generated_tokens"``, ``"generator_calls"``,
+            ``"prm_calls"`` or ``"seconds"``.
+        spent: the :class:`~prm_plugins.budget.BudgetSpent` at the time, when known.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        limit: str | None = None,
+        spent: Any = None,
+        causes: Sequence[BaseException] = (),
+        candidates: Sequence[Any] = (),
+    ) -> None:
+        super().__init__(message, causes=causes, candidates=candidates)
+        self.limit = limit
+        self.spent = spent
 
 
 # -- the micro-batcher (prm_plugins.microbatch) -----------------------------------------
@@ -296,6 +326,23 @@ class RemoteResponseError(RemoteScorerError):
     probability in [0, 1]. The message names the chain and what was received."""
 
 
+class JudgeError(PRMError, RuntimeError):
+    """The LLM judge could not score a chain: the model call failed, or none of its answers
+    could be read after every re-ask (``prm_plugins.backends.judge``).
+
+    Attributes:
+        answers: every answer the model gave for the chain, refused ones included.
+        failed: for an error of a batch, the failed chains by position (each its own
+            ``JudgeError``); empty for one chain's error.
+    """
+
+    def __init__(self, message: str, *, answers: Sequence[str] = (),
+                 failed: dict[int, BaseException] | None = None) -> None:
+        super().__init__(message)
+        self.answers = list(answers)
+        self.failed = dict(failed or {})
+
+
 class VerificationFailedError(PRMError, RuntimeError):
     """An agent's answer failed PRM verification (``on_failure="error"``).
 
@@ -346,7 +393,27 @@ def require(module: str, extra: str) -> Any:
     try:
         return importlib.import_module(module)
     except ImportError as exc:  # pragma: no cover - exercised only without the extra
-        raise MissingExtraError(
-            f"{module!r} is not installed; it is needed here. "
-            f"Install it with: {install_hint(extra)}"
-        ) from exc
+        raise missing_extra(module, extra) from exc
+
+
+def missing_extra(module: str, extra: str) -> MissingExtraError:
+    """The error for a missing optional package, naming the extra that installs it.
+
+    For a module whose imports need an extra: import at the top, in ``try:``, and raise this
+    from the :class:`ImportError` (:func:`require` raises the same error for one module).
+
+    Args:
+        module: the module that could not be imported, e.g. ``"langchain_core"``.
+        extra: the prm-plugins extra that installs it, e.g. ``"langchain"``.
+
+    Returns:
+        The :class:`MissingExtraError` to raise.
+
+    Examples:
+        >>> try:  # doctest: +SKIP
+        ...     from langchain_core.messages import AIMessage
+        ... except ImportError as exc:
+        ...     raise missing_extra("langchain_core", "langchain") from exc
+    """
+    return MissingExtraError(f"{module!r} is not installed; it is needed here. "
+                             f"Install it with: {install_hint(extra)}")

@@ -34,6 +34,7 @@ __all__ = [
     "check_max_concurrency",
     "check_question",
     "check_scorer",
+    "check_seconds",
     "check_split",
     "check_step_scores",
     "check_threshold",
@@ -123,6 +124,30 @@ def check_count(value: object, name: str, *, minimum: int = 1, hint: str = "",
         alt = " or None" if optional else ""
         raise InvalidInputError(f"{name} must be an int >= {minimum}{hint}{alt}, got {value!r}")
     return value
+
+
+def check_seconds(value: object, name: str, *, optional: bool = False) -> float | None:
+    """Return ``value`` as a float if it is a finite number of seconds > 0.
+
+    A bool is refused; ``None`` is accepted (and returned) when ``optional``.
+
+    Examples:
+        >>> check_seconds(2, "seconds")
+        2.0
+        >>> try:
+        ...     check_seconds(0, "Budget.seconds", optional=True)
+        ... except InvalidInputError as exc:
+        ...     print(exc)
+        Budget.seconds must be a finite number of seconds > 0 or None, got 0
+    """
+    if value is None and optional:
+        return None
+    if (isinstance(value, bool) or not isinstance(value, (int, float))
+            or not math.isfinite(value) or not value > 0):
+        alt = " or None" if optional else ""
+        raise InvalidInputError(
+            f"{name} must be a finite number of seconds > 0{alt}, got {value!r}")
+    return float(value)
 
 
 def check_max_concurrency(max_concurrency: object) -> int:
