@@ -201,6 +201,7 @@ class _Run:
     question: str
     errors: list[str] = field(default_factory=list)
     causes: list[Exception] = field(default_factory=list)
+    kinds: list[str] = field(default_factory=list)  # the errors without their position
     history: list[dict[str, Any]] = field(default_factory=list)
     calls: int = 0
     attempts: int = 0
@@ -212,7 +213,8 @@ class _Run:
     def fail(self, iteration: int, slot: int, what: str, exc: Exception) -> None:
         self.failed += 1
         self.causes.append(exc)
-        self.errors.append(f"iteration {iteration}, particle {slot}: {what}{describe_error(exc)}")
+        self.kinds.append(f"{what}{describe_error(exc)}")
+        self.errors.append(f"iteration {iteration}, particle {slot}: {self.kinds[-1]}")
 
 
 class ParticleFilter:
@@ -425,7 +427,7 @@ class ParticleFilter:
                 "tokens.", causes=run.causes)
         err = AllCandidatesFailedError(
             f"particle filter: every particle failed at the first step: "
-            f"{summarize_failures(run.errors)}. Transient generator errors were retried per "
+            f"{summarize_failures(run.kinds)}. Transient generator errors were retried per "
             "the RetryPolicy; scoring failures are not retried. See .causes.",
             causes=run.causes)
         if run.causes:
@@ -453,8 +455,8 @@ class ParticleFilter:
         ]
         best, votes = choose_particle(particles, o.select)
         if not best.complete:
-            logger.warning("particle filter: no particle finished within max_steps=%d; "
-                           "returning the best open chain", o.max_steps)
+            logger.warning("particle filter: no particle reached a final answer within "
+                           "max_steps=%d; returning the highest-weight chain", o.max_steps)
         return ParticleFilterResult(
             best=best, answer=best.answer, particles=particles, history=run.history,
             iterations=run.iterations, generator_calls=run.calls, attempts=run.attempts,

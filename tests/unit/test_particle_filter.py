@@ -1,0 +1,333 @@
+"""Particle filtering (prm_plugins.strategies.particles) and its resamplers.
+
+Generators are the seeded, scripted :class:`support.fake_generators.FakeGenerator`: its next
+steps depend only on the prefix and how often that prefix was asked, never on thread timing,
+so runs can be compared exactly. The scorer is :class:`TableScorer`, a tiny in-test
+StepScorer whose step score is looked up by the step's text: the weights, the resampling and
+the choice of answer are hand-computed here from round, context-free numbers, which a real
+PRM cannot give on demand. One test runs the shipped default PRM to check that the
+particles' likelihoods are what that scorer says.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import random
+import statistics
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+
+from prm_plugins import ChainTooLongError, InvalidInputError, StepScores, load_prm
+from prm_plugins.runtime import default_model_dir
+from prm_plugins.strategies import (
+    AllCandidatesFailedError,
+    EmptyGenerationsError,
+    ParticleFilter,
+    ParticleFilterOptions,
+    RetryPolicy,
+    TransientGeneratorError,
+    aparticle_filter,
+    particle_filter,
+)
+from prm_plugins.strategies.resampling import (
+    effective_sample_size,
+    log_weights,
+    multinomial_resample,
+    normalize,
+    systematic_resample,
+)
+
+from support.fake_generators import FakeGenerator
+
+FAST = RetryPolicy.no_wait()
+
+
+class TableScorer:
+    """StepScorer with a score per step text (see the module docstring for why)."""
+
+    def __init__(self, table: dict[str, float], default: float = 0.5,
+                 too_long: Sequence[str] = ()) -> None:
+        self.table = table
+        self.default = default
+        self.too_long = set(too_long)
+        self.batches: list[int] = []
+
+    def score_batch(self, items: Sequence[tuple[str, Sequence[str]]]) -> list[StepScores]:
+        self.batches.append(len(items))
+        out = []
+        for question, steps in items:
+            if self.too_long & set(steps):
+                raise ChainTooLongError("chain too long for the test", n_tokens=99, max_length=9)
+            out.append(StepScores(list(steps), [self.table.get(s, self.default) for s in steps],
+                                  question))
+        return out
+
+    def score(self, question: str, steps: Sequence[str]) -> StepScores:
+        return self.score_batch([(question, steps)])[0]
+
+    async def ascore(self, question: str, steps: Sequence[str]) -> StepScores:
+        return self.score(question, steps)
+
+
+# A small tree with good (a...) and bad (b...) branches; every leaf states an answer.
+TABLE = {"a": 0.8, "b": 0.3, "a1": 0.7, "a2": 0.4, "b1": 0.6, "b2": 0.2,
+         "The answer is 1.": 0.9, "The answer is 2.": 0.5, "The answer is 3.": 0.2}
+TREE = {(): ["a", "b"],
+        ("a",): ["a1", "a2"], ("b",): ["b1", "b2"],
+        ("a", "a1"): ["The answer is 1."], ("a", "a2"): ["The answer is 2."],
+        ("b", "b1"): ["The answer is 2."], ("b", "b2"): ["The answer is 3."]}
+
+
+def _run(**kwargs: Any) -> Any:
+    gen = kwargs.pop("generator", None) or FakeGenerator(tree=TREE, seed=5)
+    return ParticleFilter(gen, TableScorer(TABLE), **kwargs).run("q")
+
+
+# -- weights and resamplers ------------------------------------------------------------------
+
+
+def test_log_weights_and_softmax_are_the_documented_formulas() -> None:
+    p = [0.8, 0.3]
+    assert log_weights(p, "logit") == pytest.approx([math.log(4.0), math.log(3 / 7)])
+    assert log_weights(p, "log") == pytest.approx([math.log(0.8), math.log(0.3)])
+    assert log_weights(p, "score") == [0.8, 0.3]
+    # "log" at T=1: weights proportional to the likelihoods; "logit": to the odds 4 : 3/7.
+    assert normalize(log_weights(p, "log")) == pytest.approx([8 / 11, 3 / 11])
+    assert normalize(log_weights(p, "logit")) == pytest.approx([28 / 31, 3 / 31])
+    # temperature T: proportional to likelihood ** (1 / T)
+    assert normalize(log_weights(p, "log"), 0.5) == pytest.approx([64 / 73, 9 / 73])
+    # scores of exactly 0 and 1 are clipped, never an infinite log-weight
+    assert all(math.isfinite(x) for x in log_weights([0.0, 1.0], "logit"))
+    assert effective_sample_size([0.5, 0.5]) == 2.0
+
+
+def test_systematic_resampling_gives_floor_or_ceil_of_n_w() -> None:
+    rng = random.Random(0)
+    for trial in range(300):
+        k = rng.randint(1, 7)
+        raw = [rng.random() ** 3 for _ in range(k)]
+        weights = [x / sum(raw) for x in raw]
+        n = rng.choice([1, 4, 9, 16, 33])
+        counts = Counter(systematic_resample(weights, n, random.Random(trial)))
+        for i, w in enumerate(weights):
+            assert abs(counts[i] - n * w) < 1 + 1e-9, (weights, n, counts)
+        assert sum(counts.values()) == n
+
+
+def test_multinomial_frequencies_match_the_weights_and_skip_zero_weights() -> None:
+    weights = [0.5, 0.3, 0.2, 0.0]
+    draws = multinomial_resample(weights, 20000, random.Random(1))
+    freq = Counter(draws)
+    assert freq[3] == 0
+    for i in range(3):  # binomial sd <= 0.0036; 0.015 is over 4 sd
+        assert abs(freq[i] / 20000 - weights[i]) < 0.015
+    assert systematic_resample([0.0, 1.0, 0.0], 5, random.Random(2)) == [1] * 5
+
+
+def test_systematic_resampling_has_lower_variance_than_multinomial() -> None:
+    weights, n = [0.37, 0.33, 0.30], 10
+    sys_counts = [systematic_resample(weights, n, random.Random(s)).count(0) for s in range(400)]
+    mul_counts = [multinomial_resample(weights, n, random.Random(s)).count(0) for s in range(400)]
+    assert set(sys_counts) <= {3, 4}  # floor / ceil of 3.7
+    assert statistics.pvariance(sys_counts) < 0.3  # at most 0.7 * 0.3 = 0.21
+    assert statistics.pvariance(mul_counts) > 1.5  # binomial: 10 * 0.37 * 0.63 = 2.33
+    assert statistics.mean(mul_counts) == pytest.approx(3.7, abs=0.25)
+
+
+# -- the filter ------------------------------------------------------------------------------
+
+
+def test_first_iteration_weights_are_hand_computed() -> None:
+    gen = FakeGenerator(tree=TREE)  # unseeded: the root call k answers TREE[()][k % 2]
+    r = ParticleFilter(gen, TableScorer(TABLE), n=4, weighting="log", seed=0).run("q")
+    first = r.history[0]
+    assert first["likelihoods"] == [0.8, 0.3, 0.8, 0.3]
+    assert first["weights"] == pytest.approx([8 / 22, 3 / 22, 8 / 22, 3 / 22])
+    assert first["ess"] == pytest.approx(1 / (2 * (8 / 22) ** 2 + 2 * (3 / 22) ** 2))
+    assert len(first["ancestors"]) == 4
+    # one call per live particle per iteration, one step asked each time
+    assert all(args[2] == 1 for _, args in gen.log)
+    assert gen.log[0][1][1] == [] and len([a for _, a in gen.log if a[1] == []]) == 4
+
+
+def test_the_same_seed_gives_the_same_result_and_seeds_matter() -> None:
+    for resampling in ("multinomial", "systematic"):
+        runs = [_run(n=6, seed=11, resampling=resampling).to_dict() for _ in range(2)]
+        assert runs[0] == runs[1]
+        assert json.loads(json.dumps(runs[0]))["seed"] == 11
+    ancestries = {json.dumps([h["ancestors"] for h in _run(n=6, seed=s).history])
+                  for s in range(8)}
+    assert len(ancestries) > 1
+
+
+def test_ancestry_follows_the_recorded_resampling() -> None:
+    r = _run(n=6, seed=3)
+    assert r.iterations == 3 and all(p.finished for p in r.particles)
+    for k, p in enumerate(r.particles):
+        assert len(p.ancestry) == r.iterations - 1
+        for t, parent in enumerate(p.ancestry):
+            assert parent in r.history[t]["ancestors"]
+        assert p.ancestry[-1] == r.history[-2]["ancestors"][k]
+        assert r.history[-1]["ancestors"] == []  # the last population is not resampled
+    assert sum(p.weight for p in r.particles) == pytest.approx(1.0)
+
+
+def test_temperature_sharpens_or_flattens_the_resampling() -> None:
+    cold = _run(n=8, seed=1, temperature=0.05, generator=FakeGenerator(tree=TREE))
+    warm = _run(n=8, seed=1, temperature=1.0, generator=FakeGenerator(tree=TREE))
+    hot = _run(n=8, seed=1, temperature=100.0, generator=FakeGenerator(tree=TREE))
+    ess = [x.history[0]["ess"] for x in (cold, warm, hot)]
+    assert ess[0] < ess[1] < ess[2] and ess[2] > 7.9 and ess[0] < 4.01
+    # cold: every particle descends from an "a" particle (the even slots)
+    assert all(j % 2 == 0 for j in cold.history[0]["ancestors"])
+    assert cold.answer == "1"
+
+
+def test_finished_particles_stop_growing_and_stay_in_the_population() -> None:
+    tree = {(): ["The answer is 7.", "x"], ("x",): ["y"], ("x", "y"): [""]}
+    gen = FakeGenerator(tree=tree)
+    # equal weights and systematic resampling: each particle is copied exactly once
+    r = ParticleFilter(gen, TableScorer({"The answer is 7.": 0.6, "x": 0.6, "y": 0.6}),
+                       n=4, seed=0, resampling="systematic").run("q")
+    assert all(args[1][:1] != ["The answer is 7."] for _, args in gen.log)  # never extended
+    assert r.history[0]["finished"] == [True, False, True, False]
+    assert [(p.steps, p.complete, p.finished) for p in r.particles] == [
+        (["The answer is 7."], True, True), (["x", "y"], False, True),
+        (["The answer is 7."], True, True), (["x", "y"], False, True)]
+    # an empty proposal finished ["x", "y"] as it was, without a final answer
+    assert r.iterations == 3 and [a[1] for _, a in gen.log[-2:]] == [["x", "y"]] * 2
+    assert all(p.finished for p in r.particles) and r.errors == []
+    assert r.best.complete and r.answer == "7"
+
+
+def test_max_steps_stops_open_particles() -> None:
+    r = ParticleFilter(FakeGenerator(default_steps=["more", "again"]), TableScorer({}),
+                       n=3, max_steps=4, seed=0).run("q")
+    assert r.iterations == 4 and len(r.history) == 4
+    assert not r.best.complete and len(r.best.steps) == 4
+    assert r.generator_calls == 12
+
+
+def test_vote_and_best_disagree_as_computed() -> None:
+    tree = {(): ["The answer is 1.", "The answer is 2.", "The answer is 2.",
+                 "The answer is 2."]}
+    scorer = TableScorer({"The answer is 1.": 0.9, "The answer is 2.": 0.6})
+    best = ParticleFilter(FakeGenerator(tree=tree), scorer, n=4, weighting="log").run("q")
+    vote = ParticleFilter(FakeGenerator(tree=tree), scorer, n=4, weighting="log",
+                          select="vote").run("q")
+    # weights 0.9 : 0.6 : 0.6 : 0.6; "2" sums 1.8 / 2.7
+    assert best.answer == "1" and best.best.weight == pytest.approx(1 / 3)
+    assert vote.answer == "2" and vote.votes == pytest.approx({"1": 1 / 3, "2": 2 / 3})
+    assert best.chains_scored == 2  # identical chains are scored once
+    assert scorer.batches == [2, 2]
+
+
+def test_failed_particles_are_dropped_reported_and_refilled() -> None:
+    class BrokenB(FakeGenerator):
+        def propose_next_steps(self, question: str, prefix: list[str], n: int) -> list[str]:
+            if prefix == ["b"]:
+                raise ValueError("b broke")
+            return super().propose_next_steps(question, prefix, n)
+
+    scorer = TableScorer(TABLE, too_long=["a2"])
+    r = ParticleFilter(BrokenB(tree=TREE), scorer, n=6, seed=2, temperature=100.0,
+                       retry=FAST).run("q")
+    b_calls = r.history[0]["ancestors"].count(1) + r.history[0]["ancestors"].count(3) + \
+        r.history[0]["ancestors"].count(5)
+    assert any(e.endswith("ValueError: b broke") for e in r.errors)
+    assert all(e.startswith("iteration 2, particle ") for e in r.errors)
+    assert any("scoring: ChainTooLongError" in e for e in r.errors)
+    assert r.failed == len(r.errors) >= b_calls > 0
+    assert len(r.particles) == 6 and all(p.steps[0] == "a" for p in r.particles)
+    assert all("a2" not in p.steps for p in r.particles) and r.answer == "1"
+
+
+def test_when_every_first_step_fails_the_error_says_why() -> None:
+    with pytest.raises(AllCandidatesFailedError, match="every particle failed") as info:
+        ParticleFilter(FakeGenerator(fail_always=ValueError("down")), TableScorer({}),
+                       n=3, retry=FAST).run("q")
+    assert len(info.value.causes) == 3 and "3x ValueError: down" in str(info.value)
+    gen = FakeGenerator(fail_always=TransientGeneratorError("busy"))
+    with pytest.raises(AllCandidatesFailedError):
+        ParticleFilter(gen, TableScorer({}), n=2, retry=FAST).run("q")
+    assert gen.calls["propose_next_steps"] == 2 * 3  # retried per the policy
+    with pytest.raises(EmptyGenerationsError, match="only empty steps"):
+        ParticleFilter(FakeGenerator(default_steps=[" "]), TableScorer({}), n=2).run("q")
+    with pytest.raises(AllCandidatesFailedError, match="scoring: ChainTooLongError"):
+        ParticleFilter(FakeGenerator(tree=TREE), TableScorer(TABLE, too_long=["a", "b"]),
+                       n=2).run("q")
+
+
+def test_when_a_later_iteration_fails_entirely_the_last_population_is_returned() -> None:
+    class FirstOnly(FakeGenerator):
+        def propose_next_steps(self, question: str, prefix: list[str], n: int) -> list[str]:
+            if prefix:
+                raise ValueError("gone")
+            return super().propose_next_steps(question, prefix, n)
+
+    r = ParticleFilter(FirstOnly(tree=TREE), TableScorer(TABLE), n=4, seed=0,
+                       retry=FAST).run("q")
+    assert r.iterations == 2 and r.failed == 4 and len(r.particles) == 4
+    assert all(len(p.steps) == 1 for p in r.particles) and not r.best.complete
+    assert r.best.steps == ["a"]
+
+
+def test_async_gives_the_sync_result() -> None:
+    for resampling in ("multinomial", "systematic"):
+        kwargs: dict[str, Any] = {"n": 6, "seed": 4, "resampling": resampling,
+                                  "select": "vote"}
+        sync = particle_filter("q", FakeGenerator(tree=TREE, seed=9), TableScorer(TABLE),
+                               **kwargs)
+        async_ = asyncio.run(aparticle_filter("q", FakeGenerator(tree=TREE, seed=9),
+                                              TableScorer(TABLE), **kwargs))
+        assert async_.to_dict() == sync.to_dict()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"n": 0}, "n must be an int >= 1"),
+        ({"max_steps": 0}, "max_steps must be an int >= 1"),
+        ({"temperature": 0}, "temperature must be a finite number > 0"),
+        ({"temperature": float("inf")}, "temperature must be a finite number > 0"),
+        ({"likelihood": "min"}, "likelihood must be one of 'last', 'product'"),
+        ({"weighting": "exp"}, "weighting must be one of"),
+        ({"resampling": "stratified"}, "resampling must be one of"),
+        ({"select": "majority"}, "select must be one of 'best', 'vote'"),
+        ({"seed": 1.5}, "seed must be an int or None"),
+        ({"is_complete": "yes"}, "is_complete must be a callable"),
+        ({"retry": 3}, "retry must be a RetryPolicy"),
+    ],
+)
+def test_bad_options_are_named(kwargs: dict[str, Any], match: str) -> None:
+    with pytest.raises(InvalidInputError, match=match):
+        ParticleFilterOptions(**kwargs)
+    with pytest.raises(InvalidInputError, match=match):
+        ParticleFilter(FakeGenerator(), TableScorer({}), **kwargs)
+
+
+def test_product_likelihood_multiplies_the_step_scores() -> None:
+    r = _run(n=4, seed=0, likelihood="product", max_steps=2)
+    for p in r.particles:
+        assert p.likelihood == pytest.approx(math.prod(p.step_scores))
+
+
+@pytest.mark.skipif(not (default_model_dir() / "prm.json").is_file(),
+                    reason="the default PRM is not in this checkout")
+def test_with_the_shipped_prm_likelihoods_are_its_last_step_scores() -> None:
+    prm = load_prm()
+    question = "Tom has 3 apples and buys 2 more. How many apples does he have?"
+    tree = {(): ["3 + 2 = 5", "3 * 2 = 6"],
+            ("3 + 2 = 5",): ["The answer is 5."], ("3 * 2 = 6",): ["The answer is 6."]}
+    r = ParticleFilter(FakeGenerator(tree=tree), prm, n=4, seed=0).run(question)
+    assert r.iterations == 2 and all(p.complete for p in r.particles)
+    for p in r.particles:
+        expected = prm.score(question, p.steps).scores
+        assert p.step_scores == pytest.approx(expected, abs=1e-6)
+        assert p.likelihood == pytest.approx(expected[-1], abs=1e-6)
+    assert r.tokens_scored > r.chains_scored  # rendered lengths, not step counts
