@@ -11,7 +11,7 @@ generator's output type (an ``AIMessage`` with the PRM's report in
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, cast
 
 from prm_plugins.adapters.langchain.base import DEFAULT_MAX_CONCURRENCY, SelectingRunnableBase
 from prm_plugins.adapters.langchain.generators import build_next_step_prompt
@@ -55,14 +55,14 @@ class PRMParticleFilter(SelectingRunnableBase):
     """Most iterations (steps in a chain)."""
     temperature: float = 1.0
     """Softmax temperature over the particles' log-weights (> 0; lower is greedier)."""
-    likelihood: Literal["last", "product"] = "last"
+    likelihood: str = "last"
     """``"last"``: the newest step's score (the paper's choice); ``"product"``: all steps'."""
-    weighting: Literal["logit", "log", "score"] = "logit"
-    """How a likelihood becomes a log-weight (``"logit"`` as its_hub)."""
-    resampling: Literal["multinomial", "systematic"] = "multinomial"
-    """How ancestors are drawn."""
-    select: Literal["best", "vote"] = "best"
-    """The highest weight, or the weighted vote over final answers."""
+    weighting: str = "logit"
+    """How a likelihood becomes a log-weight: ``"logit"`` (as its_hub), ``"log"``, ``"score"``."""
+    resampling: str = "multinomial"
+    """How ancestors are drawn: ``"multinomial"`` or ``"systematic"``."""
+    select: str = "best"
+    """``"best"`` (the highest weight) or ``"vote"`` (weighted vote over final answers)."""
     seed: int | None = None
     """Seed of the resampling; ``None`` draws fresh entropy per call."""
     aggregate: Any = "last"
@@ -78,6 +78,9 @@ class PRMParticleFilter(SelectingRunnableBase):
 
     _result_type: ClassVar[type] = ParticleFilterResult
 
+    # The str fields are checked by ParticleFilterOptions (not pydantic), so a bad value
+    # raises the core's InvalidInputError naming the allowed values.
+
     def _check_options(self) -> None:
         check_count(self.max_concurrency, "max_concurrency", optional=True)
         self._options(DEFAULT_MAX_CONCURRENCY)
@@ -85,9 +88,10 @@ class PRMParticleFilter(SelectingRunnableBase):
     def _options(self, max_concurrency: int) -> ParticleFilterOptions:
         return ParticleFilterOptions(
             n=self.n, max_steps=self.max_steps, temperature=self.temperature,
-            likelihood=self.likelihood, weighting=self.weighting, resampling=self.resampling,
-            select=self.select, seed=self.seed, is_complete=self.is_complete,
-            max_concurrency=max_concurrency, retry=self.retry)
+            likelihood=cast("Any", self.likelihood), weighting=cast("Any", self.weighting),
+            resampling=cast("Any", self.resampling), select=cast("Any", self.select),
+            seed=self.seed, is_complete=self.is_complete, max_concurrency=max_concurrency,
+            retry=self.retry)
 
     def _core(self, generator: Any, prm: Any, max_concurrency: int) -> ParticleFilter:
         return ParticleFilter.from_options(generator, prm, self._options(max_concurrency))
