@@ -41,36 +41,39 @@ Examples:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from prm_plugins.errors import require
+from prm_plugins.errors import VerificationFailedError, missing_extra
+from prm_plugins.lazy import lazy_exports
 
-require("langchain_core", "langchain")
+try:
+    import langchain_core  # noqa: F401  (every module of this package needs it)
+except ImportError as exc:
+    raise missing_extra("langchain_core", "langchain") from exc
 
-from prm_plugins.adapters.langchain.callbacks import PRMCallbackHandler, ScoredGeneration  # noqa: E402
-from prm_plugins.adapters.langchain.events import (  # noqa: E402
+from prm_plugins.adapters.langchain.callbacks import PRMCallbackHandler, ScoredGeneration
+from prm_plugins.adapters.langchain.events import (
     CANDIDATE_SELECTED_EVENT,
     STEP_SCORED_EVENT,
 )
-from prm_plugins.adapters.langchain.generators import (  # noqa: E402
+from prm_plugins.adapters.langchain.generators import (
     GeneratedText,
     RunnableGenerator,
     build_next_step_prompt,
 )
-from prm_plugins.adapters.langchain.parser import PRMOutputParser  # noqa: E402
-from prm_plugins.adapters.langchain.runnables import (  # noqa: E402
+from prm_plugins.adapters.langchain.parser import PRMOutputParser
+from prm_plugins.adapters.langchain.runnables import (
     PRMBeamSearch,
     PRMBestOfN,
     PRMSelfCritique,
     PRMStepVerifier,
 )
-from prm_plugins.adapters.langchain.tool import PRMVerifyStepsTool, VerifyStepsInput  # noqa: E402
+from prm_plugins.adapters.langchain.tool import PRMVerifyStepsTool, VerifyStepsInput
 
 if TYPE_CHECKING:
     from prm_plugins.adapters.langchain.middleware import (
         PRMBestOfNMiddleware,
         PRMVerificationMiddleware,
-        VerificationFailedError,
     )
 
 __all__ = [
@@ -95,13 +98,6 @@ __all__ = [
 
 #: The agent middleware needs the ``langchain`` package (not only langchain-core), so it is
 #: imported on first use.
-_MIDDLEWARE = ("PRMBestOfNMiddleware", "PRMVerificationMiddleware", "VerificationFailedError")
-
-
-def __getattr__(name: str) -> Any:
-    if name in _MIDDLEWARE:
-        import importlib
-
-        module = importlib.import_module("prm_plugins.adapters.langchain.middleware")
-        return getattr(module, name)
-    raise AttributeError(f"module 'prm_plugins.adapters.langchain' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, dict.fromkeys(
+    ["PRMBestOfNMiddleware", "PRMVerificationMiddleware"],
+    "prm_plugins.adapters.langchain.middleware"))

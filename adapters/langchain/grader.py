@@ -18,16 +18,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from prm_plugins.errors import InvalidInputError, require
+from prm_plugins.errors import InvalidInputError, missing_extra
 
-require("langchain_core", "langchain")
-
-from langchain_core.messages import (  # noqa: E402
-    AIMessage,
-    BaseMessage,
-    HumanMessage,
-    SystemMessage,
-)
+try:
+    from langchain_core.messages import (
+        AIMessage,
+        BaseMessage,
+        HumanMessage,
+        SystemMessage,
+    )
+except ImportError as exc:
+    raise missing_extra("langchain_core", "langchain") from exc
 
 __all__ = ["to_langchain_messages"]
 

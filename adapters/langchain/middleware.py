@@ -20,33 +20,34 @@ import threading
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
-from prm_plugins.errors import VerificationFailedError, require
+from prm_plugins.errors import InvalidInputError, VerificationFailedError, missing_extra
 
-require("langchain", "langchain")
+try:
+    from langchain.agents.middleware import (
+        AgentMiddleware,
+        AgentState,
+        ModelRequest,
+        ModelResponse,
+        hook_config,
+    )
+except ImportError as exc:
+    raise missing_extra("langchain", "langchain") from exc
 
-from langchain.agents.middleware import (  # noqa: E402
-    AgentMiddleware,
-    AgentState,
-    ModelRequest,
-    ModelResponse,
-    hook_config,
-)
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage  # noqa: E402
-from langchain_core.runnables.config import ensure_config  # noqa: E402
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
+from langchain_core.runnables.config import ensure_config
 
-from prm_plugins.adapters.langchain.events import (  # noqa: E402
+from prm_plugins.adapters.langchain.events import (
     CANDIDATE_SELECTED_EVENT,
     EventDispatcher,
 )
-from prm_plugins.adapters.langchain.generators import (  # noqa: E402
+from prm_plugins.adapters.langchain.generators import (
     PRM_FEEDBACK_KEY,
     GeneratedText,
     is_prm_feedback,
     message_text,
     question_from_messages,
 )
-from prm_plugins.errors import InvalidInputError  # noqa: E402
-from prm_plugins.strategies import (  # noqa: E402
+from prm_plugins.strategies import (
     AllCandidatesFailedError,
     BestOfN,
     RetryPolicy,
@@ -54,9 +55,9 @@ from prm_plugins.strategies import (  # noqa: E402
     averify,
     verify,
 )
-from prm_plugins.strategies.options import BestOfNOptions, Selection  # noqa: E402
-from prm_plugins.types import StepScorer  # noqa: E402
-from prm_plugins.validation import (  # noqa: E402
+from prm_plugins.strategies.options import BestOfNOptions, Selection
+from prm_plugins.types import StepScorer
+from prm_plugins.validation import (
     check_aggregate,
     check_count,
     check_scorer,

@@ -30,33 +30,36 @@ Examples:
 
 from __future__ import annotations
 
-from prm_plugins.errors import require
+from prm_plugins.errors import missing_extra
 
-require("llama_index.core", "llamaindex")
+try:
+    import llama_index.core  # noqa: F401  (every module of this package needs it)
+except ImportError as exc:
+    raise missing_extra("llama_index.core", "llamaindex") from exc
 
-from prm_plugins.adapters.llamaindex.agent import (  # noqa: E402
+from prm_plugins.adapters.llamaindex.agent import (
     DEFAULT_FEEDBACK_TEMPLATE,
     AgentRound,
     PRMVerifiedAgentRunner,
     VerifiedAgentResult,
 )
-from prm_plugins.adapters.llamaindex.evaluator import (  # noqa: E402
+from prm_plugins.adapters.llamaindex.evaluator import (
     PRMEvaluationResult,
     PRMStepEvaluator,
     original_question,
 )
-from prm_plugins.adapters.llamaindex.events import (  # noqa: E402
+from prm_plugins.adapters.llamaindex.events import (
     PRMCandidateSelectedEvent,
     PRMStepsScoredEvent,
     PRMVerificationFailedEvent,
 )
-from prm_plugins.adapters.llamaindex.generator import LlamaIndexGenerator  # noqa: E402
-from prm_plugins.adapters.llamaindex.llm import (  # noqa: E402
+from prm_plugins.adapters.llamaindex.generator import LlamaIndexGenerator
+from prm_plugins.adapters.llamaindex.llm import (
     PRM_KWARGS_KEY,
     AnswersTooLongError,
     PRMBestOfNLLM,
 )
-from prm_plugins.adapters.llamaindex.workflow import (  # noqa: E402
+from prm_plugins.adapters.llamaindex.workflow import (
     CritiqueRoundEvent,
     PRMSelfCritiqueWorkflow,
     ReviseEvent,
