@@ -4,15 +4,8 @@ from __future__ import annotations
 
 import warnings
 
-warnings.warn(
-    "prm_plugins.batching moved to prm_plugins.runtime.batching; import it from there. "
-    "The old path goes in the next release",
-    FutureWarning,
-    stacklevel=2,
-)
-
-from prm_plugins.runtime.batching import *  # noqa: E402, F403
-from prm_plugins.runtime.batching import (  # noqa: E402
+from prm_plugins.runtime.batching import *  # noqa: F403
+from prm_plugins.runtime.batching import (
     Batch,
     bucket_length,
     pad_batch,
@@ -25,3 +18,10 @@ __all__ = [
     "pad_batch",
     "plan_batches",
 ]
+
+warnings.warn(
+    "prm_plugins.batching moved to prm_plugins.runtime.batching; import it from there. "
+    "The old path goes in the next release",
+    FutureWarning,
+    stacklevel=2,
+)

@@ -4,15 +4,8 @@ from __future__ import annotations
 
 import warnings
 
-warnings.warn(
-    "prm_plugins.buckets moved to prm_plugins.runtime.buckets; import it from there. "
-    "The old path goes in the next release",
-    FutureWarning,
-    stacklevel=2,
-)
-
-from prm_plugins.runtime.buckets import *  # noqa: E402, F403
-from prm_plugins.runtime.buckets import (  # noqa: E402
+from prm_plugins.runtime.buckets import *  # noqa: F403
+from prm_plugins.runtime.buckets import (
     AUTO_MIN_LENGTH,
     plan_bucketed_batches,
     resolve_length_buckets,
@@ -27,3 +20,10 @@ __all__ = [
     "row_bucket",
     "rows_cap",
 ]
+
+warnings.warn(
+    "prm_plugins.buckets moved to prm_plugins.runtime.buckets; import it from there. "
+    "The old path goes in the next release",
+    FutureWarning,
+    stacklevel=2,
+)

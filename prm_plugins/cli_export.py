@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import warnings
 
-warnings.warn(
-    "prm_plugins.cli_export moved to prm_plugins.cli.export; import it from there. "
-    "The old path goes in the next release",
-    FutureWarning,
-    stacklevel=2,
-)
-
-from prm_plugins.cli.export import *  # noqa: E402, F403
-from prm_plugins.cli.export import (  # noqa: E402
+from prm_plugins.cli.export import *  # noqa: F403
+from prm_plugins.cli.export import (
     add_parser,
     parse_option,
     run,
 )
 
 __all__ = ["add_parser", "parse_option", "run"]
+
+warnings.warn(
+    "prm_plugins.cli_export moved to prm_plugins.cli.export; import it from there. "
+    "The old path goes in the next release",
+    FutureWarning,
+    stacklevel=2,
+)

@@ -4,12 +4,8 @@ from __future__ import annotations
 
 import warnings
 
-warnings.warn(
-    "prm_plugins.generators_hf moved to prm_plugins.adapters.transformers; import it from "
-    "there. The old path goes in the next release", FutureWarning, stacklevel=2)
-
-from prm_plugins.adapters.transformers.generator import *  # noqa: E402, F403
-from prm_plugins.adapters.transformers.generator import (  # noqa: E402
+from prm_plugins.adapters.transformers.generator import *  # noqa: F403
+from prm_plugins.adapters.transformers.generator import (
     DEFAULT_SYSTEM_PROMPT,
     SMOLLM2_GGUF_FILE,
     SMOLLM2_PACKAGE,
@@ -28,3 +24,7 @@ __all__ = [
     "smollm2_generator",
     "smollm2_path",
 ]
+
+warnings.warn(
+    "prm_plugins.generators_hf moved to prm_plugins.adapters.transformers; import it from "
+    "there. The old path goes in the next release", FutureWarning, stacklevel=2)

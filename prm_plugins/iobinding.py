@@ -4,17 +4,10 @@ from __future__ import annotations
 
 import warnings
 
-warnings.warn(
-    "prm_plugins.iobinding moved to prm_plugins.runtime.iobinding; import it from there. "
-    "The old path goes in the next release",
-    FutureWarning,
-    stacklevel=2,
-)
-
-from prm_plugins.manifest import GRAPH_INPUTS as INPUT_NAMES  # noqa: E402, F401
-from prm_plugins.manifest import GRAPH_OUTPUT as OUTPUT_NAME  # noqa: E402, F401
-from prm_plugins.runtime.iobinding import *  # noqa: E402, F403
-from prm_plugins.runtime.iobinding import (  # noqa: E402
+from prm_plugins.manifest import GRAPH_INPUTS as INPUT_NAMES  # noqa: F401
+from prm_plugins.manifest import GRAPH_OUTPUT as OUTPUT_NAME  # noqa: F401
+from prm_plugins.runtime.iobinding import *  # noqa: F403
+from prm_plugins.runtime.iobinding import (
     CUDA_GRAPH_MAX_TOKENS,
     BoundRunner,
     cuda_graph_session,
@@ -25,3 +18,10 @@ __all__ = [
     "CUDA_GRAPH_MAX_TOKENS",
     "cuda_graph_session",
 ]
+
+warnings.warn(
+    "prm_plugins.iobinding moved to prm_plugins.runtime.iobinding; import it from there. "
+    "The old path goes in the next release",
+    FutureWarning,
+    stacklevel=2,
+)

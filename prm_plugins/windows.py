@@ -4,15 +4,8 @@ from __future__ import annotations
 
 import warnings
 
-warnings.warn(
-    "prm_plugins.windows moved to prm_plugins.runtime.windows; import it from there. "
-    "The old path goes in the next release",
-    FutureWarning,
-    stacklevel=2,
-)
-
-from prm_plugins.runtime.windows import *  # noqa: E402, F403
-from prm_plugins.runtime.windows import (  # noqa: E402
+from prm_plugins.runtime.windows import *  # noqa: F403
+from prm_plugins.runtime.windows import (
     Window,
     plan_windows,
 )
@@ -21,3 +14,10 @@ __all__ = [
     "Window",
     "plan_windows",
 ]
+
+warnings.warn(
+    "prm_plugins.windows moved to prm_plugins.runtime.windows; import it from there. "
+    "The old path goes in the next release",
+    FutureWarning,
+    stacklevel=2,
+)

@@ -4,15 +4,8 @@ from __future__ import annotations
 
 import warnings
 
-warnings.warn(
-    "prm_plugins.evaluation.answers moved to prm_plugins.answers; import it from there. "
-    "The old path goes in the next release",
-    FutureWarning,
-    stacklevel=2,
-)
-
-from prm_plugins.answers import *  # noqa: E402, F403
-from prm_plugins.answers import (  # noqa: E402, F401
+from prm_plugins.answers import *  # noqa: F403
+from prm_plugins.answers import (  # noqa: F401
     __all__,
     answer_is_correct,
     answers_match,
@@ -23,4 +16,11 @@ from prm_plugins.answers import (  # noqa: E402, F401
     extract_gsm8k,
     extract_last_number,
     normalize_answer,
+)
+
+warnings.warn(
+    "prm_plugins.evaluation.answers moved to prm_plugins.answers; import it from there. "
+    "The old path goes in the next release",
+    FutureWarning,
+    stacklevel=2,
 )

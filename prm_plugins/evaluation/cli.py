@@ -4,15 +4,8 @@ from __future__ import annotations
 
 import warnings
 
-warnings.warn(
-    "prm_plugins.evaluation.cli moved to prm_plugins.cli.eval; import it from there. "
-    "The old path goes in the next release",
-    FutureWarning,
-    stacklevel=2,
-)
-
-from prm_plugins.cli.eval import *  # noqa: E402, F403
-from prm_plugins.cli.eval import (  # noqa: E402
+from prm_plugins.cli.eval import *  # noqa: F403
+from prm_plugins.cli.eval import (
     BonEvalConfig,
     StepsEvalConfig,
     add_parser,
@@ -20,3 +13,10 @@ from prm_plugins.cli.eval import (  # noqa: E402
 )
 
 __all__ = ["BonEvalConfig", "StepsEvalConfig", "add_parser", "run"]
+
+warnings.warn(
+    "prm_plugins.evaluation.cli moved to prm_plugins.cli.eval; import it from there. "
+    "The old path goes in the next release",
+    FutureWarning,
+    stacklevel=2,
+)

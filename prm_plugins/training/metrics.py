@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import warnings
 
+from prm_plugins.evaluation.metrics import *  # noqa: F403
+from prm_plugins.evaluation.metrics import auroc, step_auroc_report  # noqa: F401
+
+__all__ = ["auroc", "step_auroc_report"]
+
 warnings.warn(
     "prm_plugins.training.metrics moved to prm_plugins.evaluation.metrics; import it from "
     "there. The old path goes in the next release",
     FutureWarning,
     stacklevel=2,
 )
-
-from prm_plugins.evaluation.metrics import *  # noqa: E402, F403
-from prm_plugins.evaluation.metrics import auroc, step_auroc_report  # noqa: E402, F401
-
-__all__ = ["auroc", "step_auroc_report"]
