@@ -26,6 +26,7 @@ from prm_plugins.steps import split_steps
 from prm_plugins.types import StepScorer, StepScores, aggregate_scores
 
 if TYPE_CHECKING:
+    from prm_plugins.backends.vllm import VLLMPRM
     from prm_plugins.runtime import OnnxPRM, load_prm
 
 __version__ = "0.1.0"
@@ -41,13 +42,15 @@ __all__ = [
     "StepScorer",
     "StepScores",
     "UnknownFormatError",
+    "VLLMPRM",
     "__version__",
     "aggregate_scores",
     "load_prm",
     "split_steps",
 ]
 
-_LAZY = {"OnnxPRM": "prm_plugins.runtime", "load_prm": "prm_plugins.runtime"}
+_LAZY = {"OnnxPRM": "prm_plugins.runtime", "load_prm": "prm_plugins.runtime",
+         "VLLMPRM": "prm_plugins.backends.vllm"}
 
 
 def __getattr__(name: str) -> Any:

@@ -11,6 +11,11 @@ Routes (under the application's route prefix, e.g. ``/prm``):
   ``{"items": [{"question", "steps"} | [question, steps], ...]}`` (or a bare JSON list of
   items) -> ``{"results": [{"step_scores", "meta"}, ...]}`` in input order.
 * ``GET /health``: ``{"status": "ok", "model": {...}}``.
+* ``POST /pooling``: vLLM's Pooling API (``{"model", "input": [[token ids], ...], "task":
+  "token_classify"}`` -> ``{"data": [{"index", "data": [[p_wrong, p_right], ...]}], ...}``),
+  answered by :func:`prm_plugins.adapters.ray.pooling.answer_pooling`, so
+  :class:`~prm_plugins.backends.vllm.VLLMPRM` scores against this deployment as against
+  ``vllm serve``.
 
 Validation errors of the scorer answer HTTP 422 with ``{"error": {"type", "message"}}``;
 a body that cannot be read as JSON (not UTF-8, not JSON, nested deeper than
@@ -48,15 +53,17 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from prm_plugins.errors import ChainTooLongError, InvalidInputError, PRMError, require
+from prm_plugins.adapters.ray.pooling import answer_pooling
+from prm_plugins.errors import ChainTooLongError, InvalidInputError, PRMError, missing_extra
 from prm_plugins.jsonl import JSONLineError, loads_line
 from prm_plugins.scoring import ascore_isolated, score_isolated
 from prm_plugins.validation import check_count
 
-require("ray", "ray")
-
-from ray import serve  # noqa: E402
-from ray.serve import Application  # noqa: E402
+try:
+    from ray import serve
+    from ray.serve import Application
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise missing_extra("ray", "ray") from exc
 
 __all__ = ["PRMServer", "app_builder", "build_app", "handle_request", "score_items",
            "score_requests", "serve_prm"]
@@ -202,7 +209,7 @@ async def score_items(prm: Any, items: Sequence[Any]) -> list[dict[str, Any]]:
 
 
 async def handle_request(
-    method: str, path: str, body: bytes, *, score: Any, model_info: Any
+    method: str, path: str, body: bytes, *, score: Any, model_info: Any, pooling: Any = None
 ) -> tuple[int, dict[str, Any]]:
     """Answer one HTTP request: ``(status, JSON payload)``; never raises.
 
@@ -213,14 +220,20 @@ async def handle_request(
         score: ``async items -> list of {"step_scores", "meta"}`` that raises the error of a
             request that fails, e.g. ``functools.partial(score_items, prm)``.
         model_info: ``() -> dict`` for the health answer.
+        pooling: ``async body -> (status, JSON)`` answering vLLM's ``POST /pooling``, e.g.
+            ``functools.partial(answer_pooling, prm)``; ``None``: no such route.
     """
     path = path.rstrip("/")
     if method == "GET" and path.endswith("/health"):
         return 200, {"status": "ok", "model": model_info()}
+    if method == "POST" and path.endswith("/pooling") and pooling is not None:
+        status, payload = await pooling(body)
+        return status, payload
     if method != "POST" or not path.endswith("/score"):
+        pool = ", POST <prefix>/pooling" if pooling is not None else ""
         return 404, {"error": {
             "type": "NotFound",
-            "message": f"no route {method} {path}; use POST <prefix>/score or GET "
+            "message": f"no route {method} {path}; use POST <prefix>/score{pool} or GET "
                        "<prefix>/health"}}
     try:
         parsed = loads_line(body)
@@ -256,9 +269,13 @@ class PRMServer:
 
     def __init__(self, model_dir: str | None, load_kwargs: Mapping[str, Any] | None = None,
                  max_batch_size: int = 16, batch_wait_timeout_s: float = 0.005) -> None:
-        from prm_plugins.runtime import load_prm
+        from prm_plugins.runtime import OnnxPRM, load_prm
 
-        self.prm = load_prm(model_dir, **dict(load_kwargs or {}))
+        prm = load_prm(model_dir, **dict(load_kwargs or {}))
+        if not isinstance(prm, OnnxPRM):
+            raise InvalidInputError(f"a Serve replica runs a model directory, not the served "
+                                    f"PRM at {model_dir!r}; call that one directly")
+        self.prm = prm
         batched: Any = self._score_requests  # a serve.batch wrapper
         batched.set_max_batch_size(int(max_batch_size))
         batched.set_batch_wait_timeout_s(float(batch_wait_timeout_s))
@@ -293,6 +310,9 @@ class PRMServer:
             raise result  # a _FailedChain keeps the failing chain's index for the answer
         return [_result(s) for s in result]
 
+    async def _pool(self, body: bytes) -> tuple[int, dict[str, Any]]:
+        return await answer_pooling(self.prm, body)
+
     def _model_info(self) -> dict[str, Any]:
         prm = self.prm
         return {"model_dir": str(prm.model_dir), "format": prm.manifest.format,
@@ -303,7 +323,7 @@ class PRMServer:
         body = await request.body() if request.method == "POST" else b""
         status, payload = await handle_request(
             request.method, request.url.path, body, score=self._score_http,
-            model_info=self._model_info)
+            model_info=self._model_info, pooling=self._pool)
         return _json_response(payload, status)
 
     def check_health(self) -> None:

@@ -10,19 +10,13 @@ Names are imported on first use, so ``import prm_plugins.backends`` loads no HTT
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from prm_plugins.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from prm_plugins.backends.vllm import VLLMPRM
 
 __all__ = ["VLLMPRM"]
 
-_LAZY = {"VLLMPRM": "prm_plugins.backends.vllm"}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'prm_plugins.backends' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, {"VLLMPRM": "prm_plugins.backends.vllm"})

@@ -54,6 +54,7 @@ from prm_plugins.steps import validate_chain
 from prm_plugins.types import StepScores
 
 if TYPE_CHECKING:
+    from prm_plugins.backends.vllm import VLLMPRM
     from prm_plugins.calibration import PlattCalibration
 
 __all__ = ["CPU_ATTENTION_BUDGET", "Job", "LongChains", "OnnxPRM", "default_model_dir",
@@ -448,20 +449,36 @@ class OnnxPRM:
 
 def load_prm(
     path: str | os.PathLike[str] | None = None, *, device: Device = "auto", **kwargs: Any
-) -> OnnxPRM:
+) -> OnnxPRM | VLLMPRM:
     """Load a PRM model directory, or the shipped default PRM when ``path`` is ``None``.
 
+    A ``vllm://host:port/model`` URL (``vllm+https://`` for TLS) gives a
+    :class:`~prm_plugins.backends.vllm.VLLMPRM` instead: a PRM served by vLLM (or by the
+    project's Ray Serve deployment), with the same scorer contract; ``format`` and
+    ``tokenizer`` (a local path) then go in ``kwargs``.
+
     Args:
-        path: model directory made by ``prm export``; ``None`` for the default PRM.
-        device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
-        **kwargs: passed to :class:`OnnxPRM` (``long_chains``, ``token_budget``, ...).
+        path: model directory made by ``prm export``; ``None`` for the default PRM; or a
+            served PRM's ``vllm://`` URL.
+        device: ``"auto"``, ``"cpu"`` or ``"cuda"`` (the server decides for a URL).
+        **kwargs: passed to :class:`OnnxPRM` (``long_chains``, ``token_budget``, ...) or
+            to ``VLLMPRM`` (``tokenizer``, ``format``, ``batch_size``, ``timeout``, ...).
 
     Examples:
         >>> from prm_plugins import load_prm
         >>> prm = load_prm()  # doctest: +SKIP
         >>> prm.score("2 + 3 * 4 = ?", ["3 * 4 = 12", "2 + 12 = 14"]).min  # doctest: +SKIP
         0.97
+        >>> served = load_prm("vllm://gpu-host:8000/Qwen/Qwen2.5-Math-PRM-7B", format="qwen-prm",
+        ...                   tokenizer="/models/Qwen2.5-Math-PRM-7B")  # doctest: +SKIP
     """
+    if isinstance(path, str) and path.startswith(("vllm://", "vllm+http://", "vllm+https://")):
+        from prm_plugins.backends.vllm import VLLMPRM
+
+        if device != "auto":
+            raise InvalidInputError(f"device={device!r} does not apply to a served PRM "
+                                    f"({path}): the server runs the model")
+        return VLLMPRM.from_url(path, **kwargs)
     if path is None:
         path = default_model_dir()
         if not (Path(path) / "prm.json").is_file():

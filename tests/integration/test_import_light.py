@@ -28,7 +28,8 @@ def test_public_api_is_pinned() -> None:
     assert sorted(prm_plugins.__all__) == sorted([
         "ChainTooLongError", "InvalidInputError", "ManifestVersionError", "ModelIntegrityError",
         "ModelLoadError", "OnnxPRM", "PRMError", "StepScorer", "StepScores",
-        "UnknownFormatError", "__version__", "aggregate_scores", "load_prm", "split_steps",
+        "UnknownFormatError", "VLLMPRM", "__version__", "aggregate_scores", "load_prm",
+        "split_steps",
     ])
     for name in prm_plugins.__all__:
         assert hasattr(prm_plugins, name), name
