@@ -51,15 +51,13 @@ from pathlib import Path
 from typing import Any
 
 import onnxruntime as ort
+from reliability_round_two import round_two  # sibling script (benchmarks/ is on sys.path)
 
 from prm_plugins import __version__, load_prm
 from prm_plugins.errors import PRMError
 from prm_plugins.microbatch import MicroBatcher
 from prm_plugins.runtime import OnnxPRM, default_model_dir
 from prm_plugins.strategies import AllCandidatesFailedError, RetryPolicy, best_of_n
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from reliability_round_two import round_two  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
