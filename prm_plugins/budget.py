@@ -2,8 +2,9 @@
 
 A :class:`Budget` caps four costs of a strategy run: tokens generated, generator calls,
 chains sent to the scorer, and wall time. Every strategy takes ``budget=`` and reports
-what it spent as ``result.budget`` (a :class:`BudgetSpent`), so strategies can be compared
-at equal compute. Inside a run a :class:`BudgetMeter` does the accounting; the runners of
+what it spent as ``result.budget`` (a :class:`BudgetSpent`; ``None`` for a run without a
+budget: pass ``Budget()`` to measure without limits), so strategies can be compared at
+equal compute. Inside a run a :class:`BudgetMeter` does the accounting; the runners of
 :mod:`prm_plugins.plans` charge it, and plans ask it what still fits.
 
 **When a limit is checked.** Every limit is checked *before* a request is issued, never
@@ -55,7 +56,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from prm_plugins.errors import InvalidInputError
+from prm_plugins.errors import BudgetExhaustedError, InvalidInputError
 from prm_plugins.validation import check_count, check_seconds
 
 __all__ = [
@@ -233,7 +234,8 @@ class BudgetMeter:
     def __init__(
         self, budget: Budget | None = None, *, clock: Callable[[], float] = time.monotonic
     ) -> None:
-        self.budget = Budget.check(budget) or Budget()
+        self.given = Budget.check(budget) is not None
+        self.budget = budget or Budget()
         self._count = self.budget.count_tokens or estimate_tokens
         self._clock = clock
         self._start = clock()
@@ -369,7 +371,51 @@ class BudgetMeter:
         with self._lock:
             self._prm += n_chains
 
+    def take_calls(self, n: int) -> int:
+        """:meth:`can_generate` and :meth:`charge_calls` in one step: the calls granted."""
+        k = self.can_generate(n)
+        self.charge_calls(k)
+        return k
+
+    def take_chains(self, n: int) -> int:
+        """:meth:`can_score` and :meth:`charge_scoring` in one step: the chains granted."""
+        k = self.can_score(n)
+        self.charge_scoring(k)
+        return k
+
+    def charge_outputs(self, values: Iterable[object]) -> int:
+        """Charge the texts in generator return values (a str, or a list of str each).
+
+        Anything else (a failed call's ``None``, a malformed answer) costs nothing.
+        """
+        texts: list[str] = []
+        for value in values:
+            if isinstance(value, str):
+                texts.append(value)
+            elif isinstance(value, (list, tuple)):
+                texts.extend(v for v in value if isinstance(v, str))
+        return self.charge_generation(texts)
+
+    def refusal(self, what: str) -> BudgetExhaustedError:
+        """The error a request refused for the budget is answered with.
+
+        Args:
+            what: what was not done, e.g. ``"generator call not made"``.
+        """
+        limit = self.exhausted() or self._hit
+        return BudgetExhaustedError(f"{what}: the budget's {limit} limit was reached",
+                                    limit=limit, spent=self.spent())
+
     # -- the report -----------------------------------------------------------------------
+    def report(self) -> BudgetSpent | None:
+        """:meth:`spent` for a meter made with a budget, ``None`` for one made without.
+
+        What strategies put in ``result.budget``: a run without a budget reports nothing
+        (its results stay exactly as before budgets existed, wall time included nowhere);
+        pass ``Budget()`` to measure a run without limiting it.
+        """
+        return self.spent() if self.given else None
+
     def spent(self) -> BudgetSpent:
         """What was spent so far (``seconds`` is the time elapsed now)."""
         with self._lock:

@@ -16,6 +16,13 @@ hangs fails its candidate instead of the whole call. Scorer calls are not retrie
 ONNX scorer does not fail transiently, and a remote one should retry inside itself. A chain
 the scorer cannot score (it raises, or answers something that is not one finite probability
 per step, such as NaN) fails alone; the other chains of the batch are scored one by one.
+
+A runner may hold a :class:`~prm_plugins.budget.BudgetMeter`: it then counts every
+generator call issued, every text generated and every chain sent to the scorer, and answers
+requests beyond the budget without calling anything (a :class:`CallOutcome` or a chain
+result that is a :class:`~prm_plugins.errors.BudgetExhaustedError`). Plans that want no
+such failures ask the meter first (``meter.can_generate(n)``, ``meter.can_score(n)``) and
+request only what fits.
 """
 
 from __future__ import annotations
@@ -32,8 +39,10 @@ from typing import Any, TypeVar
 
 import tenacity
 
+from prm_plugins.budget import BudgetMeter
 from prm_plugins.errors import (
     AllCandidatesFailedError,
+    BudgetExhaustedError,
     EmptyGenerationsError,
     GeneratorTimeoutError,
     InvalidInputError,
@@ -49,6 +58,7 @@ __all__ = [
     "TRANSIENT_ERRORS",
     "AllCandidatesFailedError",
     "AsyncRunner",
+    "BudgetExhaustedError",
     "CallOutcome",
     "EmptyGenerationsError",
     "GenerateCalls",
@@ -375,6 +385,14 @@ def _checked(result: Any, item: tuple[str, list[str]], prm: object) -> Any:
         return exc
 
 
+def _granted(meter: BudgetMeter | None, n: int, what: str) -> tuple[int, list[Exception]]:
+    """How many of ``n`` requests the budget grants (charged), and errors for the rest."""
+    if meter is None:
+        return n, []
+    k = meter.take_calls(n) if what == "generator call" else meter.take_chains(n)
+    return k, [meter.refusal(f"{what} not made") for _ in range(n - k)]
+
+
 #: Longest a concurrent generator call waits for the call before it to begin.
 _ORDER_WAIT_S = 5.0
 
@@ -387,15 +405,19 @@ class SyncRunner:
         prm: the scorer, or ``None`` for plans that never score.
         retry: the retry policy for generator calls.
         max_concurrency: most generator calls in flight at once.
+        meter: counts what the run spends and refuses requests past its budget (module
+            docs); ``None`` for neither.
     """
 
     def __init__(
-        self, generator: Any, prm: StepScorer | None, *, retry: RetryPolicy, max_concurrency: int
+        self, generator: Any, prm: StepScorer | None, *, retry: RetryPolicy,
+        max_concurrency: int, meter: BudgetMeter | None = None,
     ) -> None:
         self.generator = generator
         self.prm = prm
         self.retry = retry
         self.max_concurrency = max_concurrency
+        self.meter = meter
 
     def run(self, plan: Plan[R]) -> R:
         pool: concurrent.futures.ThreadPoolExecutor | None = None
@@ -403,14 +425,21 @@ class SyncRunner:
             request = next(plan)
             while True:
                 if isinstance(request, GenerateCalls):
-                    if pool is None and self.max_concurrency > 1 and len(request.calls) > 1:
+                    k, refused = _granted(self.meter, len(request.calls), "generator call")
+                    fit = GenerateCalls(request.method, request.calls[:k])
+                    if pool is None and self.max_concurrency > 1 and k > 1:
                         pool = concurrent.futures.ThreadPoolExecutor(
                             self.max_concurrency, thread_name_prefix="prm-strategy"
                         )
-                    response: Any = self._generate(request, pool)
+                    outcomes = self._generate(fit, pool) if k else []
+                    if self.meter is not None:
+                        self.meter.charge_outputs(o.value for o in outcomes)
+                    response: Any = outcomes + [CallOutcome(error=e) for e in refused]
                 else:
                     assert self.prm is not None, "this plan was run without a scorer"
-                    response = _score_sync(self.prm, request.items)
+                    k, unscored = _granted(self.meter, len(request.items), "chain scoring")
+                    items = request.items[:k]
+                    response = (_score_sync(self.prm, items) if k else []) + unscored
                 request = plan.send(response)
         except StopIteration as stop:
             return stop.value
@@ -451,19 +480,21 @@ class AsyncRunner:
     Async generator methods (``asample``...) are awaited as tasks, at most
     ``max_concurrency`` at once; sync-only methods, and the scorer's ``score_batch`` (the
     scorer protocol has no async batch method), run in a thread pool owned by this run.
-    When the awaiting task is cancelled, the child tasks are cancelled and awaited and the
-    pool is shut down (queued work dropped) before the cancellation propagates; a blocking
-    call already running in a worker thread cannot be interrupted, and its thread exits as
-    soon as that call returns.
+    ``meter`` is as for :class:`SyncRunner`. When the awaiting task is cancelled, the child
+    tasks are cancelled and awaited and the pool is shut down (queued work dropped) before
+    the cancellation propagates; a blocking call already running in a worker thread cannot
+    be interrupted, and its thread exits as soon as that call returns.
     """
 
     def __init__(
-        self, generator: Any, prm: StepScorer | None, *, retry: RetryPolicy, max_concurrency: int
+        self, generator: Any, prm: StepScorer | None, *, retry: RetryPolicy,
+        max_concurrency: int, meter: BudgetMeter | None = None,
     ) -> None:
         self.generator = generator
         self.prm = prm
         self.retry = retry
         self.max_concurrency = max_concurrency
+        self.meter = meter
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
 
     async def run(self, plan: Plan[R]) -> R:
@@ -471,9 +502,16 @@ class AsyncRunner:
             request = next(plan)
             while True:
                 if isinstance(request, GenerateCalls):
-                    response: Any = await self._generate(request)
+                    k, refused = _granted(self.meter, len(request.calls), "generator call")
+                    fit = GenerateCalls(request.method, request.calls[:k])
+                    outcomes = await self._generate(fit) if k else []
+                    if self.meter is not None:
+                        self.meter.charge_outputs(o.value for o in outcomes)
+                    response: Any = outcomes + [CallOutcome(error=e) for e in refused]
                 else:
-                    response = await self._score(request.items)
+                    k, unscored = _granted(self.meter, len(request.items), "chain scoring")
+                    items = request.items[:k]
+                    response = (await self._score(items) if k else []) + unscored
                 request = plan.send(response)
         except StopIteration as stop:
             return stop.value

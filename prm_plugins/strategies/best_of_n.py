@@ -17,11 +17,18 @@ questions x 16 restyled candidates), the weighted vote beats majority voting at 
 (0.594 against 0.549 at N = 16; paired difference +0.044 [+0.025, +0.066]) while single
 highest-score picks fall below random from N = 8 (0.295 against 0.322 at N = 16). The other
 methods stay one argument away: ``selection="top_score"`` or ``"weighted_vote"``.
+
+**Budget** (``budget=``, a :class:`~prm_plugins.budget.Budget`): each round asks only for
+the calls (and scorings) that still fit; with a token or time limit candidates are drawn in
+rounds of ``max_concurrency`` (checked before each round, see :mod:`prm_plugins.budget`).
+When the budget runs out, the candidates drawn so far are chosen from; with none usable,
+:class:`~prm_plugins.errors.BudgetExhaustedError`. ``result.budget`` reports the spend.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 from prm_plugins.answers import (
     extract_a_colon,
@@ -30,8 +37,10 @@ from prm_plugins.answers import (
     extract_gsm8k,
 )
 from prm_plugins.answers import extract_answer as extract_final_answer
+from prm_plugins.budget import Budget, BudgetMeter, BudgetSpent
 from prm_plugins.errors import (
     AllCandidatesFailedError,
+    BudgetExhaustedError,
     EmptyGenerationsError,
     InvalidInputError,
     PRMError,
@@ -110,6 +119,9 @@ class BestOfN:
             votes (answers found by :func:`extract_final_answer`, last number included);
             ``"top_score"`` keeps the single highest chain score. With the shipped PRM the
             vote measures best (module docs, ``benchmarks/results/bon_curve.md``).
+        budget: a :class:`~prm_plugins.budget.Budget` capping generated tokens, generator
+            calls, PRM calls and wall time (module docs); ``None`` for no limit (and
+            ``result.budget`` is then ``None``; ``Budget()`` measures without limiting).
 
     Raises:
         InvalidInputError: for a bad option (the message shows the value received).
@@ -134,10 +146,11 @@ class BestOfN:
         split: Splitter = "auto",
         retry: RetryPolicy | None = None,
         selection: Selection = "auto",
+        budget: Budget | None = None,
     ) -> None:
         self._use(BestOfNOptions(n=n, aggregate=aggregate, threshold=threshold,
                                  max_concurrency=max_concurrency, split=split, retry=retry,
-                                 selection=selection))
+                                 selection=selection, budget=budget))
         if prm is not None:
             check_scorer(prm)
         elif threshold is not None:
@@ -154,6 +167,7 @@ class BestOfN:
         self.split = options.split
         self.retry = options.retry_policy
         self.selection: Selection = options.selection
+        self.budget = options.budget
 
     @classmethod
     def from_options(
@@ -168,15 +182,17 @@ class BestOfN:
         """
         return cls(generator, prm, options.n, aggregate=options.aggregate,
                    threshold=options.threshold, max_concurrency=options.max_concurrency,
-                   split=options.split, retry=options.retry, selection=options.selection)
+                   split=options.split, retry=options.retry, selection=options.selection,
+                   budget=options.budget)
 
     def run(self, question: str) -> BestOfNResult:
         """Sample, score and choose, blocking; see the class docs."""
         check_question(question)
         check_generator(self.generator, ["sample"], use_async=False)
+        meter = BudgetMeter(self.budget)
         runner = SyncRunner(self.generator, self.prm, retry=self.retry,
-                            max_concurrency=self.max_concurrency)
-        return runner.run(self._plan(question))
+                            max_concurrency=self.max_concurrency, meter=meter)
+        return runner.run(self._plan(question, meter))
 
     __call__ = run
 
@@ -184,22 +200,26 @@ class BestOfN:
         """Async :meth:`run`: ``asample`` tasks, or ``sample`` in worker threads."""
         check_question(question)
         check_generator(self.generator, ["sample"], use_async=True)
+        meter = BudgetMeter(self.budget)
         runner = AsyncRunner(self.generator, self.prm, retry=self.retry,
-                             max_concurrency=self.max_concurrency)
-        return await runner.run(self._plan(question))
+                             max_concurrency=self.max_concurrency, meter=meter)
+        return await runner.run(self._plan(question, meter))
 
     # -- the plan (shared by run and arun) ------------------------------------------------
-    def _plan(self, question: str) -> Plan[BestOfNResult]:
+    def _plan(self, question: str, meter: BudgetMeter) -> Plan[BestOfNResult]:
         candidates: list[Candidate] = []
-        round_size = self.n if self.threshold is None else self.max_concurrency
+        by_round = self.threshold is not None or (self.budget is not None and (
+            self.budget.generated_tokens is not None or self.budget.seconds is not None))
+        round_size = self.max_concurrency if by_round else self.n
         stopped_early = False
         start = 0
         while start < self.n:
-            size = min(round_size, self.n - start)
-            outcomes = yield GenerateCalls("sample", [(question, 1)] * size)
-            new = [self._candidate(start + i, o) for i, o in enumerate(outcomes)]
-            if self.prm is not None:
-                yield from self._score(question, new)
+            size = self.fitting(meter, min(round_size, self.n - start))
+            if not size:
+                logger.info("best_of_n: the budget's %s limit stopped sampling after %d of %d",
+                            meter.exhausted(), start, self.n)
+                break
+            new = yield from self.sample_round(question, start, size)
             candidates.extend(new)
             start += size
             if self.threshold is not None and any(
@@ -212,7 +232,10 @@ class BestOfN:
                 break
         ok = [c for c in candidates if c.ok]
         if not ok:
-            raise _all_failed(candidates)
+            spent = meter.spent()
+            if spent.exhausted is not None:
+                raise budget_exhausted("best_of_n", spent, candidates)
+            raise all_failed_error(candidates)
         if len(ok) < len(candidates):
             logger.warning("best_of_n: %d of %d candidates failed: %s",
                            len(candidates) - len(ok), len(candidates),
@@ -231,7 +254,25 @@ class BestOfN:
             attempts=sum(c.attempts for c in candidates),
             stopped_early=stopped_early,
         )
-        return result if self.prm is None else apply_selection(result, self.selection)
+        result = result if self.prm is None else apply_selection(result, self.selection)
+        return replace(result, budget=meter.report())
+
+    def fitting(self, meter: BudgetMeter, size: int) -> int:
+        """How many of ``size`` candidates the budget lets a round draw (and score)."""
+        size = meter.can_generate(size)
+        return size if self.prm is None else meter.can_score(size)
+
+    def sample_round(self, question: str, start: int, size: int) -> Plan[list[Candidate]]:
+        """A plan step: draw ``size`` candidates (indices from ``start``) and score them.
+
+        For strategies built on best-of-N rounds (adaptive best-of-N); failed candidates
+        are returned with their error, never raised.
+        """
+        outcomes = yield GenerateCalls("sample", [(question, 1)] * size)
+        new = [self._candidate(start + i, o) for i, o in enumerate(outcomes)]
+        if self.prm is not None:
+            yield from self._score(question, new)
+        return new
 
     def _candidate(self, index: int, outcome: CallOutcome) -> Candidate:
         if outcome.error is not None:
@@ -290,7 +331,27 @@ def _failure_note(candidates: list[Candidate]) -> str:
     return " ".join(notes)
 
 
-def _all_failed(candidates: list[Candidate]) -> AllCandidatesFailedError:
+def budget_exhausted(
+    who: str, spent: BudgetSpent, candidates: list[Candidate]
+) -> BudgetExhaustedError:
+    """The error for a run whose budget ran out before any candidate was usable."""
+    causes = [c.exception for c in candidates if c.exception is not None]
+    failed = (f"; the {len(candidates)} candidates drawn failed: "
+              f"{summarize_failures([c.error or '' for c in candidates])}" if candidates else "")
+    err = BudgetExhaustedError(
+        f"{who}: the budget's {spent.exhausted} limit ({spent.limits.get(spent.exhausted or '')}"
+        f") ran out before any usable candidate{failed}. Spent: {spent.generator_calls} "
+        f"generator calls, {spent.generated_tokens} tokens, {spent.prm_calls} PRM calls, "
+        f"{spent.seconds:.2f} s. Raise the budget.",
+        limit=spent.exhausted, spent=spent, causes=causes, candidates=candidates,
+    )
+    if causes:
+        err.__cause__ = causes[-1]
+    return err
+
+
+def all_failed_error(candidates: list[Candidate]) -> AllCandidatesFailedError:
+    """The error for a run whose every candidate failed (empty text, or any failure)."""
     errors = [c.error or "" for c in candidates]
     causes = [c.exception for c in candidates if c.exception is not None]
     if all(c.failed_at == "empty" for c in candidates):
@@ -323,6 +384,7 @@ def best_of_n(
     split: Splitter = "auto",
     retry: RetryPolicy | None = None,
     selection: Selection = "auto",
+    budget: Budget | None = None,
 ) -> BestOfNResult:
     """Sample ``n`` solutions and return the one the PRM prefers.
 
@@ -337,6 +399,7 @@ def best_of_n(
         InvalidInputError: for a bad option.
         EmptyGenerationsError: when every call returned empty text.
         AllCandidatesFailedError: when every candidate failed (after retries).
+        BudgetExhaustedError: when the budget ran out before any usable candidate.
 
     Examples:
         >>> from prm_plugins import load_prm  # doctest: +SKIP
@@ -345,7 +408,7 @@ def best_of_n(
     """
     return BestOfN(generator, prm, n, aggregate=aggregate, threshold=threshold,
                    max_concurrency=max_concurrency, split=split, retry=retry,
-                   selection=selection).run(question)
+                   selection=selection, budget=budget).run(question)
 
 
 async def abest_of_n(
@@ -360,6 +423,7 @@ async def abest_of_n(
     split: Splitter = "auto",
     retry: RetryPolicy | None = None,
     selection: Selection = "auto",
+    budget: Budget | None = None,
 ) -> BestOfNResult:
     """Async :func:`best_of_n`.
 
@@ -368,7 +432,7 @@ async def abest_of_n(
     """
     return await BestOfN(generator, prm, n, aggregate=aggregate, threshold=threshold,
                          max_concurrency=max_concurrency, split=split,
-                         retry=retry, selection=selection).arun(question)
+                         retry=retry, selection=selection, budget=budget).arun(question)
 
 
 # -- votes ---------------------------------------------------------------------------------
@@ -384,6 +448,7 @@ def weighted_best_of_n(
     max_concurrency: int = 4,
     split: Splitter = "auto",
     retry: RetryPolicy | None = None,
+    budget: Budget | None = None,
 ) -> VoteResult:
     """PRM-weighted voting: the final answer with the largest sum of chain scores wins.
 
@@ -401,6 +466,7 @@ def weighted_best_of_n(
         max_concurrency: most generator calls in flight at once.
         split: how candidate text is cut into steps.
         retry: retry policy for generator calls.
+        budget: a :class:`~prm_plugins.budget.Budget` for the run (``None``: no limit).
 
     Returns:
         A :class:`VoteResult` with ``method="weighted"``.
@@ -411,7 +477,8 @@ def weighted_best_of_n(
         ('42', {'42': 11.2, '36': 1.9})
     """
     result = BestOfN(generator, prm, n, aggregate=aggregate, max_concurrency=max_concurrency,
-                     split=split, retry=retry, selection="top_score").run(question)
+                     split=split, retry=retry, selection="top_score",
+                     budget=budget).run(question)
     return tally_votes(result, extractor, "weighted")
 
 
@@ -426,6 +493,7 @@ async def aweighted_best_of_n(
     max_concurrency: int = 4,
     split: Splitter = "auto",
     retry: RetryPolicy | None = None,
+    budget: Budget | None = None,
 ) -> VoteResult:
     """Async :func:`weighted_best_of_n`.
 
@@ -434,7 +502,8 @@ async def aweighted_best_of_n(
     """
     result = await BestOfN(generator, prm, n, aggregate=aggregate,
                            max_concurrency=max_concurrency, split=split,
-                           retry=retry, selection="top_score").arun(question)
+                           retry=retry, selection="top_score",
+                           budget=budget).arun(question)
     return tally_votes(result, extractor, "weighted")
 
 
@@ -447,6 +516,7 @@ def majority_vote(
     max_concurrency: int = 4,
     split: Splitter = "auto",
     retry: RetryPolicy | None = None,
+    budget: Budget | None = None,
 ) -> VoteResult:
     """Baseline without a PRM (self-consistency): the most frequent final answer wins.
 
@@ -458,7 +528,7 @@ def majority_vote(
         ('42', {'42': 11, '36': 5})
     """
     result = BestOfN(generator, None, n, max_concurrency=max_concurrency, split=split,
-                     retry=retry).run(question)
+                     retry=retry, budget=budget).run(question)
     return tally_votes(result, extractor, "majority")
 
 
@@ -471,6 +541,7 @@ async def amajority_vote(
     max_concurrency: int = 4,
     split: Splitter = "auto",
     retry: RetryPolicy | None = None,
+    budget: Budget | None = None,
 ) -> VoteResult:
     """Async :func:`majority_vote`.
 
@@ -478,5 +549,5 @@ async def amajority_vote(
         >>> r = await amajority_vote(question, my_generator, n=16)  # doctest: +SKIP
     """
     result = await BestOfN(generator, None, n, max_concurrency=max_concurrency, split=split,
-                           retry=retry).arun(question)
+                           retry=retry, budget=budget).arun(question)
     return tally_votes(result, extractor, "majority")

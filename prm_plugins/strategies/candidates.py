@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from prm_plugins.answers import extract_answer as extract_final_answer
 from prm_plugins.answers import normalize_answer
+from prm_plugins.budget import BudgetSpent
 from prm_plugins.strategies.options import Selection
 from prm_plugins.types import StepScores
 
@@ -99,6 +100,8 @@ class BestOfNResult:
             ``"top_score"``.
         answer: the winning final answer (weighted vote only, else ``None``).
         votes: summed chain score per normalised answer (weighted vote only).
+        budget: what the run spent and the limit that stopped it, if any (``None``
+            when run without a budget).
     """
 
     best: Candidate
@@ -110,6 +113,7 @@ class BestOfNResult:
     selection: Literal["weighted_vote", "top_score"] = "top_score"
     answer: str | None = None
     votes: dict[str, float] = field(default_factory=dict)
+    budget: BudgetSpent | None = None
 
     @property
     def text(self) -> str:
@@ -134,6 +138,7 @@ class BestOfNResult:
             "selection": self.selection,
             "answer": self.answer,
             "votes": dict(self.votes),
+            "budget": None if self.budget is None else self.budget.to_dict(),
         }
 
 
@@ -154,6 +159,8 @@ class VoteResult:
         generator_calls: generator calls made (retries not counted).
         attempts: generator attempts, retries included.
         method: ``"weighted"`` or ``"majority"``.
+        budget: what the run spent and the limit that stopped it, if any (``None``
+            when run without a budget).
     """
 
     answer: str | None
@@ -165,6 +172,7 @@ class VoteResult:
     generator_calls: int
     attempts: int
     method: Literal["weighted", "majority"]
+    budget: BudgetSpent | None = None
 
     @property
     def text(self) -> str:
@@ -184,6 +192,7 @@ class VoteResult:
             "generator_calls": self.generator_calls,
             "attempts": self.attempts,
             "method": self.method,
+            "budget": None if self.budget is None else self.budget.to_dict(),
         }
 
 
@@ -240,6 +249,7 @@ def tally_votes(
         generator_calls=result.generator_calls,
         attempts=result.attempts,
         method=method,
+        budget=result.budget,
     )
 
 

@@ -6,6 +6,11 @@ quotes it and gives its score. The generator does this with its ``revise(questio
 prefix, feedback)`` method when it has one (:class:`prm_plugins.generators.Reviser`);
 otherwise the prompt of :func:`build_revision_prompt` goes to ``sample``. Either way the
 text returned is read as the steps that follow the prefix.
+
+With a :class:`~prm_plugins.budget.Budget`, a revision round starts only while one more
+generator call and one more scoring fit (and the token and time limits are not reached);
+when it runs out the best round so far is returned, with ``result.budget.exhausted`` set.
+If not even the first solution fits, :class:`~prm_plugins.errors.BudgetExhaustedError`.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from prm_plugins.budget import Budget, BudgetMeter, BudgetSpent
 from prm_plugins.errors import (
     AllCandidatesFailedError,
     EmptyGenerationsError,
@@ -167,6 +173,8 @@ class CritiqueResult:
         history: every round, failed ones included, in order.
         generator_calls: generator calls made (retries not counted).
         attempts: generator attempts, retries included.
+        budget: what the run spent and the limit that stopped it, if any (``None``
+            when run without a budget).
     """
 
     steps: list[str]
@@ -174,6 +182,7 @@ class CritiqueResult:
     history: list[CritiqueRound] = field(default_factory=list)
     generator_calls: int = 0
     attempts: int = 0
+    budget: BudgetSpent | None = None
 
     @property
     def solution(self) -> str:
@@ -200,6 +209,7 @@ class CritiqueResult:
             "history": [r.to_dict() for r in self.history],
             "generator_calls": self.generator_calls,
             "attempts": self.attempts,
+            "budget": None if self.budget is None else self.budget.to_dict(),
         }
 
 
@@ -223,6 +233,8 @@ class SelfCritique:
         return_best: return the best-scored round (ties go to the later round);
             ``False`` returns the last successful round.
         retry: retry policy for generator calls.
+        budget: a :class:`~prm_plugins.budget.Budget` for the run (module docs); ``None``
+            for no limit.
 
     Examples:
         >>> from prm_plugins import load_prm  # doctest: +SKIP
@@ -244,11 +256,12 @@ class SelfCritique:
         redo_from: RedoFrom = "first_failing",
         return_best: bool = True,
         retry: RetryPolicy | None = None,
+        budget: Budget | None = None,
     ) -> None:
         check_scorer(prm)
         options = SelfCritiqueOptions(threshold=threshold, max_rounds=max_rounds,
                                       aggregate=aggregate, split=split, redo_from=redo_from,
-                                      return_best=return_best, retry=retry)
+                                      return_best=return_best, retry=retry, budget=budget)
         self.generator = generator
         self.prm = prm
         self.options = options
@@ -259,6 +272,7 @@ class SelfCritique:
         self.redo_from: RedoFrom = options.redo_from
         self.return_best = options.return_best
         self.retry = options.retry_policy
+        self.budget = options.budget
 
     @classmethod
     def from_options(
@@ -268,7 +282,7 @@ class SelfCritique:
         return cls(generator, prm, threshold=options.threshold, max_rounds=options.max_rounds,
                    aggregate=options.aggregate, split=options.split,
                    redo_from=options.redo_from, return_best=options.return_best,
-                   retry=options.retry)
+                   retry=options.retry, budget=options.budget)
 
     def run(
         self, question: str, solution: str | Sequence[str] | None = None
@@ -285,8 +299,10 @@ class SelfCritique:
         needed = (["sample"] if first is None or not use_revise else []) + (
             ["revise"] if use_revise else [])
         check_generator(self.generator, needed, use_async=False)
-        runner = SyncRunner(self.generator, self.prm, retry=self.retry, max_concurrency=1)
-        return runner.run(self._plan(question, first, use_revise))
+        meter = BudgetMeter(self.budget)
+        runner = SyncRunner(self.generator, self.prm, retry=self.retry, max_concurrency=1,
+                            meter=meter)
+        return runner.run(self._plan(question, first, use_revise, meter))
 
     __call__ = run
 
@@ -301,16 +317,20 @@ class SelfCritique:
         needed = (["sample"] if first is None or not use_revise else []) + (
             ["revise"] if use_revise else [])
         check_generator(self.generator, needed, use_async=True)
-        runner = AsyncRunner(self.generator, self.prm, retry=self.retry, max_concurrency=1)
-        return await runner.run(self._plan(question, first, use_revise))
+        meter = BudgetMeter(self.budget)
+        runner = AsyncRunner(self.generator, self.prm, retry=self.retry, max_concurrency=1,
+                             meter=meter)
+        return await runner.run(self._plan(question, first, use_revise, meter))
 
     # -- the plan (shared by run and arun) ------------------------------------------------
     def _plan(
-        self, question: str, first: list[str] | None, use_revise: bool
+        self, question: str, first: list[str] | None, use_revise: bool, meter: BudgetMeter
     ) -> Plan[CritiqueResult]:
         calls = attempts = 0
         generated: str | None = None
         if first is None:
+            if not meter.can_score(meter.can_generate(1)):
+                raise meter.refusal("self_critique: the first solution was not generated")
             (outcome,) = yield GenerateCalls("sample", [(question, 1)])
             calls, attempts = 1, outcome.attempts
             generated, steps, error, exc = self._read(outcome, "sample")
@@ -332,6 +352,10 @@ class SelfCritique:
             verdict = current.verdict
             assert verdict is not None
             if verdict.passed:
+                break
+            if not meter.can_score(meter.can_generate(1)):
+                logger.info("self_critique: the budget's %s limit stopped the revisions before "
+                            "round %d", meter.exhausted(), r)
                 break
             k, feedback = redo_point(verdict, self.redo_from, self.aggregate)
             prefix = current.steps[:k]
@@ -370,7 +394,7 @@ class SelfCritique:
                 chosen = round_
         assert chosen.verdict is not None
         return CritiqueResult(steps=chosen.steps, verdict=chosen.verdict, history=history,
-                              generator_calls=calls, attempts=attempts)
+                              generator_calls=calls, attempts=attempts, budget=meter.report())
 
     def _read(
         self, outcome: CallOutcome, method: str
@@ -411,6 +435,7 @@ def self_critique(
     redo_from: RedoFrom = "first_failing",
     return_best: bool = True,
     retry: RetryPolicy | None = None,
+    budget: Budget | None = None,
 ) -> CritiqueResult:
     """Generate (or take ``solution``), verify, and revise from the flagged step.
 
@@ -423,7 +448,8 @@ def self_critique(
     """
     return SelfCritique(generator, prm, threshold=threshold, max_rounds=max_rounds,
                         aggregate=aggregate, split=split, redo_from=redo_from,
-                        return_best=return_best, retry=retry).run(question, solution)
+                        return_best=return_best, retry=retry,
+                        budget=budget).run(question, solution)
 
 
 async def aself_critique(
@@ -439,6 +465,7 @@ async def aself_critique(
     redo_from: RedoFrom = "first_failing",
     return_best: bool = True,
     retry: RetryPolicy | None = None,
+    budget: Budget | None = None,
 ) -> CritiqueResult:
     """Async :func:`self_critique`.
 
@@ -447,4 +474,5 @@ async def aself_critique(
     """
     return await SelfCritique(generator, prm, threshold=threshold, max_rounds=max_rounds,
                               aggregate=aggregate, split=split, redo_from=redo_from,
-                              return_best=return_best, retry=retry).arun(question, solution)
+                              return_best=return_best, retry=retry,
+                              budget=budget).arun(question, solution)

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
+from prm_plugins.budget import Budget
 from prm_plugins.errors import InvalidInputError
 from prm_plugins.plans import RetryPolicy
 from prm_plugins.types import Aggregation, Splitter
@@ -69,6 +70,7 @@ class BestOfNOptions:
     split: Splitter = "auto"
     retry: RetryPolicy | None = None
     selection: Selection = "auto"
+    budget: Budget | None = None
 
     @property
     def retry_policy(self) -> RetryPolicy:
@@ -87,6 +89,7 @@ class BestOfNOptions:
         check_max_concurrency(self.max_concurrency)
         _set(self, "split", check_split(self.split))
         _set(self, "retry", RetryPolicy.check(self.retry) or RetryPolicy())
+        Budget.check(self.budget)
 
 
 @dataclass(frozen=True)
@@ -103,6 +106,7 @@ class SelfCritiqueOptions:
     redo_from: RedoFrom = "first_failing"
     return_best: bool = True
     retry: RetryPolicy | None = None
+    budget: Budget | None = None
 
     @property
     def retry_policy(self) -> RetryPolicy:
@@ -119,6 +123,7 @@ class SelfCritiqueOptions:
         _set(self, "threshold", check_threshold(self.threshold))
         _set(self, "aggregate", check_aggregate(self.aggregate))
         _set(self, "split", check_split(self.split))
+        Budget.check(self.budget)
 
 
 @dataclass(frozen=True)
@@ -137,6 +142,7 @@ class SearchOptions:
     is_complete: Callable[[str], bool] | None = None
     max_concurrency: int = 4
     retry: RetryPolicy | None = None
+    budget: Budget | None = None
 
     @property
     def retry_policy(self) -> RetryPolicy:
@@ -166,3 +172,4 @@ class SearchOptions:
         _set(self, "retry", RetryPolicy.check(self.retry) or RetryPolicy())
         _set(self, "aggregate", check_aggregate(self.aggregate))
         check_max_concurrency(self.max_concurrency)
+        Budget.check(self.budget)

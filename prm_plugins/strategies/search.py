@@ -16,6 +16,12 @@ The first step comes from one call for ``n`` proposals (split into the subtrees'
 ``beam_width`` first-step candidates for DVTS). Identical prefixes are expanded once. A
 chain that cannot be scored (the scorer raises on it, or answers NaN or a value outside
 [0, 1]) is dropped and listed in :attr:`SearchResult.errors`; the others go on.
+
+With a :class:`~prm_plugins.budget.Budget`, each iteration issues only the calls that fit
+(the best prefixes first) and scores only the chains that fit; when nothing fits the search
+stops and returns its best chain so far (``result.budget.exhausted`` names the limit), or
+raises :class:`~prm_plugins.errors.BudgetExhaustedError` when not even a first step was
+scored.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, TypeVar
 
 from prm_plugins.answers import extract_answer as extract_final_answer
+from prm_plugins.budget import Budget, BudgetMeter, BudgetSpent
 from prm_plugins.errors import AllCandidatesFailedError, EmptyGenerationsError, InvalidInputError
 from prm_plugins.generators import StepGenerator
 from prm_plugins.plans import (
@@ -137,6 +144,8 @@ class SearchResult:
         iterations: search iterations run (each adds one step).
         errors: failed generator calls and scorings, as text.
         method: ``"beam"`` or ``"dvts"``.
+        budget: what the run spent and the limit that stopped it, if any (``None``
+            when run without a budget).
     """
 
     best: SearchChain
@@ -148,6 +157,7 @@ class SearchResult:
     iterations: int
     errors: list[str] = field(default_factory=list)
     method: Literal["beam", "dvts"] = "beam"
+    budget: BudgetSpent | None = None
 
     @property
     def text(self) -> str:
@@ -176,6 +186,7 @@ class SearchResult:
             "tokens_scored": self.tokens_scored,
             "iterations": self.iterations,
             "errors": list(self.errors),
+            "budget": None if self.budget is None else self.budget.to_dict(),
         }
 
 
@@ -220,10 +231,11 @@ class _StepSearch:
         is_complete: Callable[[str], bool] | None = None,
         max_concurrency: int = 4,
         retry: RetryPolicy | None = None,
+        budget: Budget | None = None,
     ) -> None:
         options = SearchOptions(n=n, beam_width=beam_width, max_steps=max_steps,
                                 aggregate=aggregate, is_complete=is_complete,
-                                max_concurrency=max_concurrency, retry=retry)
+                                max_concurrency=max_concurrency, retry=retry, budget=budget)
         check_scorer(prm)
         self.generator = generator
         self.prm = prm
@@ -235,6 +247,7 @@ class _StepSearch:
         self.is_complete: Callable[[str], bool] = options.is_complete or has_final_answer
         self.max_concurrency = options.max_concurrency
         self.retry = options.retry_policy
+        self.budget = options.budget
 
     @classmethod
     def from_options(
@@ -244,7 +257,7 @@ class _StepSearch:
         return cls(generator, prm, n=options.n, beam_width=options.beam_width,
                    max_steps=options.max_steps, aggregate=options.aggregate,
                    is_complete=options.is_complete, max_concurrency=options.max_concurrency,
-                   retry=options.retry)
+                   retry=options.retry, budget=options.budget)
 
     @property
     def n_beams(self) -> int:
@@ -255,9 +268,10 @@ class _StepSearch:
         """Search, blocking (generator calls of one iteration run in threads)."""
         check_question(question)
         check_generator(self.generator, ["propose_next_steps"], use_async=False)
+        meter = BudgetMeter(self.budget)
         runner = SyncRunner(self.generator, self.prm, retry=self.retry,
-                            max_concurrency=self.max_concurrency)
-        return runner.run(self._plan(question))
+                            max_concurrency=self.max_concurrency, meter=meter)
+        return runner.run(self._plan(question, meter))
 
     __call__ = run
 
@@ -265,24 +279,31 @@ class _StepSearch:
         """Async :meth:`run`."""
         check_question(question)
         check_generator(self.generator, ["propose_next_steps"], use_async=True)
+        meter = BudgetMeter(self.budget)
         runner = AsyncRunner(self.generator, self.prm, retry=self.retry,
-                             max_concurrency=self.max_concurrency)
-        return await runner.run(self._plan(question))
+                             max_concurrency=self.max_concurrency, meter=meter)
+        return await runner.run(self._plan(question, meter))
 
     # -- the plan (shared by run and arun) ------------------------------------------------
-    def _plan(self, question: str) -> Plan[SearchResult]:
+    def _plan(self, question: str, meter: BudgetMeter) -> Plan[SearchResult]:
         state = _State(slots=self.n_beams)
         active: list[_Node] = []
         errors: list[str] = []
         calls = attempts = tokens = iterations = 0
         while iterations < self.max_steps:
-            iterations += 1
-            if iterations == 1:
+            if iterations == 0:
                 parents: list[_Node] = [_Node((), 0)]
                 requests: list[tuple[Any, ...]] = [(question, [], self.n)]
             else:
                 parents = active
                 requests = [(question, list(p.steps), self.beam_width) for p in parents]
+            fit = meter.can_generate(len(requests))  # the best prefixes first
+            if not fit:
+                if iterations == 0:
+                    raise meter.refusal(f"{self.method}: the first step was not proposed")
+                break
+            parents, requests = parents[:fit], requests[:fit]
+            iterations += 1
             outcomes = yield GenerateCalls("propose_next_steps", requests)
             calls += len(requests)
             attempts += sum(o.attempts for o in outcomes)
@@ -294,21 +315,13 @@ class _StepSearch:
                 logger.warning("%s: iteration %d proposed no usable step; stopping",
                                self.method, iterations)
                 break
-            results = yield ScoreChains([(question, list(c.steps)) for c in candidates])
-            scored: list[_Node] = []
-            for c, r in zip(candidates, results, strict=True):
-                if isinstance(r, StepScores):
-                    try:
-                        c.value = chain_score(r, self.aggregate)
-                        c.complete = bool(self.is_complete(c.steps[-1]))
-                    except Exception as exc:  # noqa: BLE001 - fails this chain alone
-                        r = exc
-                if not isinstance(r, StepScores):
-                    errors.append(f"scoring: {describe_error(r)}")
-                    continue
-                c.step_scores = r
-                tokens += self._tokens(question, c.steps)
-                scored.append(c)
+            candidates = candidates[:meter.can_score(len(candidates))]
+            if not candidates:
+                if iterations == 1:
+                    raise meter.refusal(f"{self.method}: no first step was scored")
+                break
+            scored = yield from self._score(question, candidates, errors)
+            tokens += sum(self._tokens(question, c.steps) for c in scored)
             if not scored:
                 if iterations == 1:
                     raise AllCandidatesFailedError(
@@ -321,6 +334,9 @@ class _StepSearch:
                          iterations, len(scored), len(active), len(state.finished))
             if not active:
                 break
+        if meter.exhausted() is not None and active:
+            logger.info("%s: the budget's %s limit stopped the search after %d iterations",
+                        self.method, meter.exhausted(), iterations)
         finished = _ranked_unique(state.finished)
         unfinished = _ranked_unique(active)
         best = (finished or unfinished)[0]
@@ -330,8 +346,28 @@ class _StepSearch:
         return SearchResult(
             best=best, finished=finished, unfinished=unfinished, generator_calls=calls,
             attempts=attempts, tokens_scored=tokens, iterations=iterations, errors=errors,
-            method=self.method,
+            method=self.method, budget=meter.report(),
         )
+
+    def _score(
+        self, question: str, candidates: list[_Node], errors: list[str]
+    ) -> Plan[list[_Node]]:
+        """Score ``candidates``; the scored ones (value, completeness set), errors noted."""
+        results = yield ScoreChains([(question, list(c.steps)) for c in candidates])
+        scored: list[_Node] = []
+        for c, r in zip(candidates, results, strict=True):
+            if isinstance(r, StepScores):
+                try:
+                    c.value = chain_score(r, self.aggregate)
+                    c.complete = bool(self.is_complete(c.steps[-1]))
+                except Exception as exc:  # noqa: BLE001 - fails this chain alone
+                    r = exc
+            if not isinstance(r, StepScores):
+                errors.append(f"scoring: {describe_error(r)}")
+                continue
+            c.step_scores = r
+            scored.append(c)
+        return scored
 
     def _expand(
         self, parents: list[_Node], outcomes: list[CallOutcome], *, first: bool
@@ -420,6 +456,8 @@ class StepBeamSearch(_StepSearch):
             :func:`has_final_answer`.
         max_concurrency: most generator calls in flight at once.
         retry: retry policy for generator calls.
+        budget: a :class:`~prm_plugins.budget.Budget` for the run (module docs); ``None``
+            for no limit.
 
     Raises:
         InvalidInputError: for ``n`` or ``beam_width`` < 1, ``beam_width > n``, or
