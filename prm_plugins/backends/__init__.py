@@ -4,6 +4,8 @@ contract, so strategies and adapters never know which one they hold.
 * :class:`~prm_plugins.backends.vllm.VLLMPRM`: a process reward model served by vLLM's
   Pooling API (or by this project's Ray Serve deployment, which speaks the same protocol);
   needs ``httpx`` (the ``[remote]`` extra).
+* :class:`~prm_plugins.backends.judge.JudgePRM`: an LLM judge (any chat model judges every
+  step in one structured answer); the LangChain and LlamaIndex ``LLMJudgePRM`` build it.
 
 Names are imported on first use, so ``import prm_plugins.backends`` loads no HTTP client.
 """
@@ -15,8 +17,10 @@ from typing import TYPE_CHECKING
 from prm_plugins.lazy import lazy_exports
 
 if TYPE_CHECKING:
+    from prm_plugins.backends.judge import JudgePRM
     from prm_plugins.backends.vllm import VLLMPRM
 
-__all__ = ["VLLMPRM"]
+__all__ = ["JudgePRM", "VLLMPRM"]
 
-__getattr__, __dir__ = lazy_exports(__name__, {"VLLMPRM": "prm_plugins.backends.vllm"})
+__getattr__, __dir__ = lazy_exports(__name__, {"JudgePRM": "prm_plugins.backends.judge",
+                                               "VLLMPRM": "prm_plugins.backends.vllm"})

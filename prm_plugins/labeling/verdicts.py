@@ -9,19 +9,32 @@ per step, in order and nothing else::
 :func:`parse_step_verdicts` refuses anything else with a :class:`GraderAnswerError` that says
 exactly what was wrong, and :func:`build_regrade_prompt` turns that error into the next
 request. Framework-free: plain strings in, plain strings out.
+
+The LLM judge (:class:`prm_plugins.backends.judge.JudgePRM`) asks for the same lines, each
+with a stated confidence when it scores from the verdicts (``confidence=True``)::
+
+    Step 1: correct (confidence: high)
+    Step 2: incorrect (confidence: medium)
+
+:func:`parse_step_judgements` reads both forms and also gives where each verdict word stands
+in the answer (the judge reads the verdict token's log-probability there).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from prm_plugins.errors import GraderAnswerError
 
 __all__ = [
+    "CONFIDENCE_LEVELS",
     "GRADER_SYSTEM_PROMPT",
+    "StepJudgement",
     "build_grading_prompt",
     "build_regrade_prompt",
+    "parse_step_judgements",
     "parse_step_verdicts",
     "propagate_first_error",
 ]
@@ -41,26 +54,55 @@ _LINE_RE = re.compile(r"^step\s+(?P<k>\d+)\s*:\s*(?P<verdict>\S.*?)\s*$", re.IGN
 _VERDICTS = {"correct": True, "incorrect": False}
 _FORMAT = "'Step k: correct' or 'Step k: incorrect'"
 
+#: The confidence words a judge may state, most confident first.
+CONFIDENCE_LEVELS: tuple[str, ...] = ("high", "medium", "low")
+#: "correct (confidence: high)" or "correct, confidence: high" (case and a final period free).
+_JUDGED_RE = re.compile(
+    r"^(?P<word>[a-z]+)\s*(?:\(\s*confidence\s*:\s*(?P<c1>[a-z]+)\s*\)"
+    r"|,\s*confidence\s*:\s*(?P<c2>[a-z]+))\s*\.?$",
+    re.IGNORECASE,
+)
+_FORMAT_CONFIDENCE = ("'Step k: correct (confidence: C)' or 'Step k: incorrect (confidence: C)', "
+                      "where C is high, medium or low")
+
+
+@dataclass(frozen=True)
+class StepJudgement:
+    """One step's verdict as read from an answer.
+
+    Attributes:
+        correct: the verdict.
+        confidence: the stated confidence (one of :data:`CONFIDENCE_LEVELS`), or ``None``
+            when none was asked for.
+        offset: where the verdict word starts in the answer (a character index).
+    """
+
+    correct: bool
+    confidence: str | None
+    offset: int
+
 
 def _render_step(k: int, step: str) -> str:
     lines = step.strip().splitlines() or [""]
     return "\n".join([f"Step {k}: {lines[0]}", *(f"    {line}" for line in lines[1:])])
 
 
-def _format_instruction(n_steps: int) -> str:
+def _format_instruction(n_steps: int, confidence: bool = False) -> str:
     last = "Step 1" if n_steps == 1 else f"Step 1 to Step {n_steps}"
     return (
         f"Answer with exactly {n_steps} line{'s' if n_steps != 1 else ''} ({last}, in order), "
-        f"each of the form {_FORMAT}, and nothing else."
+        f"each of the form {_FORMAT_CONFIDENCE if confidence else _FORMAT}, and nothing else."
     )
 
 
-def build_grading_prompt(question: str, steps: Sequence[str]) -> str:
+def build_grading_prompt(question: str, steps: Sequence[str], *, confidence: bool = False) -> str:
     """The user message that asks the grader model for one verdict per step.
 
     Args:
         question: the problem.
         steps: the chain's steps (a step's extra lines are indented under it).
+        confidence: also ask for a confidence (high, medium or low) on each line, as
+            :func:`parse_step_judgements` reads with ``confidence=True``.
 
     Returns:
         The prompt text.
@@ -81,16 +123,17 @@ the form 'Step k: correct' or 'Step k: incorrect', and nothing else.
     body = "\n".join(_render_step(k, s) for k, s in enumerate(steps, start=1))
     return (
         f"Question:\n{question.strip()}\n\nSolution ({n} step{'s' if n != 1 else ''}):\n{body}"
-        f"\n\nGrade each step. {_format_instruction(n)}"
+        f"\n\nGrade each step. {_format_instruction(n, confidence)}"
     )
 
 
-def build_regrade_prompt(error: str, n_steps: int) -> str:
+def build_regrade_prompt(error: str, n_steps: int, *, confidence: bool = False) -> str:
     """The follow-up message sent after an answer that could not be read.
 
     Args:
         error: why the previous answer was refused (:class:`GraderAnswerError`'s message).
         n_steps: the number of steps.
+        confidence: the lines must carry a confidence (as the first request asked).
 
     Returns:
         The follow-up text.
@@ -101,7 +144,8 @@ def build_regrade_prompt(error: str, n_steps: int) -> str:
 (Step 1 to Step 2, in order), each of the form 'Step k: correct' or 'Step k: incorrect', and \
 nothing else.
     """
-    return f"Your answer could not be read: {error.rstrip('.')}. {_format_instruction(n_steps)}"
+    return (f"Your answer could not be read: {error.rstrip('.')}. "
+            f"{_format_instruction(n_steps, confidence)}")
 
 
 def parse_step_verdicts(answer: str, n_steps: int) -> list[bool]:
@@ -131,17 +175,61 @@ def parse_step_verdicts(answer: str, n_steps: int) -> list[bool]:
         prm_plugins.errors.GraderAnswerError: step 2 has no verdict: expected 2 lines \
 (Step 1 to Step 2), got 1
     """
+    return [j.correct for j in parse_step_judgements(answer, n_steps)]
+
+
+def _read_verdict(text: str, confidence: bool) -> tuple[str, str | None, str] | None:
+    """``(verdict word, confidence word, what to quote)`` of a line's verdict part."""
+    if not confidence:
+        return text.rstrip(".").strip().lower(), None, text
+    m = _JUDGED_RE.match(text)
+    if m is None:
+        return None
+    return m.group("word").lower(), (m.group("c1") or m.group("c2")).lower(), m.group("word")
+
+
+def parse_step_judgements(
+    answer: str, n_steps: int, *, confidence: bool = False
+) -> list[StepJudgement]:
+    """Read a grader's or judge's answer: one verdict line per step, in order.
+
+    With ``confidence=False`` the lines are those of :func:`parse_step_verdicts` (which calls
+    this); with ``confidence=True`` each line must be ``Step k: correct (confidence: C)``
+    (or ``Step k: correct, confidence: C``) with ``C`` one of :data:`CONFIDENCE_LEVELS`.
+
+    Args:
+        answer: the model's text.
+        n_steps: the number of steps in the chain (>= 1).
+        confidence: each line must state a confidence.
+
+    Returns:
+        One :class:`StepJudgement` per step, in order.
+
+    Raises:
+        GraderAnswerError: as :func:`parse_step_verdicts`, and for a line without a
+            confidence or with an unknown one when ``confidence=True``.
+
+    Examples:
+        >>> js = parse_step_judgements(
+        ...     "Step 1: correct (confidence: high)\\nStep 2: incorrect (confidence: low)", 2,
+        ...     confidence=True)
+        >>> [(j.correct, j.confidence, j.offset) for j in js]
+        [(True, 'high', 8), (False, 'low', 43)]
+    """
 
     def fail(message: str) -> GraderAnswerError:
         return GraderAnswerError(message, answer=answer, n_steps=n_steps)
 
+    form = _FORMAT_CONFIDENCE if confidence else _FORMAT
     if not isinstance(answer, str) or not answer.strip():
-        raise fail(f"the answer is empty; expected {n_steps} lines of the form {_FORMAT}")
+        raise fail(f"the answer is empty; expected {n_steps} lines of the form {form}")
     seen: dict[int, int] = {}
-    verdicts: list[bool] = []
+    judged: list[StepJudgement] = []
     order: list[int] = []
     lineno = 0
-    for raw in answer.splitlines():
+    start = 0
+    for raw in answer.splitlines(keepends=True):
+        line_start, start = start, start + len(raw)
         line = raw.strip()
         if not line:
             continue
@@ -149,12 +237,19 @@ def parse_step_verdicts(answer: str, n_steps: int) -> list[bool]:
         m = _LINE_RE.match(line)
         if m is None:
             raise fail(f"line {lineno} is not a verdict line: {line[:120]!r}; every line must "
-                       f"be {_FORMAT} and there must be no other text")
+                       f"be {form} and there must be no other text")
         k = int(m.group("k"))
-        word = m.group("verdict").rstrip(".").strip().lower()
+        read = _read_verdict(m.group("verdict"), confidence)
+        if read is None:
+            raise fail(f"line {lineno}: {m.group('verdict')[:60]!r} for step {k} is not a "
+                       f"verdict with a confidence; the line must be {form}")
+        word, level, quoted = read
         if word not in _VERDICTS:
-            raise fail(f"line {lineno}: unknown verdict {m.group('verdict')[:60]!r} for step "
+            raise fail(f"line {lineno}: unknown verdict {quoted[:60]!r} for step "
                        f"{k}; the verdict must be 'correct' or 'incorrect'")
+        if level is not None and level not in CONFIDENCE_LEVELS:
+            raise fail(f"line {lineno}: unknown confidence {level[:30]!r} for step {k}; the "
+                       f"confidence must be {', '.join(CONFIDENCE_LEVELS)}")
         if k in seen:
             raise fail(f"step {k} is graded twice (lines {seen[k]} and {lineno}); give exactly "
                        "one verdict per step")
@@ -163,7 +258,8 @@ def parse_step_verdicts(answer: str, n_steps: int) -> list[bool]:
                        f"{n_steps} step{'s' if n_steps != 1 else ''} (1 to {n_steps})")
         seen[k] = lineno
         order.append(k)
-        verdicts.append(_VERDICTS[word])
+        offset = line_start + (len(raw) - len(raw.lstrip())) + m.start("verdict")
+        judged.append(StepJudgement(_VERDICTS[word], level, offset))
     missing = [k for k in range(1, n_steps + 1) if k not in seen]
     if missing:
         names = ", ".join(str(k) for k in missing)
@@ -174,7 +270,7 @@ def parse_step_verdicts(answer: str, n_steps: int) -> list[bool]:
         if k != position:
             raise fail(f"steps are out of order: line {position} grades step {k} where step "
                        f"{position} was expected; list the steps as 1, 2, ..., {n_steps}")
-    return verdicts
+    return judged
 
 
 def propagate_first_error(verdicts: Sequence[bool]) -> list[bool]:
