@@ -27,9 +27,10 @@ Examples:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from prm_plugins.adapters.ray.client import RemotePRM, RemotePRMError
+from prm_plugins.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from prm_plugins.adapters.ray.data import (
@@ -55,16 +56,10 @@ __all__ = [
     "serve_prm",
 ]
 
-_LAZY = {
-    "MonteCarloActor": "data", "PRMScoreActor": "data", "label_chains": "data",
-    "score_dataset": "data", "score_file": "data",
-    "PRMServer": "serve", "app_builder": "serve", "build_app": "serve", "serve_prm": "serve",
-}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+#: Ray-backed names, imported (with Ray) on first use.
+__getattr__, __dir__ = lazy_exports(__name__, {
+    **dict.fromkeys(["MonteCarloActor", "PRMScoreActor", "label_chains", "score_dataset",
+                     "score_file"], "prm_plugins.adapters.ray.data"),
+    **dict.fromkeys(["PRMServer", "app_builder", "build_app", "serve_prm"],
+                   "prm_plugins.adapters.ray.serve"),
+})

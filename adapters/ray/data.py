@@ -34,16 +34,17 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from prm_plugins.errors import InvalidInputError, require
+from prm_plugins.errors import InvalidInputError, missing_extra
 from prm_plugins.jsonl import score_pairs  # a row's scores or its error, as prm score
 
-require("ray", "ray")
+try:
+    import pyarrow as pa
+    import ray
+    import ray.data
+except ImportError as exc:
+    raise missing_extra(exc.name or "ray", "ray") from exc
 
-import pyarrow as pa  # noqa: E402
-import ray  # noqa: E402
-import ray.data  # noqa: E402
-
-from prm_plugins.adapters.ray.files import score_file  # noqa: E402
+from prm_plugins.adapters.ray.files import score_file
 
 __all__ = [
     "MonteCarloActor",

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
 
-from prm_plugins.errors import InvalidInputError, require
+from prm_plugins.errors import InvalidInputError, missing_extra
 from prm_plugins.jsonl import (
     atomic_output,
     dumps_line,
@@ -28,11 +28,12 @@ from prm_plugins.jsonl import (
     result_row,
 )
 
-require("ray", "ray")
-
-import pyarrow as pa  # noqa: E402
-import ray  # noqa: E402
-import ray.data  # noqa: E402
+try:
+    import pyarrow as pa
+    import ray
+    import ray.data
+except ImportError as exc:
+    raise missing_extra(exc.name or "ray", "ray") from exc
 
 __all__ = ["score_file"]
 
