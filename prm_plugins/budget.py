@@ -20,9 +20,10 @@ by interrupting one in flight:
   once it answers. A run can therefore overshoot the limit by at most one round's tokens;
   :attr:`BudgetSpent.token_overshoot` says by how much.
 * ``seconds`` is wall time from the strategy's start (the meter's creation), checked before
-  each request; a request already running is not cut short (a generator call is bounded by
-  :attr:`~prm_plugins.plans.RetryPolicy.timeout`), so a run can end later than the limit by
-  up to one round.
+  each round of generator calls. A request already running is not cut short (a generator
+  call is bounded by :attr:`~prm_plugins.plans.RetryPolicy.timeout`), and what a round
+  generated is still scored (throwing it away would waste it), so a run can end later than
+  the limit by up to one round.
 
 When the budget runs out a strategy stops and returns the best it has, with
 :attr:`BudgetSpent.exhausted` naming the limit; when it has nothing at all it raises
@@ -51,9 +52,9 @@ from __future__ import annotations
 
 import re
 import threading
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from time import monotonic
 from typing import Any, Literal
 
 from prm_plugins.errors import BudgetExhaustedError, InvalidInputError
@@ -219,8 +220,8 @@ class BudgetMeter:
 
     Args:
         budget: the limits, or ``None`` for none.
-        clock: seconds as a float, monotonic (default :func:`time.monotonic`; tests pass a
-            fake clock).
+        clock: seconds as a float, monotonic; default :func:`time.monotonic` (looked up
+            when the meter is made, so a test can patch ``prm_plugins.budget.monotonic``).
 
     Examples:
         >>> meter = BudgetMeter(Budget(prm_calls=4))
@@ -232,13 +233,13 @@ class BudgetMeter:
     """
 
     def __init__(
-        self, budget: Budget | None = None, *, clock: Callable[[], float] = time.monotonic
+        self, budget: Budget | None = None, *, clock: Callable[[], float] | None = None
     ) -> None:
         self.given = Budget.check(budget) is not None
         self.budget = budget or Budget()
         self._count = self.budget.count_tokens or estimate_tokens
-        self._clock = clock
-        self._start = clock()
+        self._clock = clock or monotonic
+        self._start = self._clock()
         self._lock = threading.Lock()
         self._tokens = 0
         self._calls = 0
@@ -320,15 +321,12 @@ class BudgetMeter:
     def can_score(self, n: int) -> int:
         """How many of ``n`` chains may be sent to the scorer now (0 .. ``n``).
 
-        0 once the PRM-call or time limit is reached; else ``n`` trimmed to the chains
-        left (a trim records ``"prm_calls"``). It does not charge: call
-        :meth:`charge_scoring`.
+        ``n`` trimmed to the PRM calls left (a trim records ``"prm_calls"``). Wall time is
+        not checked here: the chains a round generated are scored even past ``seconds``
+        (module docs). It does not charge: call :meth:`charge_scoring`.
         """
         with self._lock:
             b = self.budget
-            if n > 0 and b.seconds is not None and self.elapsed() >= b.seconds:
-                self._stop("seconds")
-                return 0
             if b.prm_calls is not None and n > b.prm_calls - self._prm:
                 self._stop("prm_calls")
                 return max(0, b.prm_calls - self._prm)
