@@ -18,6 +18,7 @@ component                               what it is
 :class:`PRMVerificationMiddleware`      ``create_agent`` middleware: verify, feed back, retry
 :class:`PRMBestOfNMiddleware`           ``create_agent`` middleware: best-of-N model calls
 :class:`RunnableGenerator`              a runnable as a core generator (for core strategies)
+:class:`LLMJudgePRM`                    any chat model as a PRM (an LLM judge of every step)
 ======================================  ========================================================
 
 The "drop-in model" components return what the model they wrap returns (an ``AIMessage``
@@ -61,6 +62,7 @@ from prm_plugins.adapters.langchain.generators import (
     RunnableGenerator,
     build_next_step_prompt,
 )
+from prm_plugins.adapters.langchain.judge import LLMJudgePRM
 from prm_plugins.adapters.langchain.parser import PRMOutputParser
 from prm_plugins.adapters.langchain.runnables import (
     PRMBeamSearch,
@@ -80,6 +82,7 @@ __all__ = [
     "CANDIDATE_SELECTED_EVENT",
     "STEP_SCORED_EVENT",
     "GeneratedText",
+    "LLMJudgePRM",
     "PRMBeamSearch",
     "PRMBestOfN",
     "PRMBestOfNMiddleware",

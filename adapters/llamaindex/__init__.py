@@ -15,6 +15,7 @@ component                        what it is
                                  verifies its answer and feeds back in the same ``Context``
 :class:`LlamaIndexGenerator`     any LlamaIndex ``LLM`` as a core generator, for every strategy
                                  in :mod:`prm_plugins.strategies`
+:class:`LLMJudgePRM`             any LlamaIndex ``LLM`` as a PRM (an LLM judge of every step)
 events                           :class:`PRMStepsScoredEvent`, :class:`PRMCandidateSelectedEvent`,
                                  :class:`PRMVerificationFailedEvent` (instrumentation dispatcher)
 ===============================  ==================================================================
@@ -54,6 +55,7 @@ from prm_plugins.adapters.llamaindex.events import (
     PRMVerificationFailedEvent,
 )
 from prm_plugins.adapters.llamaindex.generator import LlamaIndexGenerator
+from prm_plugins.adapters.llamaindex.judge import LLMJudgePRM
 from prm_plugins.adapters.llamaindex.llm import (
     PRM_KWARGS_KEY,
     AnswersTooLongError,
@@ -73,6 +75,7 @@ __all__ = [
     "AnswersTooLongError",
     "AgentRound",
     "CritiqueRoundEvent",
+    "LLMJudgePRM",
     "LlamaIndexGenerator",
     "PRMBestOfNLLM",
     "PRMCandidateSelectedEvent",
