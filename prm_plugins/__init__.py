@@ -11,7 +11,7 @@ Examples:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from prm_plugins.errors import (
     ChainTooLongError,
@@ -22,6 +22,7 @@ from prm_plugins.errors import (
     PRMError,
     UnknownFormatError,
 )
+from prm_plugins.lazy import lazy_exports
 from prm_plugins.steps import split_steps
 from prm_plugins.types import StepScorer, StepScores, aggregate_scores
 
@@ -49,13 +50,8 @@ __all__ = [
     "split_steps",
 ]
 
-_LAZY = {"OnnxPRM": "prm_plugins.runtime", "load_prm": "prm_plugins.runtime",
-         "VLLMPRM": "prm_plugins.backends.vllm"}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'prm_plugins' has no attribute {name!r}")
+#: The scorers (numpy, then onnxruntime when a model loads; an HTTP client) load on first use.
+__getattr__, __dir__ = lazy_exports(__name__, {
+    "OnnxPRM": "prm_plugins.runtime", "load_prm": "prm_plugins.runtime",
+    "VLLMPRM": "prm_plugins.backends.vllm",
+})

@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-import warnings
 from collections.abc import Sequence
 from typing import Protocol
 
 from prm_plugins.arithmetic import ArithmeticCheck, EquationCheck, check_arithmetic
 from prm_plugins.errors import InvalidInputError
+from prm_plugins.lazy import lazy_exports
 from prm_plugins.types import StepScorer, StepScores
 
 __all__ = [
@@ -53,19 +53,9 @@ _PROVIDERS: dict[str, str] = {"coverage": "prm_plugins.experimental.coverage"}
 _REGISTRY: dict[str, StepCheck] = {}
 
 #: Names that moved to :mod:`prm_plugins.experimental.coverage` (old path warns, one release).
-_MOVED = ("apply_coverage_check", "states_final_answer", "unused_quantities")
-
-
-def __getattr__(name: str) -> object:
-    if name in _MOVED:
-        warnings.warn(
-            f"prm_plugins.checks.{name} moved to prm_plugins.experimental.coverage; import it "
-            "from there. The old path goes in the next release",
-            FutureWarning,
-            stacklevel=2,
-        )
-        return getattr(importlib.import_module("prm_plugins.experimental.coverage"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, {}, moved=dict.fromkeys(
+    ["apply_coverage_check", "states_final_answer", "unused_quantities"],
+    "prm_plugins.experimental.coverage"))
 
 
 def register_check(name: str, check: StepCheck) -> None:

@@ -16,8 +16,9 @@ Examples:
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from prm_plugins.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from prm_plugins.answers import answers_match, extract_answer, normalize_answer
@@ -38,20 +39,10 @@ __all__ = [
 ]
 
 #: Loaded on first use, so ``prm --help`` (which imports the ``eval`` CLI) stays instant.
-_LAZY = {
-    "answers_match": "prm_plugins.answers", "extract_answer": "prm_plugins.answers",
-    "normalize_answer": "prm_plugins.answers",
-    "best_of_n_curves": "prm_plugins.evaluation.bon",
-    "evaluate_best_of_n": "prm_plugins.evaluation.bon",
-    "auroc": "prm_plugins.evaluation.metrics",
-    "processbench_scores": "prm_plugins.evaluation.metrics",
-    "evaluate_steps": "prm_plugins.evaluation.steps",
-    "format_steps_report": "prm_plugins.evaluation.steps",
-}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        module = importlib.import_module(_LAZY[name])
-        return getattr(module, name)
-    raise AttributeError(f"module 'prm_plugins.evaluation' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, {
+    **dict.fromkeys(["answers_match", "extract_answer", "normalize_answer"],
+                    "prm_plugins.answers"),
+    **dict.fromkeys(["best_of_n_curves", "evaluate_best_of_n"], "prm_plugins.evaluation.bon"),
+    **dict.fromkeys(["auroc", "processbench_scores"], "prm_plugins.evaluation.metrics"),
+    **dict.fromkeys(["evaluate_steps", "format_steps_report"], "prm_plugins.evaluation.steps"),
+})

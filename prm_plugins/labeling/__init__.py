@@ -24,10 +24,10 @@ Examples:
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from typing import TYPE_CHECKING
 
 from prm_plugins.arithmetic import evaluate_expression, format_number, parse_expression
+from prm_plugins.errors import GraderAnswerError
 from prm_plugins.labeling.gsm8k import (
     Calculation,
     GSM8KSolution,
@@ -57,13 +57,41 @@ from prm_plugins.labeling.stepwise import (
     write_stepwise_jsonl,
 )
 from prm_plugins.labeling.verifier import LabelingStats, build_verifier_dataset, dataset_stats
+from prm_plugins.lazy import lazy_exports
 
-#: Public names of the grader, rollout and hybrid pipelines -> their module (imported lazily).
-_LAZY = {
+if TYPE_CHECKING:
+    from prm_plugins.labeling.grader import (
+        GRADER_SYSTEM_PROMPT,
+        GradedChain,
+        LLMStepGrader,
+        build_grading_prompt,
+        build_regrade_prompt,
+        graded_rows,
+        parse_step_verdicts,
+        propagate_first_error,
+    )
+    from prm_plugins.labeling.hybrid import (
+        AgreementReport,
+        HybridResult,
+        abuild_hybrid_dataset,
+        build_hybrid_dataset,
+        cohen_kappa,
+        label_agreement,
+        merge_labels,
+    )
+    from prm_plugins.labeling.rollouts import (
+        MonteCarloLabeler,
+        RolloutLabels,
+        build_rollout_prompt,
+        default_answer_checker,
+        rollout_rows,
+    )
+
+#: Public names of the grader, rollout and hybrid pipelines, imported on first use.
+__getattr__, __dir__ = lazy_exports(__name__, {
     **dict.fromkeys(
-        ["GRADER_SYSTEM_PROMPT", "GradedChain", "GraderAnswerError", "LLMStepGrader",
-         "build_grading_prompt", "build_regrade_prompt", "graded_rows", "parse_step_verdicts",
-         "propagate_first_error"],
+        ["GRADER_SYSTEM_PROMPT", "GradedChain", "LLMStepGrader", "build_grading_prompt",
+         "build_regrade_prompt", "graded_rows", "parse_step_verdicts", "propagate_first_error"],
         "prm_plugins.labeling.grader",
     ),
     **dict.fromkeys(
@@ -76,21 +104,7 @@ _LAZY = {
          "cohen_kappa", "label_agreement", "merge_labels"],
         "prm_plugins.labeling.hybrid",
     ),
-}
-
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
-
+})
 
 __all__ = [
     "GRADER_SYSTEM_PROMPT",

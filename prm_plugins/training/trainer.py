@@ -17,12 +17,12 @@ import logging
 import math
 import random
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from prm_plugins.errors import require
+from prm_plugins.lazy import lazy_exports
 from prm_plugins.training.checkpoint import (
     FORMAT_FILE,
     TRAINING_FILE,
@@ -81,21 +81,11 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Names that moved to :mod:`prm_plugins.experimental.training` (tried, not shipped).
-_MOVED_TO_EXPERIMENTAL = frozenset({"position_class_weights", "question_batches",
-                                    "question_pairs"})
-
-
-def __getattr__(name: str) -> Any:
-    if name in _MOVED_TO_EXPERIMENTAL:
-        warnings.warn(
-            f"prm_plugins.training.trainer.{name} moved to prm_plugins.experimental.training; "
-            "import it from there. The old path goes in the next release",
-            FutureWarning, stacklevel=2)
-        from prm_plugins.experimental import training as experimental
-
-        return getattr(experimental, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+#: Names that moved to :mod:`prm_plugins.experimental.training` (tried, not shipped); the
+#: old path warns for one release.
+__getattr__, __dir__ = lazy_exports(__name__, {}, moved=dict.fromkeys(
+    ["position_class_weights", "question_batches", "question_pairs"],
+    "prm_plugins.experimental.training"))
 
 
 @dataclass
