@@ -172,7 +172,8 @@ def test_public_api_is_pinned() -> None:
     import prm_plugins.adapters.langchain as lc
 
     assert sorted(lc.__all__) == sorted([
-        "CANDIDATE_SELECTED_EVENT", "STEP_SCORED_EVENT", "GeneratedText", "PRMBeamSearch",
+        "CANDIDATE_SELECTED_EVENT", "STEP_SCORED_EVENT", "GeneratedText", "LLMJudgePRM",
+        "PRMBeamSearch",
         "PRMBestOfN", "PRMBestOfNMiddleware", "PRMCallbackHandler", "PRMOutputParser",
         "PRMSelfCritique", "PRMStepVerifier", "PRMVerificationMiddleware",
         "PRMVerifyStepsTool", "RunnableGenerator", "ScoredGeneration",

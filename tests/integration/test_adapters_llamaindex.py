@@ -232,7 +232,7 @@ def test_import_without_llama_index_names_the_extra() -> None:
 def test_public_api_is_pinned() -> None:
     assert sorted(li.__all__) == sorted([
         "DEFAULT_FEEDBACK_TEMPLATE", "PRM_KWARGS_KEY", "AgentRound", "AnswersTooLongError",
-        "CritiqueRoundEvent",
+        "CritiqueRoundEvent", "LLMJudgePRM",
         "LlamaIndexGenerator", "PRMBestOfNLLM", "PRMCandidateSelectedEvent",
         "PRMEvaluationResult", "PRMSelfCritiqueWorkflow", "PRMStepEvaluator",
         "PRMStepsScoredEvent", "PRMVerificationFailedEvent", "PRMVerifiedAgentRunner",
