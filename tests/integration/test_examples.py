@@ -32,6 +32,7 @@ TESTED = {
     "langchain/agent_self_verification.py",
     "llamaindex/best_of_n_and_evaluator.py",
     "llamaindex/self_critique_and_agent.py",
+    "dspy/best_of_n.py",
     "score_default.py",
     "ray_serve_prm.py",
     "rl_grpo_rewards.py",
@@ -195,6 +196,27 @@ def test_llamaindex_self_critique_revises_once_and_the_agent_gets_one_feedback_r
     assert answer.group(1, 2) == ("1", "True")
     assert float(answer.group(3)) - THRESHOLD >= MIN_MARGIN
     assert agent.rstrip().count("The answer is 6.") == 1
+    assert_shipped_prm_note(out)
+
+
+# -- DSPy ------------------------------------------------------------------------------------
+
+
+def test_dspy_best_of_n_picks_the_correct_answer_by_the_prm_reward() -> None:
+    pytest.importorskip("dspy")
+    out = run_example("dspy/best_of_n.py")
+    assert "DummyLM stands in for your LM" in out  # said plainly: a scripted LM
+    candidates = re.findall(r"^([ *]) candidate (\d): reward (\d\.\d+) \(min over steps\)$",
+                            out, re.MULTILINE)
+    assert [(mark, n) for mark, n, _ in candidates] == [(" ", "1"), (" ", "2"), ("*", "3")]
+    rewards = [float(r) for _, _, r in candidates]
+    assert max(rewards[:2]) <= 0.05 + 1e-6  # both arithmetic slips caught by the check
+    picked = find(r"^Picked candidate (\d): answer (\S+), reward (\d\.\d+), at or above the "
+                  r"threshold (\d\.\d+)\.$", out)
+    assert picked.group(1, 2) == ("3", "3")
+    assert float(picked.group(3)) - float(picked.group(4)) >= MIN_MARGIN
+    assert find(r"^Candidate 1 lost: step (\d) scores", out).group(1) == "1"
+    assert find(r"^Candidate 2 lost: step (\d) scores", out).group(1) == "2"
     assert_shipped_prm_note(out)
 
 
