@@ -8,13 +8,18 @@ renders it (same format class, options, neutralising, step positions), and sends
   options, ``max_length``, recommended checks and calibration are taken from the manifest,
   and ``tokenizer.json`` is read once and checked against its sha256; or
 * a Hugging Face checkpoint directory or a ``tokenizer.json`` path, with the format named by
-  the caller (``format="qwen-prm"``) and its options given or left at their defaults.
+  the caller (``format="qwen-prm"``): its options are derived from the checkpoint's tokenizer
+  by the format's own ``options_from_hf`` (what ``prm export`` writes into ``prm.json``,
+  e.g. Math-Shepherd's BOS and ``+``/``-`` ids), read from ``tokenizer.json`` and
+  ``tokenizer_config.json`` by :class:`CheckpointTokenizer` without transformers; options
+  the caller gives win.
 
 Nothing is downloaded: the path must be on disk.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -23,7 +28,7 @@ from typing import Any
 
 from prm_plugins.errors import InvalidInputError, ManifestError, ModelLoadError
 
-__all__ = ["Rendering", "load_rendering"]
+__all__ = ["CheckpointTokenizer", "Rendering", "load_rendering"]
 
 
 @dataclass
@@ -45,6 +50,62 @@ class Rendering:
     checks: tuple[str, ...]
     calibration: Any
     source: Path
+
+
+def _token_text(value: Any) -> str | None:
+    """A special token as ``tokenizer_config.json`` writes it: a string or ``{"content"}``."""
+    if isinstance(value, dict):
+        value = value.get("content")
+    return value if isinstance(value, str) and value else None
+
+
+class CheckpointTokenizer:
+    """What a format's ``options_from_hf`` reads from a transformers tokenizer, without it.
+
+    ``bos_token``, ``bos_token_id``, ``chat_template`` and ``encode(text,
+    add_special_tokens=True)``, from the checkpoint's ``tokenizer.json`` and, when it is
+    there, ``tokenizer_config.json`` (``bos_token``, ``add_bos_token``, ``chat_template``;
+    or ``chat_template.jinja``). ``add_bos_token`` is honoured as transformers' Llama-family
+    fast tokenizers honour it (BOS put first, or left out, whatever ``tokenizer.json``'s
+    post-processor says).
+
+    Args:
+        tokenizer: the ``tokenizers.Tokenizer`` of ``tokenizer.json``.
+        folder: the checkpoint directory holding the config files.
+    """
+
+    def __init__(self, tokenizer: Any, folder: Path) -> None:
+        self._tok = tokenizer
+        config: dict[str, Any] = {}
+        file = folder / "tokenizer_config.json"
+        if file.is_file():
+            try:
+                loaded = json.loads(file.read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError, ValueError) as exc:
+                raise ModelLoadError(f"cannot read {file}: {exc}") from exc
+            config = loaded if isinstance(loaded, dict) else {}
+        self.bos_token = _token_text(config.get("bos_token"))
+        found = tokenizer.token_to_id(self.bos_token) if self.bos_token else None
+        self.bos_token_id: int | None = None if found is None else int(found)
+        add_bos = config.get("add_bos_token")
+        self._add_bos = add_bos if isinstance(add_bos, bool) else None
+        template = config.get("chat_template")
+        jinja = folder / "chat_template.jinja"
+        if not isinstance(template, str) and jinja.is_file():
+            template = jinja.read_text(encoding="utf-8")
+        self.chat_template = template if isinstance(template, str) else None
+
+    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        """Token ids of ``text``, as the transformers tokenizer of the checkpoint gives them."""
+        ids = list(self._tok.encode(text, add_special_tokens=add_special_tokens).ids)
+        bos = self.bos_token_id
+        if add_special_tokens and bos is not None and self._add_bos is not None:
+            has = bool(ids) and ids[0] == bos
+            if self._add_bos and not has:
+                ids.insert(0, bos)
+            elif not self._add_bos and has:
+                ids.pop(0)
+        return ids
 
 
 def _tokenizer_from(path: Path) -> tuple[Any, Path]:
@@ -134,7 +195,8 @@ def load_rendering(
                 "the PRM's format: format='qwen-prm', 'math-shepherd', ... (see "
                 "prm_plugins.formats.available_formats())")
         tok, tok_path = _tokenizer_from(path)
-        options = dict(format_options or {})
+        options = get_format(format).options_from_hf(CheckpointTokenizer(tok, tok_path.parent),
+                                                     **dict(format_options or {}))
     check = max_length if max_length is None else int(max_length)
     if check is not None and (isinstance(max_length, bool) or check < 1):
         raise InvalidInputError(f"max_length must be an int >= 1 or None, got {max_length!r}")

@@ -479,6 +479,11 @@ def load_prm(
             raise InvalidInputError(f"device={device!r} does not apply to a served PRM "
                                     f"({path}): the server runs the model")
         return VLLMPRM.from_url(path, **kwargs)
+    if isinstance(path, str) and path.startswith(("http://", "https://")):
+        raise InvalidInputError(
+            f"load_prm takes a model directory or a served PRM's vllm://host:port/model URL, got "
+            f"{path!r}: write vllm://... (vllm+https://...) for vLLM's Pooling API, or use "
+            "prm_plugins.adapters.ray.RemotePRM(url) for the Ray Serve deployment's /score")
     if path is None:
         path = default_model_dir()
         if not (Path(path) / "prm.json").is_file():

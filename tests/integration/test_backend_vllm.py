@@ -163,6 +163,34 @@ def test_load_prm_takes_a_vllm_url_and_a_plain_tokenizer_path(
                  tokenizer=family_dirs["qwen-prm"])
     with pytest.raises(InvalidInputError, match="vllm://host:port/model"):
         VLLMPRM.from_url("grpc://127.0.0.1:1/m", tokenizer=family_dirs["qwen-prm"])
+    with pytest.raises(InvalidInputError, match="write vllm://.*RemotePRM"):
+        load_prm(f"http://127.0.0.1:{port}/m", tokenizer=family_dirs["qwen-prm"])
+
+
+def test_a_checkpoint_tokenizer_gives_the_options_prm_export_writes(
+        tmp_path: Path, family_dirs: dict[str, Path]) -> None:
+    # a Mistral-like Math-Shepherd checkpoint: its tokenizer puts BOS first, so prm export
+    # writes bos_token_id into prm.json; the served path derives the same from the files
+    from tokenizers import Tokenizer
+
+    bos = Tokenizer.from_file(str(family_dirs["math-shepherd"] / "tokenizer.json")).token_to_id(
+        "<s>")
+    exported = make_family_dir(tmp_path / "exported", "math-shepherd",
+                               format_options={"bos_token_id": bos})
+    onnx = load_prm(exported, device="cpu")
+    checkpoint = tmp_path / "checkpoint"
+    checkpoint.mkdir()
+    (checkpoint / "tokenizer.json").write_bytes((exported / "tokenizer.json").read_bytes())
+    (checkpoint / "tokenizer_config.json").write_text(json.dumps(
+        {"bos_token": {"content": "<s>"}, "add_bos_token": True}))
+    with FakeVLLMServer(onnx, good_first=True) as server:
+        with client(server, checkpoint, format="math-shepherd") as remote:
+            mine, theirs = remote.format, onnx.format
+            assert (mine.good_token_id, mine.bad_token_id, mine.options["bos_token_id"]) == (
+                theirs.good_token_id, theirs.bad_token_id, bos)
+            got = remote.score_batch(CHAINS)
+        assert all(ids[0] == bos for ids in server.requests[0]["body"]["input"])
+    assert_same(got, onnx.score_batch(CHAINS))
 
 
 def test_batches_of_batch_size_in_order(qwen: FakeVLLMServer, family_dirs: dict[str, Path],

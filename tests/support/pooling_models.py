@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -83,7 +84,8 @@ def _graph(path: Path, vocab: int, seed: int) -> None:
     onnx.save(model, str(path))
 
 
-def make_family_dir(out: Path, family: str, *, max_length: int = 512, seed: int = 0) -> Path:
+def make_family_dir(out: Path, family: str, *, max_length: int = 512, seed: int = 0,
+                    format_options: dict[str, Any] | None = None) -> Path:
     """A model directory of ``family`` (``"qwen-prm"`` or ``"math-shepherd"``).
 
     Args:
@@ -91,6 +93,7 @@ def make_family_dir(out: Path, family: str, *, max_length: int = 512, seed: int 
         family: the format name written into ``prm.json``.
         max_length: the manifest's ``max_length``.
         seed: seed of the graph's token weights.
+        format_options: written into ``prm.json`` (default: none, the format's defaults).
     """
     from prm_plugins.manifest import Manifest
 
@@ -98,8 +101,9 @@ def make_family_dir(out: Path, family: str, *, max_length: int = 512, seed: int 
     specials = (*QWEN_SPECIALS, "<extra_0>") if family == "qwen-prm" else ("<s>",)
     vocab = _tokenizer(out / "tokenizer.json", specials)
     _graph(out / "model.onnx", vocab, seed)
-    man = Manifest(format=family, format_options={}, max_length=max_length, dtype="fp32",
-                   opset=17, extra={"pad_token_id": 0, "note": "running-mean test graph"})
+    man = Manifest(format=family, format_options=dict(format_options or {}),
+                   max_length=max_length, dtype="fp32", opset=17,
+                   extra={"pad_token_id": 0, "note": "running-mean test graph"})
     man.hash_files(out, ["model.onnx", "tokenizer.json"])
     man.write(out)
     return out
