@@ -86,6 +86,17 @@ class _Retryable(Exception):
         self.retry_after = retry_after
 
 
+#: Refusals about the whole request (who asks, where, for which model): never worth sending
+#: each chain alone. Other 4xx and 5xx answers may be one chain's fault.
+_WHOLE_REQUEST = frozenset({401, 403, 404, 405})
+
+
+def _per_chain(exc: BaseException) -> bool:
+    """Whether a failed request may be one chain's fault (so each is sent alone)."""
+    return (isinstance(exc, (RemoteRequestError, RemoteServerError))
+            and exc.status not in _WHOLE_REQUEST)
+
+
 class _Fatal(Exception):
     """Wraps an error that concerns a whole request, so chain isolation does not retry it."""
 
@@ -390,6 +401,8 @@ class VLLMPRM:
     def _answers(isolated: Any, chunk: list[Any]) -> list[StepScores]:
         """The chunk's scores, or the first failing chain's error (naming the chain)."""
         for job, result in zip(chunk, isolated.results, strict=True):
+            if isinstance(result, _Fatal):
+                raise result.cause from None
             if isinstance(result, BaseException):
                 if isinstance(result, (RemoteRequestError, RemoteServerError)):
                     result.item = job[0]
@@ -397,23 +410,28 @@ class VLLMPRM:
                 raise result
         return list(isolated.results)
 
-    def _send(self, chunk: list[Any]) -> list[StepScores]:
-        try:
-            body = self._post(self._payload(chunk))
-        except (RemoteRequestError, RemoteServerError):
-            raise
-        except Exception as exc:  # the whole request's problem: not worth one per chain
-            raise _Fatal(exc) from exc
+    def _unpack(self, chunk: list[Any], body: Any) -> list[StepScores]:
+        """Each chain's scores from an answer; a broken answer concerns the whole request."""
         try:
             rows = read_items(body, len(chunk), self.endpoint)
             return [self._scores(job, r) for job, r in zip(chunk, rows, strict=True)]
         except Exception as exc:
             raise _Fatal(exc) from exc
 
+    def _send(self, chunk: list[Any]) -> list[StepScores]:
+        try:
+            body = self._post(self._payload(chunk))
+        except Exception as exc:
+            if _per_chain(exc):
+                raise
+            raise _Fatal(exc) from exc
+        return self._unpack(chunk, body)
+
     def _score_chunk(self, chunk: list[Any]) -> list[StepScores]:
+        """One request; if it is refused, each chain alone, to name the one at fault."""
         try:
             isolated = score_isolated(self._send, chunk, score_one=lambda job: self._send([job])[0],
-                                      propagate=(_Fatal,))
+                                      propagate=(_Fatal,), stop_on=(_Fatal,))
         except _Fatal as exc:
             raise exc.cause from None
         if not isolated.isolated:
@@ -468,15 +486,11 @@ class VLLMPRM:
                 try:
                     async with gate:
                         body = await self._apost(client, self._payload(chunk))
-                except (RemoteRequestError, RemoteServerError):
-                    raise
                 except Exception as exc:
+                    if _per_chain(exc):
+                        raise
                     raise _Fatal(exc) from exc
-                try:
-                    rows = read_items(body, len(chunk), self.endpoint)
-                    return [self._scores(job, r) for job, r in zip(chunk, rows, strict=True)]
-                except Exception as exc:
-                    raise _Fatal(exc) from exc
+                return self._unpack(chunk, body)
 
             async def send_one(job: Any) -> StepScores:
                 return (await send([job]))[0]
@@ -484,7 +498,7 @@ class VLLMPRM:
             async def one_chunk(chunk: list[Any]) -> list[StepScores]:
                 try:
                     isolated = await ascore_isolated(send, chunk, score_one=send_one,
-                                                     propagate=(_Fatal,))
+                                                     propagate=(_Fatal,), stop_on=(_Fatal,))
                 except _Fatal as exc:
                     raise exc.cause from None
                 if not isolated.isolated:

@@ -345,8 +345,9 @@ def test_a_4xx_is_not_retried_and_carries_the_servers_message(
     with client(qwen, family_dirs["qwen-prm"], model="no-such-model", max_attempts=4) as remote:
         with pytest.raises(RemoteRequestError, match="`no-such-model` does not exist.*model "
                                                      "name") as exc:
-            remote.score(*CHAINS[0])
-    assert exc.value.status == 404 and exc.value.item == 0 and len(qwen.requests) == 1
+            remote.score_batch(CHAINS[:3])
+    # about the whole request: not retried, and not sent again chain by chain
+    assert exc.value.status == 404 and exc.value.item is None and len(qwen.requests) == 1
     qwen.script(Canned(500, {"object": "error", "message": "CUDA error", "type": "Internal",
                              "param": None, "code": 500}))  # the older, flat error shape
     with client(qwen, family_dirs["qwen-prm"], max_attempts=4) as remote:
@@ -373,6 +374,18 @@ def test_a_refused_chain_fails_alone_and_is_named(local: dict[str, OnnxPRM],
                         prm.score_batch([chains[0], chains[2]]))
             with pytest.raises(RemoteRequestError, match="chain 0 .*maximum context"):
                 asyncio.run(remote.ascore_batch([chains[1], chains[0]]))
+
+
+def test_a_server_lost_while_chains_are_sent_alone_stops_at_once(
+        qwen: FakeVLLMServer, family_dirs: dict[str, Path]) -> None:
+    qwen.script(Canned(400, {"error": {"message": "bad input", "type": "BadRequestError",
+                                       "param": None, "code": 400}}),
+                Canned(503, {}), Canned(503, {}))
+    with client(qwen, family_dirs["qwen-prm"], max_attempts=2) as remote:
+        with pytest.raises(RemotePRMError, match="did not answer after 2") as exc:
+            remote.score_batch(CHAINS[:3])
+    assert not isinstance(exc.value, RemoteScorerError)
+    assert [len(r["body"]["input"]) for r in qwen.requests] == [3, 1, 1]  # no chain 1, 2
 
 
 def test_timeouts_are_retried_then_reported(qwen: FakeVLLMServer,
