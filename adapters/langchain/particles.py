@@ -75,6 +75,8 @@ class PRMParticleFilter(SelectingRunnableBase):
     """Most generator calls in flight; ``None`` takes the call's config, else 4."""
     retry: RetryPolicy | None = None
     """Retry policy for generator calls."""
+    budget: Any = None
+    """A :class:`~prm_plugins.budget.Budget` for each call (``None``: no limit)."""
 
     _result_type: ClassVar[type] = ParticleFilterResult
 
@@ -91,7 +93,7 @@ class PRMParticleFilter(SelectingRunnableBase):
             likelihood=cast("Any", self.likelihood), weighting=cast("Any", self.weighting),
             resampling=cast("Any", self.resampling), select=cast("Any", self.select),
             seed=self.seed, is_complete=self.is_complete, max_concurrency=max_concurrency,
-            retry=self.retry)
+            retry=self.retry, budget=self.budget)
 
     def _core(self, generator: Any, prm: Any, max_concurrency: int) -> ParticleFilter:
         return ParticleFilter.from_options(generator, prm, self._options(max_concurrency))

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from prm_plugins.answers import normalize_answer
+from prm_plugins.budget import BudgetSpent
 
 __all__ = ["Particle", "ParticleFilterResult", "ParticleSelect", "choose_particle"]
 
@@ -84,7 +85,8 @@ class ParticleFilterResult:
         select: ``"best"`` or ``"vote"``.
         votes: with ``select="vote"``, the summed weight of each normalised answer.
         seed: the seed the filter ran with.
-        budget: what the run spent (:class:`~prm_plugins.budget.BudgetSpent`), when known.
+        budget: what the run spent and the limit that stopped it, if any
+            (:class:`~prm_plugins.budget.BudgetSpent`; ``None`` when run without a budget).
     """
 
     best: Particle
@@ -101,7 +103,7 @@ class ParticleFilterResult:
     select: ParticleSelect = "best"
     votes: dict[str, float] = field(default_factory=dict)
     seed: int | None = None
-    budget: Any = None
+    budget: BudgetSpent | None = None
 
     @property
     def text(self) -> str:

@@ -33,7 +33,7 @@ can be copied, or lose its place to live particles); a copy of a finished partic
 finished too. A particle whose generator proposes an empty step (nothing left to add) is
 finished the same way, without a final answer. The filter stops when every particle has
 finished, after ``max_steps`` iterations, or when the :class:`~prm_plugins.budget.Budget`
-is spent; the last population is not resampled (that would only add noise), and its
+is spent (see below); the last population is not resampled (that would only add noise), and its
 softmax weights choose the answer: the highest weight (``select="best"``) or the final
 answer with the largest summed weight (``select="vote"``), among the finished particles
 that state an answer when there are any.
@@ -44,6 +44,15 @@ NaN or a value outside [0, 1]) is dropped and listed in :attr:`ParticleFilterRes
 resampling refills the population from the others. Only when every particle of the first
 iteration fails does the filter raise (:class:`~prm_plugins.errors.AllCandidatesFailedError`);
 when every live particle of a later iteration fails, it returns the population it had.
+
+**Budget.** With ``budget=`` (:class:`~prm_plugins.budget.Budget`), each iteration extends
+only the live particles whose calls fit (the others keep their state) and scores only the
+chains that fit (a particle whose new step cannot be scored keeps its old state); once a
+limit is reached the filter stops after scoring that iteration, without resampling, and
+returns its choice from that population. The token limit is checked before each iteration,
+so it can be overshot by one iteration's steps (:attr:`BudgetSpent.token_overshoot`).
+``result.budget`` reports what was spent; when not even a first step could be scored it
+raises :class:`~prm_plugins.errors.BudgetExhaustedError`.
 """
 
 from __future__ import annotations
@@ -55,6 +64,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from prm_plugins.answers import extract_answer
+from prm_plugins.budget import Budget, BudgetMeter
 from prm_plugins.errors import AllCandidatesFailedError, EmptyGenerationsError, InvalidInputError
 from prm_plugins.generators import StepGenerator
 from prm_plugins.plans import (
@@ -154,6 +164,7 @@ class ParticleFilterOptions:
     is_complete: Callable[[str], bool] | None = None
     max_concurrency: int = 4
     retry: RetryPolicy | None = None
+    budget: Budget | None = None
 
     @property
     def retry_policy(self) -> RetryPolicy:
@@ -180,6 +191,7 @@ class ParticleFilterOptions:
             )
         check_max_concurrency(self.max_concurrency)
         _set(self, "retry", RetryPolicy.check(self.retry) or RetryPolicy())
+        Budget.check(self.budget)
 
 
 @dataclass(frozen=True)
@@ -208,6 +220,7 @@ class _Run:
     chains: int = 0
     tokens: int = 0
     failed: int = 0
+    unscored: int = 0
     iterations: int = 0
 
     def fail(self, iteration: int, slot: int, what: str, exc: Exception) -> None:
@@ -248,6 +261,8 @@ class ParticleFilter:
             :func:`~prm_plugins.strategies.has_final_answer`.
         max_concurrency: most generator calls in flight at once.
         retry: retry policy for generator calls.
+        budget: a :class:`~prm_plugins.budget.Budget` for each run (module docs); ``None``
+            for no limit (``result.budget`` is then ``None``).
 
     Raises:
         InvalidInputError: for a bad option (the message names it).
@@ -276,11 +291,13 @@ class ParticleFilter:
         is_complete: Callable[[str], bool] | None = None,
         max_concurrency: int = 4,
         retry: RetryPolicy | None = None,
+        budget: Budget | None = None,
     ) -> None:
         options = ParticleFilterOptions(
             n=n, max_steps=max_steps, temperature=temperature, likelihood=likelihood,
             weighting=weighting, resampling=resampling, select=select, seed=seed,
-            is_complete=is_complete, max_concurrency=max_concurrency, retry=retry)
+            is_complete=is_complete, max_concurrency=max_concurrency, retry=retry,
+            budget=budget)
         check_scorer(prm)
         self.generator = generator
         self.prm = prm
@@ -296,15 +313,16 @@ class ParticleFilter:
         return cls(generator, prm, n=o.n, max_steps=o.max_steps, temperature=o.temperature,
                    likelihood=o.likelihood, weighting=o.weighting, resampling=o.resampling,
                    select=o.select, seed=o.seed, is_complete=o.is_complete,
-                   max_concurrency=o.max_concurrency, retry=o.retry)
+                   max_concurrency=o.max_concurrency, retry=o.retry, budget=o.budget)
 
     def run(self, question: str) -> ParticleFilterResult:
         """Filter, blocking (the generator calls of one iteration run in threads)."""
         check_question(question)
         check_generator(self.generator, ["propose_next_steps"], use_async=False)
+        meter = BudgetMeter(self.options.budget)
         runner = SyncRunner(self.generator, self.prm, retry=self.options.retry_policy,
-                            max_concurrency=self.options.max_concurrency)
-        return runner.run(self._plan(question))
+                            max_concurrency=self.options.max_concurrency, meter=meter)
+        return runner.run(self._plan(question, meter))
 
     __call__ = run
 
@@ -312,12 +330,13 @@ class ParticleFilter:
         """Async :meth:`run`; the same seed gives the same result as :meth:`run`."""
         check_question(question)
         check_generator(self.generator, ["propose_next_steps"], use_async=True)
+        meter = BudgetMeter(self.options.budget)
         runner = AsyncRunner(self.generator, self.prm, retry=self.options.retry_policy,
-                             max_concurrency=self.options.max_concurrency)
-        return await runner.run(self._plan(question))
+                             max_concurrency=self.options.max_concurrency, meter=meter)
+        return await runner.run(self._plan(question, meter))
 
     # -- the plan (shared by run and arun) ------------------------------------------------
-    def _plan(self, question: str) -> Plan[ParticleFilterResult]:
+    def _plan(self, question: str, meter: BudgetMeter) -> Plan[ParticleFilterResult]:
         o = self.options
         run = _Run(question)
         rng = random.Random(o.seed)
@@ -327,6 +346,12 @@ class ParticleFilter:
             live = [i for i, p in enumerate(population) if not p.finished]
             if not live:
                 break
+            fit = meter.can_generate(len(live))  # the particles beyond it keep their state
+            if not fit:
+                if run.iterations == 0:
+                    raise meter.refusal("particle filter: the first step was not proposed")
+                break
+            live = live[:fit]
             run.iterations += 1
             t = run.iterations
             outcomes = yield GenerateCalls(
@@ -335,12 +360,12 @@ class ParticleFilter:
             run.attempts += sum(o.attempts for o in outcomes)
             dropped: set[int] = set()
             grown = self._grow(t, population, live, outcomes, run, dropped)
-            scored = yield from self._score(t, grown, run, dropped)
+            scored = yield from self._score(t, grown, run, dropped, meter)
             survivors = [scored.get(i, p) for i, p in enumerate(population)
                          if i not in dropped and (i in scored or p.steps)]
             if not survivors:
                 if t == 1:
-                    raise self._nothing_scored(run)
+                    raise self._nothing_scored(run, meter)
                 logger.warning("particle filter: every live particle failed at iteration %d; "
                                "returning the population of iteration %d", t, t - 1)
                 final = population
@@ -348,14 +373,15 @@ class ParticleFilter:
             weights = normalize(log_weights([s.likelihood for s in survivors], o.weighting),
                                 o.temperature)
             run.history.append(_record(t, survivors, weights))
-            if all(s.finished for s in survivors) or t == o.max_steps:
+            if (all(s.finished for s in survivors) or t == o.max_steps
+                    or meter.exhausted() is not None):
                 final = survivors
                 break
             ancestors = resample(weights, o.n, rng, o.resampling)
             run.history[-1]["ancestors"] = ancestors
             population = [replace(survivors[j], ancestry=(*survivors[j].ancestry, j))
                           for j in ancestors]
-        return self._result(final if final is not None else population, run)
+        return self._result(final if final is not None else population, run, meter)
 
     def _grow(
         self, t: int, population: list[_State], live: list[int], outcomes: list[CallOutcome],
@@ -388,14 +414,22 @@ class ParticleFilter:
         return grown
 
     def _score(
-        self, t: int, grown: dict[int, _State], run: _Run, dropped: set[int]
+        self, t: int, grown: dict[int, _State], run: _Run, dropped: set[int],
+        meter: BudgetMeter,
     ) -> Generator[ScoreChains, Any, dict[int, _State]]:
-        """Score the grown chains (each distinct chain once); the scored particles by slot."""
+        """Score the grown chains (each distinct chain once); the scored particles by slot.
+
+        Chains past the budget's PRM calls are not scored: their particles keep their old
+        state (they are neither in the answer nor dropped).
+        """
         out = {slot: s for slot, s in grown.items() if s.finished}
         chains: dict[tuple[str, ...], list[int]] = {}
         for slot, s in grown.items():
             if not s.finished:
                 chains.setdefault(s.steps, []).append(slot)
+        fit = meter.can_score(len(chains))
+        run.unscored += sum(len(slots) for slots in list(chains.values())[fit:])
+        chains = dict(list(chains.items())[:fit])
         if not chains:
             return out
         results = yield ScoreChains([(run.question, list(steps)) for steps in chains])
@@ -419,7 +453,10 @@ class ParticleFilter:
                                     complete=complete, finished=complete)
         return out
 
-    def _nothing_scored(self, run: _Run) -> AllCandidatesFailedError:
+    def _nothing_scored(self, run: _Run, meter: BudgetMeter) -> AllCandidatesFailedError:
+        if run.unscored:
+            return meter.refusal(f"particle filter: no first step was scored ({run.unscored} "
+                                 f"left unscored, {run.failed} failed)")
         if run.causes and all(isinstance(c, EmptyGenerationsError) for c in run.causes):
             return EmptyGenerationsError(
                 "particle filter: generator.propose_next_steps() returned only empty steps "
@@ -443,7 +480,9 @@ class ParticleFilter:
                 logger.debug("format.render failed; counting steps instead", exc_info=True)
         return len(steps)
 
-    def _result(self, final: list[_State], run: _Run) -> ParticleFilterResult:
+    def _result(
+        self, final: list[_State], run: _Run, meter: BudgetMeter
+    ) -> ParticleFilterResult:
         o = self.options
         weights = normalize(log_weights([s.likelihood for s in final], o.weighting),
                             o.temperature)
@@ -455,13 +494,16 @@ class ParticleFilter:
         ]
         best, votes = choose_particle(particles, o.select)
         if not best.complete:
-            logger.warning("particle filter: no particle reached a final answer within "
-                           "max_steps=%d; returning the highest-weight chain", o.max_steps)
+            limit = meter.exhausted()
+            logger.warning("particle filter: no particle reached a final answer before %s; "
+                           "returning the highest-weight chain",
+                           f"the budget's {limit} limit" if limit else f"max_steps={o.max_steps}")
         return ParticleFilterResult(
             best=best, answer=best.answer, particles=particles, history=run.history,
             iterations=run.iterations, generator_calls=run.calls, attempts=run.attempts,
             chains_scored=run.chains, tokens_scored=run.tokens, failed=run.failed,
             errors=run.errors, select=o.select, votes=votes, seed=o.seed,
+            budget=meter.report(),
         )
 
 

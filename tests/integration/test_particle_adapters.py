@@ -173,6 +173,22 @@ def test_langchain_bad_options_and_configurable_fields(lc: Any) -> None:
         n=ConfigurableField(id="n", name="particles"))
     assert len(pf.invoke(Q).particles) == 4
     assert len(pf.with_config(configurable={"n": 2}).invoke(Q).particles) == 2
+    with pytest.raises(InvalidInputError, match="budget must be a prm_plugins.budget.Budget"):
+        lc.PRMParticleFilter(generator=RunnableLambda(TreeAnswers()), prm=TableScorer({}),
+                             budget=5)
+
+
+def test_langchain_particle_filter_respects_a_budget(lc: Any) -> None:
+    from langchain_core.runnables import RunnableLambda
+
+    from prm_plugins.budget import Budget
+
+    answers = TreeAnswers()
+    result = lc.PRMParticleFilter(generator=RunnableLambda(answers), prm=TableScorer(TABLE),
+                                  n=4, seed=0, budget=Budget(generator_calls=5),
+                                  return_result=True).invoke(Q)
+    assert len(answers.prompts) == 5 and result.budget.generator_calls == 5
+    assert result.budget.exhausted == "generator_calls" and result.iterations == 2
 
 
 # -- LlamaIndex ------------------------------------------------------------------------------

@@ -22,7 +22,10 @@ from typing import Any
 
 import pytest
 
+import prm_plugins.budget as budget_module
 from prm_plugins import ChainTooLongError, InvalidInputError, StepScores, load_prm
+from prm_plugins.budget import Budget, estimate_tokens
+from prm_plugins.errors import BudgetExhaustedError
 from prm_plugins.runtime import default_model_dir
 from prm_plugins.strategies import (
     AllCandidatesFailedError,
@@ -302,6 +305,7 @@ def test_async_gives_the_sync_result() -> None:
         ({"seed": 1.5}, "seed must be an int or None"),
         ({"is_complete": "yes"}, "is_complete must be a callable"),
         ({"retry": 3}, "retry must be a RetryPolicy"),
+        ({"budget": 100}, "budget must be a prm_plugins.budget.Budget"),
     ],
 )
 def test_bad_options_are_named(kwargs: dict[str, Any], match: str) -> None:
@@ -331,3 +335,74 @@ def test_with_the_shipped_prm_likelihoods_are_its_last_step_scores() -> None:
         assert p.step_scores == pytest.approx(expected, abs=1e-6)
         assert p.likelihood == pytest.approx(expected[-1], abs=1e-6)
     assert r.tokens_scored > r.chains_scored  # rendered lengths, not step counts
+
+
+# -- budget ----------------------------------------------------------------------------------
+
+
+def test_without_a_budget_nothing_is_reported_and_budget_measures() -> None:
+    assert _run(n=4, seed=0).budget is None
+    r = _run(n=4, seed=0, budget=Budget())
+    assert r.budget is not None and r.budget.exhausted is None
+    assert r.budget.generator_calls == r.generator_calls
+    assert r.budget.prm_calls == r.chains_scored
+    steps = {s for p in r.particles for s in p.steps}
+    assert r.budget.generated_tokens >= sum(estimate_tokens(s) for s in steps)
+    assert r.budget.to_dict() == r.to_dict()["budget"]
+    unlimited = {k: v for k, v in _run(n=4, seed=0).to_dict().items() if k != "budget"}
+    assert {k: v for k, v in r.to_dict().items() if k != "budget"} == unlimited
+
+
+def test_generator_call_limit_is_exact_and_stops_without_resampling() -> None:
+    gen = FakeGenerator(tree=TREE, seed=5)
+    r = ParticleFilter(gen, TableScorer(TABLE), n=4, seed=0,
+                       budget=Budget(generator_calls=6)).run("q")
+    # iteration 1: 4 calls; iteration 2: 2 of the 4 live particles fit, the others keep
+    # their first step; the filter stops after scoring, without resampling.
+    assert gen.calls["propose_next_steps"] == 6 == r.generator_calls
+    assert r.budget is not None and r.budget.generator_calls == 6
+    assert r.budget.exhausted == "generator_calls" and r.iterations == 2
+    assert sorted(len(p.steps) for p in r.particles) == [1, 1, 2, 2]
+    assert r.history[-1]["ancestors"] == [] and r.errors == []
+
+
+def test_prm_call_limit_is_exact_and_unscored_particles_keep_their_state() -> None:
+    scorer = TableScorer(TABLE)
+    r = ParticleFilter(FakeGenerator(tree=TREE), scorer, n=4, seed=0,
+                       budget=Budget(prm_calls=3)).run("q")
+    # iteration 1 scores the 2 distinct chains ("a", "b"); iteration 2 only 1 more
+    assert sum(scorer.batches) == 3 and r.budget is not None and r.budget.prm_calls == 3
+    assert r.budget.exhausted == "prm_calls" and r.iterations == 2 and r.failed == 0
+    # the 2 particles whose new chains were not scored keep their first step
+    assert sorted(len(p.steps) for p in r.particles) == [1, 1, 2, 2]
+    assert all(p.step_scores == [TABLE[s] for s in p.steps] for p in r.particles)
+
+
+def test_token_limit_is_overshot_by_at_most_one_iteration() -> None:
+    for limit in (1, 3, 5, 9):
+        r = _run(n=4, seed=1, budget=Budget(generated_tokens=limit))
+        assert r.budget is not None and r.budget.exhausted == "generated_tokens"
+        assert r.budget.generated_tokens >= limit
+        # one iteration asks 4 particles for one step each; the longest step has 4 tokens
+        assert r.budget.token_overshoot <= 4 * 4
+        assert r.budget.token_overshoot == r.budget.generated_tokens - limit
+
+
+def test_wall_time_and_nothing_fitting(monkeypatch: pytest.MonkeyPatch) -> None:
+    times = iter([0.0] + [10.0] * 100)  # the meter starts at 0; every later read is 10 s
+    monkeypatch.setattr(budget_module, "monotonic", lambda: next(times))
+    with pytest.raises(BudgetExhaustedError, match="first step was not proposed") as info:
+        _run(n=4, seed=0, budget=Budget(seconds=5))
+    assert info.value.limit == "seconds" and info.value.spent.generator_calls == 0
+
+
+def test_async_spends_what_sync_spends() -> None:
+    budget = Budget(generator_calls=7, prm_calls=5)
+    sync = _run(n=4, seed=2, budget=budget)
+    async_ = asyncio.run(ParticleFilter(FakeGenerator(tree=TREE, seed=5), TableScorer(TABLE),
+                                        n=4, seed=2, budget=budget).arun("q"))
+    strip = ("seconds",)
+    a, b = async_.to_dict(), sync.to_dict()
+    for d in (a, b):
+        d["budget"] = {k: v for k, v in d["budget"].items() if k not in strip}
+    assert a == b
