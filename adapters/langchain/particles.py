@@ -56,7 +56,7 @@ class PRMParticleFilter(SelectingRunnableBase):
     temperature: float = 1.0
     """Softmax temperature over the particles' log-weights (> 0; lower is greedier)."""
     likelihood: str = "last"
-    """``"last"``: the newest step's score (the paper's choice); ``"product"``: all steps'."""
+    """``"last"`` (the newest step's score), ``"product"`` or ``"model"`` (chain as one step)."""
     weighting: str = "logit"
     """How a likelihood becomes a log-weight: ``"logit"`` (as its_hub), ``"log"``, ``"score"``."""
     resampling: str = "multinomial"

@@ -17,8 +17,11 @@ One iteration:
    concurrently);
 2. every extended partial chain is scored in one ``score_batch`` call (identical chains
    once); its **likelihood** is the PRM's score of its newest step (``likelihood="last"``,
-   the paper's choice, called model aggregation there: the PRM reads the whole partial
-   chain), or the product of its step scores (``likelihood="product"``);
+   the default: the paper takes the PRM's reward of the partial answer as the emission
+   likelihood, and a PRM scores a step in the context of all the steps before it), the
+   product of its step scores (``"product"``), or the PRM's score of the whole partial
+   chain sent as one step (``"model"``, what reward_hub calls model aggregation and its_hub
+   users pair with particle filtering);
 3. likelihoods become log-weights (``weighting``: ``"logit"``, its_hub's ``log(p/(1-p))``,
    the default; ``"log"``, the likelihood itself as the weight; ``"score"``, the raw score
    as Algorithm 1 of the paper writes ``softmax(w)``) and then probabilities by a softmax
@@ -119,10 +122,10 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: How a particle's likelihood comes from the PRM's step scores of its partial chain.
-Likelihood = Literal["last", "product"]
-LIKELIHOODS: tuple[str, ...] = ("last", "product")
-_AGGREGATE = {"last": "last", "product": "prod"}
+#: How a particle's likelihood comes from the PRM's scores of its partial chain.
+Likelihood = Literal["last", "product", "model"]
+LIKELIHOODS: tuple[str, ...] = ("last", "product", "model")
+_AGGREGATE = {"last": "last", "product": "prod", "model": "last"}
 
 
 def _set(obj: object, name: str, value: object) -> None:
@@ -245,8 +248,10 @@ class ParticleFilter:
         n: particles.
         max_steps: most iterations (steps in a chain).
         temperature: softmax temperature over the log-weights; ``> 0``.
-        likelihood: ``"last"`` (the PRM's score of the newest step of the partial chain,
-            the paper's choice) or ``"product"`` (the product of its step scores).
+        likelihood: ``"last"`` (default: the PRM's score of the newest step of the partial
+            chain), ``"product"`` (the product of its step scores) or ``"model"`` (the
+            chain's steps joined by newlines and scored as one step; ``step_scores`` then
+            holds that one score).
         weighting: ``"logit"`` (default, as its_hub: log-weight ``log(p / (1 - p))``),
             ``"log"`` (``log p``: weight proportional to the likelihood) or ``"score"``
             (``p`` itself: a gentle softmax, as the paper's Algorithm 1 writes it).
@@ -432,7 +437,9 @@ class ParticleFilter:
         chains = dict(list(chains.items())[:fit])
         if not chains:
             return out
-        results = yield ScoreChains([(run.question, list(steps)) for steps in chains])
+        joined = self.options.likelihood == "model"  # the partial chain as one step
+        results = yield ScoreChains([(run.question, ["\n".join(steps)] if joined else list(steps))
+                                     for steps in chains])
         run.chains += len(chains)
         aggregate = _AGGREGATE[self.options.likelihood]
         for (steps, slots), r in zip(chains.items(), results, strict=True):

@@ -298,7 +298,7 @@ def test_async_gives_the_sync_result() -> None:
         ({"max_steps": 0}, "max_steps must be an int >= 1"),
         ({"temperature": 0}, "temperature must be a finite number > 0"),
         ({"temperature": float("inf")}, "temperature must be a finite number > 0"),
-        ({"likelihood": "min"}, "likelihood must be one of 'last', 'product'"),
+        ({"likelihood": "min"}, "likelihood must be one of 'last', 'product', 'model'"),
         ({"weighting": "exp"}, "weighting must be one of"),
         ({"resampling": "stratified"}, "resampling must be one of"),
         ({"select": "majority"}, "select must be one of 'best', 'vote'"),
@@ -319,6 +319,19 @@ def test_product_likelihood_multiplies_the_step_scores() -> None:
     r = _run(n=4, seed=0, likelihood="product", max_steps=2)
     for p in r.particles:
         assert p.likelihood == pytest.approx(math.prod(p.step_scores))
+
+
+def test_model_likelihood_scores_the_partial_chain_as_one_step() -> None:
+    scorer = TableScorer({"a": 0.8, "b": 0.3, "a\na1": 0.2, "a\na2": 0.9, "b\nb1": 0.1,
+                          "b\nb2": 0.1}, default=0.6)
+    r = ParticleFilter(FakeGenerator(tree=TREE), scorer, n=4, seed=0, likelihood="model",
+                       temperature=0.05, max_steps=2).run("q")
+    # step 2 by its own score would prefer a1 (0.7) over a2 (0.4); as one step, "a\na2" wins
+    assert r.best.steps == ["a", "a2"] and r.best.step_scores == [0.9]
+    assert r.best.likelihood == 0.9
+    last = ParticleFilter(FakeGenerator(tree=TREE), TableScorer(TABLE), n=4, seed=0,
+                          temperature=0.05, max_steps=2).run("q")
+    assert last.best.steps == ["a", "a1"]
 
 
 @pytest.mark.skipif(not (default_model_dir() / "prm.json").is_file(),
