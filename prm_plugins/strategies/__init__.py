@@ -16,6 +16,7 @@ entry point                     what it does
 :func:`best_of_n`, `BestOfN`    sample N, keep the best chain score (early stop optional)
 :func:`weighted_best_of_n`      final answer with the largest summed chain score
 :func:`majority_vote`           baseline without a PRM: the most frequent final answer
+:func:`adaptive_best_of_n`      weighted vote in rounds; stops once the answer is decided
 :class:`SelfCritique`           verify, then redo from the flagged step, for some rounds
 :class:`StepBeamSearch`         beam search over steps with the PRM as value function
 :class:`DVTS`                   diverse verifier tree search (independent greedy subtrees)
@@ -23,9 +24,9 @@ entry point                     what it does
 ==============================  =============================================================
 
 Each strategy's options live in one frozen dataclass (:class:`BestOfNOptions`,
-:class:`SelfCritiqueOptions`, :class:`SearchOptions`) that validates them on its own, with
-no generator and no scorer; adapters hold one and build the strategy with
-``BestOfN.from_options(generator, prm, options)``.
+:class:`AdaptiveBestOfNOptions`, :class:`SelfCritiqueOptions`, :class:`SearchOptions`) that
+validates them on its own, with no generator and no scorer; adapters hold one and build the
+strategy with ``BestOfN.from_options(generator, prm, options)``.
 
 Examples:
     >>> from prm_plugins import load_prm  # doctest: +SKIP
@@ -46,6 +47,13 @@ from prm_plugins.errors import (
     TransientGeneratorError,
 )
 from prm_plugins.plans import DEFAULT_GENERATOR_TIMEOUT, TRANSIENT_ERRORS, RetryPolicy
+from prm_plugins.strategies.adaptive import (
+    AdaptiveBestOfN,
+    AdaptiveBestOfNResult,
+    AdaptiveRound,
+    aadaptive_best_of_n,
+    adaptive_best_of_n,
+)
 from prm_plugins.strategies.best_of_n import (
     BestOfN,
     BestOfNResult,
@@ -71,7 +79,12 @@ from prm_plugins.strategies.critique import (
     build_revision_prompt,
     self_critique,
 )
-from prm_plugins.strategies.options import BestOfNOptions, SearchOptions, SelfCritiqueOptions
+from prm_plugins.strategies.options import (
+    AdaptiveBestOfNOptions,
+    BestOfNOptions,
+    SearchOptions,
+    SelfCritiqueOptions,
+)
 from prm_plugins.strategies.particles import (
     ParticleFilter,
     ParticleFilterOptions,
@@ -93,6 +106,10 @@ __all__ = [
     "DEFAULT_GENERATOR_TIMEOUT",
     "DVTS",
     "TRANSIENT_ERRORS",
+    "AdaptiveBestOfN",
+    "AdaptiveBestOfNOptions",
+    "AdaptiveBestOfNResult",
+    "AdaptiveRound",
     "AllCandidatesFailedError",
     "BestOfN",
     "BestOfNOptions",
@@ -115,7 +132,9 @@ __all__ = [
     "TransientGeneratorError",
     "Verdict",
     "VoteResult",
+    "aadaptive_best_of_n",
     "abest_of_n",
+    "adaptive_best_of_n",
     "amajority_vote",
     "aparticle_filter",
     "aself_critique",

@@ -1,11 +1,11 @@
 """The options of each strategy, validated once, without a generator or a scorer.
 
 Each strategy keeps its options in one frozen dataclass: :class:`BestOfNOptions`,
-:class:`SelfCritiqueOptions`, :class:`SearchOptions`. Building one checks every option and
-raises :class:`~prm_plugins.errors.InvalidInputError` naming the bad one, so an adapter can
-refuse a bad option when it is configured (before any model is called) and then hand the
-options to the strategy (``BestOfN.from_options(generator, prm, options)``) instead of
-restating them.
+:class:`AdaptiveBestOfNOptions`, :class:`SelfCritiqueOptions`, :class:`SearchOptions`.
+Building one checks every option and raises :class:`~prm_plugins.errors.InvalidInputError`
+naming the bad one, so an adapter can refuse a bad option when it is configured (before any
+model is called) and then hand the options to the strategy
+(``BestOfN.from_options(generator, prm, options)``) instead of restating them.
 
 Examples:
     >>> opts = BestOfNOptions(n=8, threshold=0.9)
@@ -38,6 +38,7 @@ from prm_plugins.validation import (
 
 __all__ = [
     "SELECTIONS",
+    "AdaptiveBestOfNOptions",
     "BestOfNOptions",
     "RedoFrom",
     "SearchOptions",
@@ -172,4 +173,66 @@ class SearchOptions:
         _set(self, "retry", RetryPolicy.check(self.retry) or RetryPolicy())
         _set(self, "aggregate", check_aggregate(self.aggregate))
         check_max_concurrency(self.max_concurrency)
+        Budget.check(self.budget)
+
+
+@dataclass(frozen=True)
+class AdaptiveBestOfNOptions:
+    """Options of :class:`~prm_plugins.strategies.AdaptiveBestOfN` (see there for each one).
+
+    ``confidence`` becomes a float, ``retry=None`` the default :class:`RetryPolicy`;
+    ``extractor=None`` stays ``None`` (the strategy then uses
+    :func:`prm_plugins.answers.extract_answer`).
+
+    Examples:
+        >>> AdaptiveBestOfNOptions(max_n=16, round_size=4).round_size
+        4
+        >>> try:
+        ...     AdaptiveBestOfNOptions(max_n=4, round_size=8)
+        ... except InvalidInputError as exc:
+        ...     print(str(exc)[:46])
+        round_size (8) must not exceed max_n (4): a ro
+    """
+
+    max_n: int = 16
+    round_size: int = 4
+    confidence: float | None = None
+    min_votes: int = 4
+    aggregate: Aggregation = "min"
+    extractor: Callable[[str], str | None] | None = None
+    max_concurrency: int = 4
+    split: Splitter = "auto"
+    retry: RetryPolicy | None = None
+    budget: Budget | None = None
+
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        """:attr:`retry`, never ``None`` (it is set to ``RetryPolicy()`` when not given)."""
+        return self.retry or RetryPolicy()
+
+    def __post_init__(self) -> None:
+        check_count(self.max_n, "max_n", hint=" (most candidates to sample)")
+        check_count(self.round_size, "round_size", hint=" (candidates per round)")
+        check_count(self.min_votes, "min_votes")
+        if self.round_size > self.max_n:
+            raise InvalidInputError(
+                f"round_size ({self.round_size}) must not exceed max_n ({self.max_n}): a round "
+                "draws round_size candidates and at most max_n are drawn in all"
+            )
+        if self.confidence is not None:
+            c = self.confidence
+            if isinstance(c, bool) or not isinstance(c, (int, float)) or not 0.5 < c <= 1.0:
+                raise InvalidInputError(
+                    f"confidence must be a number in (0.5, 1] (the leader's share of the vote "
+                    f"weight that stops sampling) or None, got {c!r}"
+                )
+            _set(self, "confidence", float(c))
+        if self.extractor is not None and not callable(self.extractor):
+            raise InvalidInputError(
+                f"extractor must be a callable text -> answer or None, got {self.extractor!r}"
+            )
+        _set(self, "aggregate", check_aggregate(self.aggregate))
+        check_max_concurrency(self.max_concurrency)
+        _set(self, "split", check_split(self.split))
+        _set(self, "retry", RetryPolicy.check(self.retry) or RetryPolicy())
         Budget.check(self.budget)
