@@ -547,3 +547,34 @@ def test_the_serve_routes_keep_their_other_endpoints(local: dict[str, OnnxPRM]) 
     status, payload = _handle(local["qwen-prm"])("GET", "/prm/nothing", b"")
     assert status == 404 and "POST <prefix>/pooling" in payload["error"]["message"]
     assert "POST <prefix>/score" in payload["error"]["message"]
+
+
+@pytest.mark.slow
+def test_the_running_serve_deployment_answers_pooling(family_dirs: dict[str, Path],
+                                                      local: dict[str, OnnxPRM]) -> None:
+    """The real thing: a local Ray cluster, ``serve_prm``, HTTP through Serve's proxy."""
+    pytest.importorskip("ray")
+    import socket
+
+    import ray
+    from ray import serve
+
+    from prm_plugins.adapters.ray import serve_prm
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    try:
+        url = serve_prm(family_dirs["qwen-prm"], port=port, device="cpu", num_cpus=0.5)
+        with VLLMPRM(url, tokenizer=family_dirs["qwen-prm"], batch_size=2) as remote:
+            got = remote.score_batch(CHAINS)
+            with pytest.raises(ChainTooLongError, match="over the max_length of 512"):
+                remote.score("Tom " * 600, ["Step 1: 1 + 1 = 2"])  # refused before sending
+        with VLLMPRM(url, tokenizer=family_dirs["qwen-prm"], max_length=10**6) as unchecked:
+            with pytest.raises(RemoteRequestError, match="maximum context length is 512"):
+                unchecked.score("Tom " * 600, ["Step 1: 1 + 1 = 2"])  # refused by the server
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+    assert_same(got, local["qwen-prm"].score_batch(CHAINS))
