@@ -32,22 +32,25 @@ from uuid import UUID
 
 import pytest
 
-pytest.importorskip("langchain_core")
+try:
+    from langchain_core.callbacks import BaseCallbackHandler
+    from langchain_core.exceptions import OutputParserException
+    from langchain_core.language_models.fake_chat_models import (
+        FakeListChatModel,
+        FakeMessagesListChatModel,
+        GenericFakeChatModel,
+    )
+    from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
+    from langchain_core.prompts import ChatPromptTemplate
+    from langchain_core.runnables import ConfigurableField, RunnableLambda
+except ImportError:
+    pytest.skip("the LangChain adapter tests need the langchain extra: "
+                "pip install 'prm-plugins[langchain]'", allow_module_level=True)
 
-from langchain_core.callbacks import BaseCallbackHandler  # noqa: E402
-from langchain_core.exceptions import OutputParserException  # noqa: E402
-from langchain_core.language_models.fake_chat_models import (  # noqa: E402
-    FakeListChatModel,
-    FakeMessagesListChatModel,
-    GenericFakeChatModel,
-)
-from langchain_core.messages import AIMessage, HumanMessage, ToolMessage  # noqa: E402
-from langchain_core.prompts import ChatPromptTemplate  # noqa: E402
-from langchain_core.runnables import ConfigurableField, RunnableLambda  # noqa: E402
-from langchain_tests.unit_tests import ToolsUnitTests  # noqa: E402
+from langchain_tests.unit_tests import ToolsUnitTests
 
-from prm_plugins import InvalidInputError, StepScores, load_prm  # noqa: E402
-from prm_plugins.adapters.langchain import (  # noqa: E402
+from prm_plugins import InvalidInputError, StepScores, load_prm
+from prm_plugins.adapters.langchain import (
     CANDIDATE_SELECTED_EVENT,
     STEP_SCORED_EVENT,
     GeneratedText,
@@ -61,14 +64,14 @@ from prm_plugins.adapters.langchain import (  # noqa: E402
     RunnableGenerator,
     build_next_step_prompt,
 )
-from prm_plugins.runtime import OnnxPRM  # noqa: E402
-from prm_plugins.strategies import (  # noqa: E402
+from prm_plugins.runtime import OnnxPRM
+from prm_plugins.strategies import (
     AllCandidatesFailedError,
     BestOfNResult,
     verify,
 )
 
-from support.graph_models import make_model_dir  # noqa: E402
+from support.graph_models import make_model_dir
 
 Q = "w1 w2 + w3 = ?"
 #: With the graph PRM: min 0.595, every step >= 0.5.

@@ -29,39 +29,39 @@ from typing import Any
 
 import pytest
 
-from support.paths import ROOT
+try:
+    from llama_index.core import Document, Settings, VectorStoreIndex
+    from llama_index.core.agent.workflow import (
+        AgentWorkflow,
+        FunctionAgent,
+        ReActAgent,
+    )
+    from llama_index.core.base.llms.types import (
+        ChatMessage,
+        CompletionResponse,
+        CompletionResponseGen,
+        LLMMetadata,
+        ToolCallBlock,
+    )
+    from llama_index.core.bridge.pydantic import Field, PrivateAttr
+    from llama_index.core.chat_engine import SimpleChatEngine
+    from llama_index.core.embeddings import MockEmbedding
+    from llama_index.core.evaluation import BatchEvalRunner, EvaluationResult
+    from llama_index.core.instrumentation import get_dispatcher
+    from llama_index.core.instrumentation.event_handlers import BaseEventHandler
+    from llama_index.core.instrumentation.events import BaseEvent
+    from llama_index.core.llms import CustomLLM, MockLLM
+    from llama_index.core.llms.callbacks import llm_completion_callback
+    from llama_index.core.llms.mock import MockFunctionCallingLLM
+    from llama_index.core.query_engine import RetryQueryEngine
+    from llama_index.core.workflow import Context
+except ImportError:
+    pytest.skip("the LlamaIndex adapter tests need the llamaindex extra: "
+                "pip install 'prm-plugins[llamaindex]'", allow_module_level=True)
 
-pytest.importorskip("llama_index.core")
-
-from llama_index.core import Document, Settings, VectorStoreIndex  # noqa: E402
-from llama_index.core.agent.workflow import (  # noqa: E402
-    AgentWorkflow,
-    FunctionAgent,
-    ReActAgent,
-)
-from llama_index.core.base.llms.types import (  # noqa: E402
-    ChatMessage,
-    CompletionResponse,
-    CompletionResponseGen,
-    LLMMetadata,
-    ToolCallBlock,
-)
-from llama_index.core.bridge.pydantic import Field, PrivateAttr  # noqa: E402
-from llama_index.core.chat_engine import SimpleChatEngine  # noqa: E402
-from llama_index.core.embeddings import MockEmbedding  # noqa: E402
-from llama_index.core.evaluation import BatchEvalRunner, EvaluationResult  # noqa: E402
-from llama_index.core.instrumentation import get_dispatcher  # noqa: E402
-from llama_index.core.instrumentation.event_handlers import BaseEventHandler  # noqa: E402
-from llama_index.core.instrumentation.events import BaseEvent  # noqa: E402
-from llama_index.core.llms import CustomLLM, MockLLM  # noqa: E402
-from llama_index.core.llms.callbacks import llm_completion_callback  # noqa: E402
-from llama_index.core.llms.mock import MockFunctionCallingLLM  # noqa: E402
-from llama_index.core.query_engine import RetryQueryEngine  # noqa: E402
-from llama_index.core.workflow import Context  # noqa: E402
-
-import prm_plugins.adapters.llamaindex as li  # noqa: E402
-from prm_plugins import ChainTooLongError, InvalidInputError, load_prm  # noqa: E402
-from prm_plugins.adapters.llamaindex import (  # noqa: E402
+import prm_plugins.adapters.llamaindex as li
+from prm_plugins import ChainTooLongError, InvalidInputError, load_prm
+from prm_plugins.adapters.llamaindex import (
     AnswersTooLongError,
     CritiqueRoundEvent,
     LlamaIndexGenerator,
@@ -75,16 +75,17 @@ from prm_plugins.adapters.llamaindex import (  # noqa: E402
     PRMVerifiedAgentRunner,
     original_question,
 )
-from prm_plugins.runtime import OnnxPRM  # noqa: E402
-from prm_plugins.steps import split_steps  # noqa: E402
-from prm_plugins.strategies import (  # noqa: E402
+from prm_plugins.runtime import OnnxPRM
+from prm_plugins.steps import split_steps
+from prm_plugins.strategies import (
     AllCandidatesFailedError,
     RetryPolicy,
     SelfCritique,
     build_revision_prompt,
 )
 
-from support.graph_models import make_model_dir, reference_probs  # noqa: E402
+from support.graph_models import make_model_dir, reference_probs
+from support.paths import ROOT
 
 Q = "w1 w2 + w3 = ?"
 #: Step 2 fails (about 0.46); chain min about 0.46.

@@ -31,20 +31,22 @@ from typing import Any
 
 import pytest
 
-pytest.importorskip("ray")
-pytest.importorskip("httpx")
+try:
+    import httpx
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import ray
+except ImportError:
+    pytest.skip("the Ray adapter tests need the ray extra: pip install 'prm-plugins[ray]'",
+                allow_module_level=True)
 
-import httpx  # noqa: E402
-import pyarrow as pa  # noqa: E402
-import pyarrow.parquet as pq  # noqa: E402
+from prm_plugins import ChainTooLongError, InvalidInputError, load_prm
+from prm_plugins.adapters.ray import RemotePRM, RemotePRMError
+from prm_plugins.adapters.ray.data import PRMScoreActor
+from prm_plugins.runtime import OnnxPRM
 
-from prm_plugins import ChainTooLongError, InvalidInputError, load_prm  # noqa: E402
-from prm_plugins.adapters.ray import RemotePRM, RemotePRMError  # noqa: E402
-from prm_plugins.adapters.ray.data import PRMScoreActor  # noqa: E402
-from prm_plugins.runtime import OnnxPRM  # noqa: E402
-
-from support.graph_models import VOCAB, make_model_dir  # noqa: E402
-from support.paths import TESTS  # noqa: E402
+from support.graph_models import VOCAB, make_model_dir
+from support.paths import TESTS
 
 HERE = Path(__file__).resolve().parent
 WORDS = [t for t in VOCAB if t.startswith("w")] + [str(d) for d in range(10)]
@@ -81,8 +83,6 @@ def local_prm(model_dir: Path) -> OnnxPRM:
 
 @pytest.fixture(scope="module")
 def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    import ray
-
     # workers import this module; DyingScoreActor reads its trigger from the environment
     marker = tmp_path_factory.mktemp("ray-marker") / "died"
     env = {"PYTHONPATH": os.pathsep.join([str(HERE), str(TESTS)]),
@@ -462,8 +462,6 @@ def test_cli_ray_flags_and_missing_ray(model_dir: Path, tmp_path: Path,
 
 
 def test_score_dataset_names_missing_columns(ray_cluster: None, model_dir: Path) -> None:
-    import ray
-
     from prm_plugins.adapters.ray import score_dataset
 
     ds = ray.data.from_items([{"prompt": "w1", "completions": ["w2"]}])
@@ -500,8 +498,6 @@ class DyingScoreActor(PRMScoreActor):
 
 def test_rows_survive_a_killed_actor(ray_cluster: None, model_dir: Path,
                                      local_prm: OnnxPRM) -> None:
-    import ray
-
     from prm_plugins.adapters.ray import score_dataset
     from prm_plugins.adapters.ray.data import _blocks
 

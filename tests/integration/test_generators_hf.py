@@ -21,11 +21,15 @@ import pytest
 from prm_plugins.errors import InvalidInputError, MissingExtraError, ModelLoadError
 from prm_plugins.generators import AsyncGenerator, Generator
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("transformers")
+try:
+    import torch
+    from transformers import AutoTokenizer
+except ImportError:
+    pytest.skip("the local generator tests need torch and transformers: "
+                "pip install 'prm-plugins[local-llm]'", allow_module_level=True)
 
-from prm_plugins.adapters.transformers import generator as generators_hf  # noqa: E402
-from prm_plugins.adapters.transformers.generator import (  # noqa: E402
+from prm_plugins.adapters.transformers import generator as generators_hf
+from prm_plugins.adapters.transformers.generator import (
     LocalHFGenerator,
     _line_done,
     _pattern_end,
@@ -53,8 +57,6 @@ def tiny_lm(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def tiny_chat_lm(tiny_lm: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The same model with a ChatML chat template saved in its tokenizer."""
-    from transformers import AutoTokenizer
-
     path = tmp_path_factory.mktemp("gen") / "chat-lm"
     shutil.copytree(tiny_lm, path)
     tok = AutoTokenizer.from_pretrained(path, local_files_only=True)

@@ -13,11 +13,15 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("torch")
-pytest.importorskip("transformers")
+try:
+    import torch
+    from transformers import AutoModelForTokenClassification, AutoTokenizer, BertConfig, BertModel
+except ImportError:
+    pytest.skip("the training tests need the train extra: pip install 'prm-plugins[train]'",
+                allow_module_level=True)
 
-from prm_plugins.formats.token_classification import TokenClassificationFormat  # noqa: E402
-from prm_plugins.training import (  # noqa: E402
+from prm_plugins.formats.token_classification import TokenClassificationFormat
+from prm_plugins.training import (
     TrainConfig,
     add_config_arguments,
     auroc,
@@ -30,13 +34,13 @@ from prm_plugins.training import (  # noqa: E402
     token_labels,
     train,
 )
-from prm_plugins.training.data import (  # noqa: E402
+from prm_plugins.training.data import (
     IGNORE_INDEX,
     StepwiseRow,
     length_bucketed_batches,
     split_by_question,
 )
-from prm_plugins.training.tokenizer import prune_vocabulary, select_vocabulary  # noqa: E402
+from prm_plugins.training.tokenizer import prune_vocabulary, select_vocabulary
 
 WORDS = ("tom", "ann", "has", "apples", "pens", "buys", "sells", "more", "each", "total",
          "so", "the", "answer", "is", "add", "subtract", "then", "left", "she", "he")
@@ -54,7 +58,6 @@ def _corpus() -> list[str]:
 @pytest.fixture(scope="session")
 def base_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny BERT trunk (hidden 32) and a BERT-style WordPiece tokenizer, saved as a base."""
-    import torch
     from tokenizers import (
         Tokenizer,
         decoders,
@@ -64,7 +67,6 @@ def base_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         processors,
         trainers,
     )
-    from transformers import BertConfig, BertModel
 
     path = tmp_path_factory.mktemp("tiny_bert_base")
     tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
@@ -330,9 +332,6 @@ def test_training_reduces_the_loss_and_separates_steps(trained: tuple[Path, dict
 
 
 def test_checkpoint_has_what_export_needs(trained: tuple[Path, dict]) -> None:
-    import torch
-    from transformers import AutoModelForTokenClassification, AutoTokenizer
-
     out, info = trained
     for name in ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
                  "prm_format.json", "training.json"):
@@ -415,8 +414,6 @@ def test_position_class_weights_balance_each_position() -> None:
     for k, row in enumerate(table[:2]):  # each position: both labels carry the same weight
         good = sum(c.step_labels[k] for c in chains)
         assert row[1] * good == pytest.approx(row[0] * (4 - good))
-    import torch
-
     weights = token_weights(chains[1:2], table, torch)
     assert weights[0].tolist() == pytest.approx([0, 0, 4 / 6, 0, 4 / 6, 0, 0.8, 0, 0.8])
 
@@ -517,8 +514,6 @@ def test_experimental_knobs_have_their_own_flags_and_clear_errors() -> None:
 
 
 def test_shipped_objective_is_core_and_experimental_ones_come_from_their_namespace() -> None:
-    import torch
-
     from prm_plugins.experimental.training import ExperimentalLoss
     from prm_plugins.training.data import EncodedChain
     from prm_plugins.training.objective import ClassWeightedLoss, objective_for

@@ -16,14 +16,18 @@ from typing import Any
 
 import pytest
 
-pytest.importorskip("torch")
-pytest.importorskip("transformers")
+try:
+    import torch
+    from transformers import AutoModelForTokenClassification
+except ImportError:
+    pytest.skip("the training tests need the train extra: pip install 'prm-plugins[train]'",
+                allow_module_level=True)
 
-from test_training import _toy_config, _toy_rows, _write, base_dir  # noqa: E402, F401
+from test_training import _toy_config, _toy_rows, _write, base_dir  # noqa: F401
 
-from prm_plugins.errors import InvalidInputError, ModelLoadError  # noqa: E402
-from prm_plugins.training import TrainConfig, train  # noqa: E402
-from prm_plugins.training.checkpoint import (  # noqa: E402
+from prm_plugins.errors import InvalidInputError, ModelLoadError
+from prm_plugins.training import TrainConfig, train
+from prm_plugins.training.checkpoint import (
     CHECKPOINT_FILES,
     RESUME_DIR,
     atomic_write_dir,
@@ -38,8 +42,6 @@ class Killed(BaseException):
 
 
 def _kill_at_optimizer_step(monkeypatch: pytest.MonkeyPatch, n: int) -> None:
-    import torch
-
     real = torch.optim.AdamW.step
     calls = {"n": 0}
 
@@ -83,8 +85,6 @@ def _resume_config(base: Path, data: Path, out: Path, **changes: Any) -> TrainCo
 def test_resumed_run_ends_with_the_same_weights_as_an_uninterrupted_one(
         base_dir: Path, toy_data: Path, tmp_path: Path,  # noqa: F811
         monkeypatch: pytest.MonkeyPatch) -> None:
-    import torch
-
     whole = tmp_path / "whole"
     train(_resume_config(base_dir, toy_data, whole))
 
@@ -120,8 +120,6 @@ def test_resume_without_the_saved_state_does_not_reproduce(
         base_dir: Path, toy_data: Path, tmp_path: Path,  # noqa: F811
         monkeypatch: pytest.MonkeyPatch) -> None:
     """The equality above is not automatic: drop the RNG/data-position restore and it breaks."""
-    import torch
-
     from prm_plugins.training import resume
 
     whole = tmp_path / "whole"
@@ -148,8 +146,6 @@ def test_periodic_checkpoint_default_is_each_validation(
     info = verify_checkpoint(out)
     assert info["steps"] == 8 and [h["step"] for h in info["history"]] == [4, 8]
     # it is export-ready: the transformers files load
-    from transformers import AutoModelForTokenClassification
-
     AutoModelForTokenClassification.from_pretrained(out, local_files_only=True)
 
 
@@ -382,8 +378,6 @@ def test_sigkill_during_real_training_leaves_a_resumable_checkpoint(
     """A real ``prm train`` process killed with SIGKILL while saving every step."""
     import signal
     import time
-
-    import torch
 
     args = ["--data", str(toy_data), "--base-model", str(base_dir), "--max-steps", "40",
             "--batch-size", "16", "--lr", "1e-2", "--eval-every", "10", "--val-fraction",

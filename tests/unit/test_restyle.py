@@ -17,7 +17,7 @@ from support.paths import ROOT
 
 # restyle_steps is a benchmark tool (benchmarks/restyle.py), not part of the library.
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from restyle import restyle_steps  # noqa: E402
+from restyle import restyle_steps
 
 
 def _chains() -> list[dict]:

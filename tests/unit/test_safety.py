@@ -15,6 +15,8 @@ import socket
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from prm_plugins import load_prm
 from prm_plugins.cli import main
@@ -136,9 +138,6 @@ def test_source_loads_no_pickle_and_never_trusts_remote_code() -> None:
 
 
 # -- hostile step text: one score per step, whatever the text ----------------------------------
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-
 _HOSTILE = st.lists(
     st.one_of(
         st.text(min_size=1, max_size=40),
