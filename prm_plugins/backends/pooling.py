@@ -44,6 +44,17 @@ the source read in the ``vllm-project/vllm`` repository):
   <id of "ки">, "returned_token_ids": [<id of "+">, <id of "-">]}'``, so each row is
   ``[P(+), P(-)]``: P(right) is column 0. :func:`correct_column` holds that convention.
 
+Sources read (``vllm-project/vllm``, file @ commit, lines): ``pooling/pooling/protocol.py``
+@ 01cfbaf6 (``PoolingCompletionRequest`` 24-50, ``PoolingResponseData`` 112-115,
+``PoolingResponse`` 118-124); ``pooling/base/protocol.py`` @ 020638a6 (the mixins, by their
+``--8<--`` doc markers); ``pooler/tokwise/methods.py`` @ 055e47c2 (``StepPool`` 104-140:
+columns 130-131, rows 133-136); ``pooler/tokwise/heads.py`` @ 0217ce90
+(``TokenClassifierPoolerHead.forward_chunk``); ``openai/engine/protocol.py`` @ 040a2cc2
+(``ErrorInfo``, ``ErrorResponse``, ``UsageInfo``); ``docs/models/pooling_models/reward.md``
+@ 063da229 and ``README.md`` @ 08eded4c; ``tests/models/language/pooling/test_reward.py`` @
+089c137d (Qwen2.5-Math-PRM's rows equal the HF softmax at each ``<extra_0>``). The same
+request and response fields are on the v0.18.0 documentation pages.
+
 Examples:
     >>> pooling_request([[1, 2, 3]], model="m")["input"]
     [[1, 2, 3]]

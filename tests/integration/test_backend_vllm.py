@@ -578,3 +578,14 @@ def test_the_running_serve_deployment_answers_pooling(family_dirs: dict[str, Pat
         serve.shutdown()
         ray.shutdown()
     assert_same(got, local["qwen-prm"].score_batch(CHAINS))
+
+
+def test_the_protocol_module_examples_run() -> None:
+    import doctest
+
+    import prm_plugins.backends.pooling
+    import prm_plugins.backends.vllm
+
+    for module in (prm_plugins.backends.pooling, prm_plugins.backends.vllm):
+        result = doctest.testmod(module)
+        assert result.failed == 0 and result.attempted > 0, module.__name__
