@@ -39,6 +39,7 @@ import asyncio
 import email.utils
 import logging
 import math
+import os
 import time
 import urllib.parse
 from collections.abc import Mapping, Sequence
@@ -180,7 +181,7 @@ class VLLMPRM:
         self,
         url: str,
         *,
-        tokenizer: str | Any,
+        tokenizer: str | os.PathLike[str],
         model: str | None = None,
         format: str | None = None,
         format_options: Mapping[str, Any] | None = None,
