@@ -241,6 +241,7 @@ def _ok(n: int, rows: list[list[float]]) -> dict[str, Any]:
 @pytest.mark.parametrize("answer, message", [
     (Canned(200, b"<html>proxy error</html>"), "cannot be read as JSON"),
     (Canned(200, b'{"data": [{"index": 0, "data": [[NaN, NaN]]}]}'), "cannot be read as JSON"),
+    (Canned(200, b"[" * 5000 + b"]" * 5000), "cannot be read as JSON.*nested deeper"),
     (Canned(200, {"object": "error"}), "without a 'data' list"),
     (Canned(200, _ok(2, [[0.5, 0.5]])), r"answered 2 result\(s\) for 1 input\(s\)"),
     (Canned(200, _ok(1, [[0.5, 0.5]] * 4)), r"chain 0 \(question 'Tom has.*answered 4 row"),
