@@ -12,7 +12,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from prm_plugins.errors import InvalidInputError, MissingExtraError
+from prm_plugins.errors import InvalidInputError, missing_extra
 from prm_plugins.onnx_export.checkpoint import load_pretrained
 from prm_plugins.onnx_export.wrappers import position_ids_from_mask
 
@@ -24,10 +24,7 @@ try:
     import torch
     from torch import nn
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
-    raise MissingExtraError(
-        'torch is not installed; prm export needs it: pip install ".[export]" in a '
-        'prm-plugins checkout (once published: pip install "prm-plugins[export]")'
-    ) from exc
+    raise missing_extra("torch", "export") from exc
 
 
 def two_token_head(lm: Any, token_ids: list[int]) -> Any:
