@@ -1,6 +1,6 @@
 """``prm export --optimize fused``: opset-23 Attention/RMSNormalization/RotaryEmbedding graphs.
 
-Tiny random-weight Qwen2 and Llama decoder PRMs are exported fused; the tests check the
+Tiny random-weight Qwen2, Llama and Mistral decoder PRMs are exported fused; the tests check the
 fused ops are there in the numbers the architecture implies, that the graph matches the
 torch wrapper on left- and right-padded batches on ONNX Runtime's CPU provider, that
 ``prm.json`` carries the counts and parity, and that an encoder is refused with a clear error.
@@ -27,6 +27,10 @@ pytest.importorskip("onnxscript")
 onnx = pytest.importorskip("onnx")
 
 LAYERS = 2  # the tiny builders' default
+#: A tiny decoder's fused ops: one Attention per layer, two RMSNorms per layer + the final
+#: one, Q and K rotary per layer.
+FUSED_OPS = {"Attention": LAYERS, "RMSNormalization": 2 * LAYERS + 1,
+             "RotaryEmbedding": 2 * LAYERS}
 QUESTION = "Tom has 3 apples and buys 2 more. How many apples does he have?"
 CHAINS: list[tuple[str, list[str]]] = [
     (QUESTION, ["Tom has 3 apples.", "He buys 2 more, so 3 + 2 = 5.", "The answer is 5."]),
@@ -54,6 +58,22 @@ def llama_fused(tiny_causal_lm_dir: Path, tmp_path_factory: pytest.TempPathFacto
     out = tmp_path_factory.mktemp("fused_llama") / "m"
     return export_cli(tiny_causal_lm_dir, out, "math-shepherd", "--optimize", "fused",
                       "--parity-batch-sizes", "1", "3", "--parity-max-tokens", "96")
+
+
+@pytest.fixture(scope="module")
+def mistral_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The third decoder family of the issue: a Mistral trunk (sliding-window config)."""
+    from support.tiny_models import make_tiny_causal_lm
+
+    return make_tiny_causal_lm(tmp_path_factory.mktemp("fused_mistral") / "ckpt",
+                               arch="mistral", config_overrides={"sliding_window": 4096})
+
+
+@pytest.fixture(scope="module")
+def mistral_fused(mistral_ckpt: Path, tmp_path_factory: pytest.TempPathFactory,
+                  export_small: Callable[..., Path]) -> Path:
+    return export_small(mistral_ckpt, tmp_path_factory.mktemp("fused_mistral_out") / "m",
+                        "math-shepherd", optimize="fused")
 
 
 def graph_ops(model_dir: Path) -> dict[str, int]:
@@ -110,8 +130,7 @@ def test_qwen_prm_fused_manifest_carries_counts_and_parity(qwen_fused: Path) -> 
     man = Manifest.read(qwen_fused)
     fusion = man.fusion
     assert fusion["mode"] == "fused"
-    assert fusion["fused_ops"] == {"Attention": LAYERS, "RMSNormalization": 2 * LAYERS + 1,
-                                   "RotaryEmbedding": 2 * LAYERS}
+    assert fusion["fused_ops"] == FUSED_OPS
     assert fusion["fusions"]["RepeatKVIntoAttention"] == 2 * LAYERS
     assert fusion["nodes_after"] < fusion["nodes_before"]
     assert fusion["ops_before"].get("RotaryEmbedding", 0) == 0  # fused here, not before
@@ -126,18 +145,23 @@ def test_qwen_prm_fused_manifest_carries_counts_and_parity(qwen_fused: Path) -> 
     assert man.parity["passed"] and man.parity["runtime_check"]["max_abs_diff"] <= 1e-4
 
 
-def test_qwen_prm_fused_matches_torch_on_padded_batches(qwen_fused: Path,
-                                                        qwen_ckpt: Path) -> None:
-    worst = torch_vs_graph(qwen_fused, qwen_ckpt, "qwen-prm")
-    assert worst["right"] < 1e-4 and worst["left"] < 1e-4, worst
+#: (fused graph fixture, its checkpoint's fixture, format) of each decoder family: Qwen2
+#: exported through the API, Llama through the command line, Mistral through the API.
+FUSED_DECODERS = [
+    pytest.param("qwen_fused", "qwen_ckpt", "qwen-prm", id="qwen2-qwen-prm"),
+    pytest.param("llama_fused", "tiny_causal_lm_dir", "math-shepherd",
+                 id="llama-math-shepherd-cli"),
+    pytest.param("mistral_fused", "mistral_ckpt", "math-shepherd", id="mistral-math-shepherd"),
+]
 
 
-def test_llama_math_shepherd_fused_through_cli(llama_fused: Path,
-                                               tiny_causal_lm_dir: Path) -> None:
-    man = Manifest.read(llama_fused)
-    assert man.fusion["fused_ops"] == {"Attention": LAYERS, "RMSNormalization": 2 * LAYERS + 1,
-                                       "RotaryEmbedding": 2 * LAYERS}
-    worst = torch_vs_graph(llama_fused, tiny_causal_lm_dir, "math-shepherd")
+@pytest.mark.parametrize("graph, ckpt, format_name", FUSED_DECODERS)
+def test_fused_decoder_matches_torch_on_padded_batches(
+    graph: str, ckpt: str, format_name: str, request: pytest.FixtureRequest
+) -> None:
+    model_dir = request.getfixturevalue(graph)
+    assert Manifest.read(model_dir).fusion["fused_ops"] == FUSED_OPS
+    worst = torch_vs_graph(model_dir, request.getfixturevalue(ckpt), format_name)
     assert worst["right"] < 1e-4 and worst["left"] < 1e-4, worst
 
 
@@ -275,21 +299,5 @@ def test_other_decoder_formats_fuse(family: str, tmp_path: Path,
     ckpt = getattr(tiny_chat_models, f"make_tiny_{family}_prm")(tmp_path / "ckpt")
     out = export_small(ckpt, tmp_path / "m", family, optimize="fused")
     man = Manifest.read(out)
-    assert man.fusion["fused_ops"] == {"Attention": LAYERS, "RMSNormalization": 2 * LAYERS + 1,
-                                       "RotaryEmbedding": 2 * LAYERS}
+    assert man.fusion["fused_ops"] == FUSED_OPS
     assert man.parity["passed"] and man.parity["by_padding"]["left"]["max_abs_diff"] <= 1e-4
-
-
-def test_mistral_math_shepherd_fuses_and_matches_torch(tmp_path: Path,
-                                                       export_small: Callable[..., Path]) -> None:
-    """The third decoder family of the issue: a Mistral trunk (sliding-window config)."""
-    from support.tiny_models import make_tiny_causal_lm
-
-    ckpt = make_tiny_causal_lm(tmp_path / "ckpt", arch="mistral",
-                               config_overrides={"sliding_window": 4096})
-    out = export_small(ckpt, tmp_path / "m", "math-shepherd", optimize="fused")
-    man = Manifest.read(out)
-    assert man.fusion["fused_ops"] == {"Attention": LAYERS, "RMSNormalization": 2 * LAYERS + 1,
-                                       "RotaryEmbedding": 2 * LAYERS}
-    worst = torch_vs_graph(out, ckpt, "math-shepherd")
-    assert worst["right"] < 1e-4 and worst["left"] < 1e-4, worst
