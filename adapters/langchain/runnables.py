@@ -219,6 +219,9 @@ class PRMBestOfN(SelectingRunnableBase):
     """Retry policy for generator calls (default: the core's ``RetryPolicy()``)."""
     selection: Selection = "auto"
     """``"auto"``, ``"weighted_vote"`` or ``"top_score"`` (core ``BestOfN``)."""
+    budget: Any = None
+    """A :class:`~prm_plugins.budget.Budget` for each call (``None``: no limit); what a call
+    spent is ``result.budget`` (in the report's ``"result"``)."""
 
     _result_type: ClassVar[type] = BestOfNResult
 
@@ -229,7 +232,7 @@ class PRMBestOfN(SelectingRunnableBase):
     def _options(self, max_concurrency: int) -> BestOfNOptions:
         return BestOfNOptions(n=self.n, aggregate=self.aggregate, threshold=self.threshold,
                               max_concurrency=max_concurrency, split=self.split,
-                              retry=self.retry, selection=self.selection)
+                              retry=self.retry, selection=self.selection, budget=self.budget)
 
     def _core(self, generator: Any, prm: Any, max_concurrency: int) -> BestOfN:
         return BestOfN.from_options(generator, prm, self._options(max_concurrency))
@@ -294,6 +297,9 @@ class PRMSelfCritique(SelectingRunnableBase):
     """The key of a starting answer in dict inputs."""
     retry: RetryPolicy | None = None
     """Retry policy for generator calls."""
+    budget: Any = None
+    """A :class:`~prm_plugins.budget.Budget` for each call (``None``: no limit); what a call
+    spent is ``result.budget`` (in the report's ``"result"``)."""
 
     _result_type: ClassVar[type] = CritiqueResult
 
@@ -304,7 +310,7 @@ class PRMSelfCritique(SelectingRunnableBase):
         return SelfCritiqueOptions(threshold=self.threshold, max_rounds=self.max_rounds,
                                    aggregate=self.aggregate, split=self.split,
                                    redo_from=self.redo_from, return_best=self.return_best,
-                                   retry=self.retry)
+                                   retry=self.retry, budget=self.budget)
 
     def _core(self, generator: Any, prm: Any, max_concurrency: int = 1) -> SelfCritique:
         return SelfCritique.from_options(generator, prm, self._options())
@@ -391,6 +397,9 @@ class PRMBeamSearch(SelectingRunnableBase):
     """Most generator calls in flight; ``None`` takes the call's config, else 4."""
     retry: RetryPolicy | None = None
     """Retry policy for generator calls."""
+    budget: Any = None
+    """A :class:`~prm_plugins.budget.Budget` for each call (``None``: no limit); what a call
+    spent is ``result.budget`` (in the report's ``"result"``)."""
 
     _result_type: ClassVar[type] = SearchResult
 
@@ -401,7 +410,8 @@ class PRMBeamSearch(SelectingRunnableBase):
     def _options(self, max_concurrency: int) -> SearchOptions:
         return SearchOptions(n=self.n, beam_width=self.beam_width, max_steps=self.max_steps,
                              aggregate=self.aggregate, is_complete=self.is_complete,
-                             max_concurrency=max_concurrency, retry=self.retry)
+                             max_concurrency=max_concurrency, retry=self.retry,
+                             budget=self.budget)
 
     @staticmethod
     def _template(result: SearchResult) -> Any:

@@ -48,6 +48,7 @@ from prm_plugins.adapters.llamaindex.events import (
     emit_scored,
 )
 from prm_plugins.adapters.llamaindex.generator import chat_text, check_llm
+from prm_plugins.budget import Budget
 from prm_plugins.errors import AnswersTooLongError, ChainTooLongError, InvalidInputError
 from prm_plugins.strategies import AllCandidatesFailedError, BestOfN, BestOfNResult, RetryPolicy
 from prm_plugins.strategies.options import BestOfNOptions, Selection
@@ -181,6 +182,7 @@ class PRMBestOfNLLM(LLM):
     ``n``, ``failed``   candidates sampled, and how many failed
     ``stopped_early``   sampling stopped at the threshold before ``n``
     ``aggregate``       the aggregation used
+    ``budget``          what the call spent (``None`` when run without a ``budget``)
     ==================  ==================================================================
 
     ``metadata`` is the wrapped LLM's, except ``is_function_calling_model``, which is
@@ -215,6 +217,8 @@ class PRMBestOfNLLM(LLM):
             prompt string or the message list) for other templates that wrap the question.
         selection: ``"auto"`` (default), ``"weighted_vote"`` or ``"top_score"``
             (:class:`~prm_plugins.strategies.BestOfN`).
+        budget: a :class:`~prm_plugins.budget.Budget` for each call (``None``: no limit);
+            what a call spent is the report's ``budget``.
         **kwargs: other ``LLM`` fields (``callback_manager``, ``system_prompt``, ...).
 
     Raises:
@@ -247,6 +251,7 @@ class PRMBestOfNLLM(LLM):
     question_fn: Any = Field(default=None, exclude=True,
                              description="prompt or messages -> question for the PRM.")
     selection: str = Field(default="auto", description="How the answer is chosen.")
+    budget: Any = Field(default=None, exclude=True, description="Budget for each call.")
 
     def __init__(
         self,
@@ -261,13 +266,14 @@ class PRMBestOfNLLM(LLM):
         retry: RetryPolicy | None = None,
         question_fn: QuestionFn | None = None,
         selection: Selection = "auto",
+        budget: Budget | None = None,
         **kwargs: Any,
     ) -> None:
         check_llm(llm)
         # The core validates every option and raises InvalidInputError naming the bad one.
         core = BestOfNOptions(n=n, aggregate=aggregate, threshold=threshold,
                               max_concurrency=max_concurrency, split=split, retry=retry,
-                              selection=selection)
+                              selection=selection, budget=budget)
         check_scorer(prm)
         if question_fn is not None and not callable(question_fn):
             raise InvalidInputError(
@@ -282,7 +288,7 @@ class PRMBestOfNLLM(LLM):
             "llm": llm, "prm": prm, "n": n, "aggregate": core.aggregate,
             "threshold": core.threshold, "max_concurrency": core.max_concurrency,
             "split": core.split, "retry": core.retry, "question_fn": question_fn,
-            "selection": core.selection,
+            "selection": core.selection, "budget": budget,
         }
         super().__init__(**fields, **kwargs)
 
@@ -310,7 +316,8 @@ class PRMBestOfNLLM(LLM):
     def _strategy(self, sampler: _RepeatCall[Any]) -> BestOfN:
         options = BestOfNOptions(n=self.n, aggregate=self.aggregate, threshold=self.threshold,
                                  max_concurrency=self.max_concurrency, split=self.split,
-                                 retry=self.retry, selection=self.selection)  # type: ignore[arg-type]
+                                 retry=self.retry, selection=self.selection,  # type: ignore[arg-type]
+                                 budget=self.budget)
         return BestOfN.from_options(sampler, self.prm, options)
 
     def _length_error(self, exc: AllCandidatesFailedError, question: str) -> Exception:
@@ -403,6 +410,7 @@ class PRMBestOfNLLM(LLM):
             "answer": result.answer,
             "votes": dict(result.votes),
             "question": question,
+            "budget": None if result.budget is None else result.budget.to_dict(),
         }
         response = sampler.response_for(result.text)
         return response.model_copy(
