@@ -48,7 +48,7 @@ class Canned:
     body: Any = None
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
-    #: ``None``: answer the real scores after the delay (a slow server).
+    #: ``True``: answer the real scores after the delay (a slow server).
     real: bool = False
 
 
