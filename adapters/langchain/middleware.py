@@ -47,6 +47,7 @@ from prm_plugins.adapters.langchain.generators import (
     message_text,
     question_from_messages,
 )
+from prm_plugins.budget import Budget
 from prm_plugins.strategies import (
     AllCandidatesFailedError,
     BestOfN,
@@ -324,6 +325,8 @@ class PRMBestOfNMiddleware(AgentMiddleware):
         max_concurrency: most model calls in flight at once.
         retry: retry policy for the extra model calls (default: the core's).
         selection: ``"auto"``, ``"weighted_vote"`` or ``"top_score"`` (core ``BestOfN``).
+        budget: a :class:`~prm_plugins.budget.Budget` for each model call's best-of-N
+            (``None``: no limit); the spend is in the ``prm.candidate_selected`` data.
 
     Examples:
         >>> agent = create_agent(llm, tools=[], middleware=[
@@ -341,11 +344,13 @@ class PRMBestOfNMiddleware(AgentMiddleware):
         max_concurrency: int = 4,
         retry: RetryPolicy | None = None,
         selection: Selection = "auto",
+        budget: Budget | None = None,
     ) -> None:
         super().__init__()
         check_scorer(prm)
         self.options = BestOfNOptions(n=n, aggregate=aggregate, max_concurrency=max_concurrency,
-                                      split=split, retry=retry, selection=selection)
+                                      split=split, retry=retry, selection=selection,
+                                      budget=budget)
         self.selection: Selection = selection
         self.prm = prm
         self.n = n
@@ -363,7 +368,8 @@ class PRMBestOfNMiddleware(AgentMiddleware):
         chosen = getattr(result.best.text, "output", None) or first
         data = {"index": result.best.index, "text": result.text, "score": result.score,
                 "scores": [c.score for c in result.candidates],
-                "selection": result.selection, "answer": result.answer}
+                "selection": result.selection, "answer": result.answer,
+                "budget": None if result.budget is None else result.budget.to_dict()}
         return chosen, data
 
     def wrap_model_call(

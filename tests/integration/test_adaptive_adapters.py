@@ -17,7 +17,10 @@ from typing import Any
 import pytest
 
 try:
-    from langchain_core.language_models.fake_chat_models import FakeListChatModel
+    from langchain_core.language_models.fake_chat_models import (
+        FakeListChatModel,
+        FakeMessagesListChatModel,
+    )
     from langchain_core.messages import AIMessage
     from langchain_core.output_parsers import StrOutputParser
     from langchain_core.prompts import ChatPromptTemplate
@@ -36,6 +39,7 @@ except ImportError:
 
 from prm_plugins import InvalidInputError, load_prm
 from prm_plugins.adapters.langchain.adaptive import PRMAdaptiveBestOfN
+from prm_plugins.adapters.langchain.middleware import PRMBestOfNMiddleware
 from prm_plugins.adapters.langchain.runnables import PRMBeamSearch, PRMBestOfN, PRMSelfCritique
 from prm_plugins.adapters.llamaindex.adaptive import PRMAdaptiveBestOfNLLM
 from prm_plugins.adapters.llamaindex.llm import PRMBestOfNLLM
@@ -116,6 +120,36 @@ def test_langchain_components_pass_the_budget_through() -> None:
                            n=2, beam_width=1, budget=Budget(generator_calls=2),
                            return_result=True).invoke("q")
     assert search.generator_calls == 2 and search.budget.generator_calls == 2
+
+
+class ToolCallingFake(FakeMessagesListChatModel):
+    """A scripted chat model that accepts bind_tools (create_agent binds the tools)."""
+
+    def bind_tools(self, tools: Any, **kwargs: Any) -> ToolCallingFake:
+        return self
+
+
+def test_best_of_n_middleware_passes_the_budget_through() -> None:
+    from langchain.agents import create_agent
+    from langchain_core.callbacks import BaseCallbackHandler
+
+    class Selected(BaseCallbackHandler):
+        def __init__(self) -> None:
+            self.data: list[Any] = []
+
+        def on_custom_event(self, name: str, data: Any, **kwargs: Any) -> None:
+            if name == "prm.candidate_selected":
+                self.data.append(data)
+
+    model = ToolCallingFake(responses=[AIMessage(SEVEN), AIMessage(FIVE), AIMessage(FIVE),
+                                       AIMessage("unused")])
+    agent = create_agent(model, tools=[], middleware=[PRMBestOfNMiddleware(
+        prm=ScriptedScorer({}), n=4, max_concurrency=1, budget=Budget(generator_calls=3))])
+    seen = Selected()
+    messages = agent.invoke({"messages": [("user", "q")]}, {"callbacks": [seen]})["messages"]
+    assert model.i == 3 and messages[-1].content == FIVE  # 3 calls: the budget, not n=4
+    assert seen.data[0]["budget"]["generator_calls"] == 3
+    assert seen.data[0]["budget"]["exhausted"] == "generator_calls"
 
 
 def test_langchain_adaptive_with_the_shipped_prm() -> None:
