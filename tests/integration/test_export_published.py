@@ -23,6 +23,8 @@ import io
 import json
 import os
 import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -35,6 +37,7 @@ from prm_plugins.cli import main
 from prm_plugins.errors import InvalidInputError, ModelLoadError
 from prm_plugins.manifest import Manifest, sha256_file
 
+from support.chat_families import prepare_input
 from support.paths import ROOT
 
 torch = pytest.importorskip("torch")
@@ -151,23 +154,6 @@ def _detect(model_dir: Path) -> str:
 
 
 # -- upstream references -----------------------------------------------------------------------
-def skywork_prepare_input(problem: str, response: str, tokenizer: Any,
-                          step_token: str) -> tuple[list[int], list[int]]:
-    """Skywork's ``prepare_input`` (skywork-o1-prm-inference, ``model_utils/io_utils.py``)."""
-    prompt_ids = tokenizer.encode(tokenizer.bos_token + problem + "\n")
-    response_ids = []
-    reward_flags = [0] * len(prompt_ids)
-    step_token_id = tokenizer.encode(step_token)[-1]
-    for step in response.split(step_token):
-        step_ids = tokenizer.encode(step) if step != "" else []
-        step_ids += [step_token_id]
-        flag = [0] * len(step_ids)
-        flag[-1] = 1
-        response_ids.extend(step_ids)
-        reward_flags.extend(flag)
-    return prompt_ids + response_ids, reward_flags
-
-
 def skywork_reference(model_dir: Path, question: str, steps: list[str]) -> list[float]:
     """Skywork's ``PRM_MODEL``: ``sigmoid(v_head.summary(hidden_states[-1]))`` at the flags.
 
@@ -183,7 +169,7 @@ def skywork_reference(model_dir: Path, question: str, steps: list[str]) -> list[
     summary = torch.nn.Linear(state["v_head.summary.weight"].shape[1], 1)
     summary.load_state_dict({"weight": state["v_head.summary.weight"],
                              "bias": state["v_head.summary.bias"]})
-    ids, flags = skywork_prepare_input(question, "\n".join(steps), tok, "\n")
+    ids, _, flags = prepare_input(question, "\n".join(steps), tok, "\n")
     with torch.no_grad():
         out = lm(input_ids=torch.tensor([ids]), output_hidden_states=True)
         rewards = torch.sigmoid(summary(out.hidden_states[-1]).squeeze(-1))[0]
@@ -242,35 +228,15 @@ def _check_hashes(out_dir: Path) -> Manifest:
 
 
 # -- Skywork: pytorch_model.bin with the value head --------------------------------------------
-def test_skywork_bin_is_detected_from_its_value_head(skywork_bin_dir: Path) -> None:
-    assert not list(skywork_bin_dir.glob("*.safetensors"))
-    assert _detect(skywork_bin_dir) == "skywork"
-
-
 def test_skywork_bin_value_head_is_read_tensors_only(skywork_bin_dir: Path) -> None:
     from prm_plugins.onnx_export.wrappers.skywork import SkyworkPRMValueModel
 
+    assert not list(skywork_bin_dir.glob("*.safetensors"))  # the .bin is all there is
     prm = SkyworkPRMValueModel.from_pretrained(skywork_bin_dir, torch.float32)
     state = torch.load(skywork_bin_dir / "pytorch_model.bin", weights_only=True)
     torch.testing.assert_close(prm.v_head.summary.weight, state["v_head.summary.weight"])
     torch.testing.assert_close(prm.v_head.summary.bias, state["v_head.summary.bias"])
     torch.testing.assert_close(prm.model.embed_tokens.weight, state["model.embed_tokens.weight"])
-
-
-def test_skywork_bin_exports_without_format_and_scores_as_upstream(
-    skywork_bin_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    out = tmp_path / "sky"
-    assert main(["export", str(skywork_bin_dir), str(out), *PARITY_FLAGS]) == 0
-    assert "format skywork detected: the weights hold Skywork's value head" in \
-        capsys.readouterr().out
-    man = _check_hashes(out)
-    assert man.format == "skywork"
-    assert man.extra["format_source"].startswith("detected: ") and "v_head" in \
-        man.extra["format_source"]
-    assert man.source["weights"] == "bin"
-    assert man.parity["passed"] and man.parity["max_abs_diff"] <= 1e-4
-    _check_scores(out, skywork_reference, skywork_bin_dir)
 
 
 # -- Math-Shepherd: .bin shards and a sentencepiece tokenizer.model ----------------------------
@@ -290,24 +256,6 @@ def test_sentencepiece_tokenizer_converts_exactly(math_shepherd_dir: Path) -> No
     assert "ки" in sp.id_to_piece(sp.encode("ки")[-1])
 
 
-def test_math_shepherd_is_detected_from_its_tag_token(math_shepherd_dir: Path,
-                                                      tiny_causal_lm_dir: Path) -> None:
-    assert _detect(math_shepherd_dir) == "math-shepherd"
-    assert _detect(tiny_causal_lm_dir) == "math-shepherd"  # byte-level BPE with " ки"
-
-
-def test_math_shepherd_shards_export_without_format_and_score_as_upstream(
-    math_shepherd_dir: Path, tmp_path: Path
-) -> None:
-    out = tmp_path / "ms"
-    assert main(["export", str(math_shepherd_dir), str(out), *PARITY_FLAGS]) == 0
-    man = _check_hashes(out)
-    assert man.format == "math-shepherd"
-    assert man.extra["tokenizer_source"].startswith("tokenizer.model")
-    assert man.source["weights"] == "bin"
-    _check_scores(out, math_shepherd_reference, math_shepherd_dir)
-
-
 def test_sentencepiece_without_the_package_is_one_clear_error(
     math_shepherd_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -319,6 +267,57 @@ def test_sentencepiece_without_the_package_is_one_clear_error(
     monkeypatch.setitem(sys.modules, "sentencepiece", None)
     with pytest.raises(MissingExtraError, match=r"sentencepiece.*prm-plugins\[export\]"):
         load_hf_tokenizer(math_shepherd_dir)
+
+
+# -- both layouts: exported as downloaded, without --format ----------------------------------
+@dataclass(frozen=True)
+class PublishedLayout:
+    """A published checkpoint layout as ``prm export`` meets it without ``--format``.
+
+    Attributes:
+        fixture: the session fixture that builds it.
+        format: the format detection must find.
+        reference: ``reference(model_dir, question, steps)``: upstream's step scores.
+        printed: what ``prm export`` says about the detection.
+        extra: ``prm.json`` extra fields, each with the text it starts with and a word in it.
+    """
+
+    fixture: str
+    format: str
+    reference: Callable[..., list[float]]
+    printed: str
+    extra: dict[str, tuple[str, str]]
+
+
+LAYOUTS = [
+    pytest.param(PublishedLayout(
+        "skywork_bin_dir", "skywork", skywork_reference,
+        "format skywork detected: the weights hold Skywork's value head",
+        {"format_source": ("detected: ", "v_head")}), id="skywork-bin"),
+    pytest.param(PublishedLayout(
+        "math_shepherd_dir", "math-shepherd", math_shepherd_reference,
+        "format math-shepherd detected: ",
+        {"format_source": ("detected: ", ""), "tokenizer_source": ("tokenizer.model", "")}),
+        id="math-shepherd-bin-shards"),
+]
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_published_layout_exports_without_format_and_scores_as_upstream(
+    layout: PublishedLayout, request: pytest.FixtureRequest, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str]
+) -> None:
+    model_dir = request.getfixturevalue(layout.fixture)
+    out = tmp_path / "out"
+    assert main(["export", str(model_dir), str(out), *PARITY_FLAGS]) == 0
+    assert layout.printed in capsys.readouterr().out
+    man = _check_hashes(out)
+    assert man.format == layout.format
+    for key, (prefix, word) in layout.extra.items():
+        assert man.extra[key].startswith(prefix) and word in man.extra[key], man.extra[key]
+    assert man.source["weights"] == "bin"
+    assert man.parity["passed"] and man.parity["max_abs_diff"] <= 1e-4
+    _check_scores(out, layout.reference, model_dir)
 
 
 # -- loader failures: one line, with the fix ---------------------------------------------------
@@ -410,12 +409,27 @@ def test_loader_failures_are_one_line_errors(math_shepherd_dir: Path, tmp_path: 
 
 
 # -- detection ---------------------------------------------------------------------------------
-def test_qwen_prm_and_token_classifier_are_detected(tmp_path: Path,
-                                                    tiny_token_classifier_dir: Path) -> None:
+@pytest.fixture(scope="module")
+def qwen_prm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from support.tiny_chat_models import make_tiny_qwen_prm
 
-    assert _detect(make_tiny_qwen_prm(tmp_path / "qwen")) == "qwen-prm"
-    assert _detect(tiny_token_classifier_dir) == "token-classification"
+    return make_tiny_qwen_prm(tmp_path_factory.mktemp("published") / "qwen")
+
+
+#: (checkpoint fixture, the format detection finds, from what evidence).
+DETECTED = [
+    pytest.param("skywork_bin_dir", "skywork", id="skywork-bin-value-head"),
+    pytest.param("math_shepherd_dir", "math-shepherd", id="math-shepherd-sentencepiece-tag"),
+    pytest.param("tiny_causal_lm_dir", "math-shepherd", id="math-shepherd-byte-bpe-tag"),
+    pytest.param("qwen_prm_dir", "qwen-prm", id="qwen-prm"),
+    pytest.param("tiny_token_classifier_dir", "token-classification", id="token-classification"),
+]
+
+
+@pytest.mark.parametrize("fixture, format_name", DETECTED)
+def test_each_family_is_detected(fixture: str, format_name: str,
+                                 request: pytest.FixtureRequest) -> None:
+    assert _detect(request.getfixturevalue(fixture)) == format_name
 
 
 def test_rlhflow_needs_its_format_named(tmp_path: Path) -> None:
