@@ -40,8 +40,10 @@ Examples:
 
 from __future__ import annotations
 
+from prm_plugins.budget import Budget, BudgetSpent
 from prm_plugins.errors import (
     AllCandidatesFailedError,
+    BudgetExhaustedError,
     EmptyGenerationsError,
     GeneratorTimeoutError,
     TransientGeneratorError,
@@ -114,6 +116,9 @@ __all__ = [
     "BestOfN",
     "BestOfNOptions",
     "BestOfNResult",
+    "Budget",
+    "BudgetExhaustedError",
+    "BudgetSpent",
     "Candidate",
     "CritiqueResult",
     "CritiqueRound",
