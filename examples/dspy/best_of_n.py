@@ -6,8 +6,9 @@ DummyLM stands in for your LM here: DSPy's own test LM (``dspy.utils.DummyLM``) 
 scripted ``ChainOfThought`` answers in turn, so the example runs offline and shows what the
 PRM does. To use a real LM, change one line, ``REAL_LM`` below, e.g. to
 ``dspy.LM("openai/gpt-4o-mini")`` or a local server's model. (DSPy reaches LMs through
-LiteLLM: a local model works once it is served, e.g. by Ollama or vLLM; the 135M-parameter
-SmolLM2 this project ships for demos cannot write DSPy's field format reliably.)
+LiteLLM: a local model works once it is served, e.g. by Ollama or vLLM. The 135M-parameter
+SmolLM2 this project uses for offline demos cannot drive DSPy: given ChainOfThought's prompt,
+none of 4 samples wrote DSPy's ``[[ ## reasoning ## ]]`` field format.)
 
 The problem and the correct solution are GSM8K test item 2 (MIT licence, (c) 2021 OpenAI),
 without the calculator annotations. Two of the scripted answers slip in their arithmetic
@@ -68,6 +69,9 @@ def main() -> None:
     pred = best_of_3(question=QUESTION)
 
     records = list(reward.history)
+    if pred is None or not records:
+        print("No attempt gave a prediction (DSPy printed why above).")
+        return
     picked = max(range(len(records)), key=lambda i: records[i].reward)
     for i, record in enumerate(records, start=1):
         mark = "*" if i - 1 == picked else " "
