@@ -22,35 +22,28 @@ any other 5xx than the ones below: the same chain fails the same way again, so a
 multiplies the load (it raises :class:`RemotePRMError` with the server's message at once).
 What is retried, with exponential backoff, is what a second attempt can cure: connection
 errors, timeouts, and HTTP 429 (rate limited), 502, 503 and 504 (a proxy or an overloaded or
-restarting replica); after the last attempt :class:`RemotePRMError` says what failed, how
-often, and where. An answer that is not what the protocol promises (unreadable JSON, scores
-that are not finite probabilities, the wrong number of them) is a :class:`RemotePRMError`.
+restarting replica); a ``Retry-After`` header on such an answer (seconds or an HTTP date) is
+waited for, up to ``max_retry_after``; after the last attempt :class:`RemotePRMError` says
+what failed, how often, and where. The loop is the core's
+:class:`~prm_plugins.backends.http.HTTPRetry`, the one :class:`~prm_plugins.VLLMPRM` uses.
+An answer that is not what the protocol promises (unreadable JSON, scores that are not
+finite probabilities, the wrong number of them) is a :class:`RemotePRMError`.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import math
 from collections.abc import Sequence
 from typing import Any
 
+from prm_plugins.backends.http import HTTPRetry
 from prm_plugins.errors import ChainTooLongError, InvalidInputError, PRMError, RemotePRMError
 from prm_plugins.jsonl import JSONLineError, loads_line
 from prm_plugins.types import StepScores
-from prm_plugins.validation import check_count
 
 __all__ = ["RemotePRM", "RemotePRMError"]
 
-logger = logging.getLogger(__name__)
-
-
-class _Retryable(Exception):
-    """A failure worth another attempt (connection error, timeout, 429, 502, 503, 504)."""
-
-
-#: HTTP statuses retried: rate limited, bad gateway, unavailable, gateway timeout.
-RETRY_STATUSES = frozenset({429, 502, 503, 504})
 
 
 def _httpx() -> Any:
@@ -96,8 +89,14 @@ class RemotePRM:
             timeouts, HTTP 429, 502, 503, 504); ``1`` disables retries. A 500 or a 4xx
             answer is never retried.
         backoff_initial: first wait between attempts, in seconds; it doubles each time.
-        backoff_max: longest wait between attempts, in seconds.
+        backoff_max: longest wait between attempts without a ``Retry-After``, in seconds.
+        max_retry_after: longest wait a ``Retry-After`` header (on a 429, 502, 503 or 504)
+            is honoured for, in seconds; a longer wish is cut to this.
         headers: extra HTTP headers (e.g. an ``Authorization`` header for a gateway).
+
+    Attributes:
+        retry: the :class:`~prm_plugins.backends.http.HTTPRetry` policy built from
+            ``max_attempts``, ``backoff_initial``, ``backoff_max`` and ``max_retry_after``.
 
     Examples:
         >>> from prm_plugins.adapters.ray import RemotePRM
@@ -117,23 +116,42 @@ class RemotePRM:
         max_attempts: int = 4,
         backoff_initial: float = 0.2,
         backoff_max: float = 5.0,
+        max_retry_after: float = 60.0,
         headers: dict[str, str] | None = None,
     ) -> None:
         if not isinstance(url, str) or not url.startswith(("http://", "https://")):
             raise InvalidInputError(
                 f"url must be an http(s) URL such as 'http://127.0.0.1:8000/prm', got {url!r}")
-        check_count(max_attempts, "max_attempts")
         if not isinstance(timeout, (int, float)) or timeout <= 0:
             raise InvalidInputError(f"timeout must be a positive number of seconds, got "
                                     f"{timeout!r}")
         self.url = url.rstrip("/")
         self.timeout = float(timeout)
-        self.max_attempts = max_attempts
-        self.backoff_initial = float(backoff_initial)
-        self.backoff_max = float(backoff_max)
+        self.retry = HTTPRetry(max_attempts=max_attempts, backoff_initial=backoff_initial,
+                               backoff_max=backoff_max, max_retry_after=max_retry_after)
         self.headers = dict(headers or {})
         httpx = _httpx()
         self._client = httpx.Client(timeout=self.timeout, headers=self.headers)
+
+    @property
+    def max_attempts(self) -> int:
+        """Attempts per call (:attr:`retry`'s)."""
+        return self.retry.max_attempts
+
+    @property
+    def backoff_initial(self) -> float:
+        """First wait between attempts, in seconds (:attr:`retry`'s)."""
+        return self.retry.backoff_initial
+
+    @property
+    def backoff_max(self) -> float:
+        """Longest wait between attempts without a ``Retry-After`` (:attr:`retry`'s)."""
+        return self.retry.backoff_max
+
+    @property
+    def max_retry_after(self) -> float:
+        """Longest wait a ``Retry-After`` header is honoured for (:attr:`retry`'s)."""
+        return self.retry.max_retry_after
 
     def __repr__(self) -> str:
         return f"RemotePRM(url={self.url!r}, timeout={self.timeout}, " \
@@ -161,26 +179,8 @@ class RemotePRM:
         self.close()
 
     # -- requests --------------------------------------------------------------------------
-    def _attempt_loop(self, asynchronous: bool = False) -> Any:
-        import tenacity
-
-        cls = tenacity.AsyncRetrying if asynchronous else tenacity.Retrying
-        return cls(
-            stop=tenacity.stop_after_attempt(self.max_attempts),
-            wait=tenacity.wait_exponential(multiplier=self.backoff_initial,
-                                           max=self.backoff_max),
-            retry=tenacity.retry_if_exception_type(_Retryable),
-            before_sleep=lambda rs: logger.warning(
-                "PRM server call failed (attempt %d of %d): %s; retrying",
-                rs.attempt_number, self.max_attempts,
-                rs.outcome.exception() if rs.outcome is not None else None),
-            reraise=True,
-        )
-
     def _read(self, response: Any, url: str) -> Any:
         status = response.status_code
-        if status in RETRY_STATUSES:
-            raise _Retryable(f"HTTP {status}: {response.text[:300]}")
         try:
             body = loads_line(response.content)
         except JSONLineError as exc:
@@ -194,46 +194,29 @@ class RemotePRM:
             raise _error_from_body(status, body, url)
         return body
 
-    def _give_up(self, exc: _Retryable, url: str) -> RemotePRMError:
-        return RemotePRMError(
-            f"the PRM server at {url} did not answer after {self.max_attempts} attempt(s): "
-            f"{exc}. Check that the deployment is running (GET {self.url}/health) and that "
-            "the URL, including its route prefix, is right",
-            url=url, attempts=self.max_attempts)
+    def _give_up(self, url: str) -> Any:
+        def error(reason: str) -> RemotePRMError:
+            return RemotePRMError(
+                f"the PRM server at {url} did not answer after {self.max_attempts} "
+                f"attempt(s): {reason}. Check that the deployment is running (GET "
+                f"{self.url}/health) and that the URL, including its route prefix, is right",
+                url=url, attempts=self.max_attempts)
 
-    def _transport_error(self, exc: Exception) -> _Retryable:
-        return _Retryable(f"{type(exc).__name__}: {exc or 'no detail'}")
+        return error
 
     def _request(self, method: str, path: str, payload: Any = None) -> Any:
-        httpx = _httpx()
         url = self.url + path
-        try:
-            for attempt in self._attempt_loop():
-                with attempt:
-                    try:
-                        response = self._client.request(method, url, json=payload)
-                    except httpx.TransportError as exc:
-                        raise self._transport_error(exc) from exc
-                    return self._read(response, url)
-        except _Retryable as exc:
-            raise self._give_up(exc, url) from exc
-        raise AssertionError("unreachable")  # pragma: no cover
+        response = self.retry.send(lambda: self._client.request(method, url, json=payload),
+                                   self._give_up(url))
+        return self._read(response, url)
 
     async def _arequest(self, method: str, path: str, payload: Any = None) -> Any:
         httpx = _httpx()
         url = self.url + path
-        try:
-            async with httpx.AsyncClient(timeout=self.timeout, headers=self.headers) as client:
-                async for attempt in self._attempt_loop(asynchronous=True):
-                    with attempt:
-                        try:
-                            response = await client.request(method, url, json=payload)
-                        except httpx.TransportError as exc:
-                            raise self._transport_error(exc) from exc
-                        return self._read(response, url)
-        except _Retryable as exc:
-            raise self._give_up(exc, url) from exc
-        raise AssertionError("unreachable")  # pragma: no cover
+        async with httpx.AsyncClient(timeout=self.timeout, headers=self.headers) as client:
+            response = await self.retry.asend(
+                lambda: client.request(method, url, json=payload), self._give_up(url))
+        return self._read(response, url)
 
     # -- payloads --------------------------------------------------------------------------
     @staticmethod

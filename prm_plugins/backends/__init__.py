@@ -7,6 +7,9 @@ contract, so strategies and adapters never know which one they hold.
 * :class:`~prm_plugins.backends.judge.JudgePRM`: an LLM judge (any chat model judges every
   step in one structured answer); the LangChain and LlamaIndex ``LLMJudgePRM`` build it.
 
+The HTTP scorers (this one and the Ray adapter's ``RemotePRM``) share one retry policy,
+:class:`~prm_plugins.backends.http.HTTPRetry`.
+
 Names are imported on first use, so ``import prm_plugins.backends`` loads no HTTP client.
 """
 

@@ -22,9 +22,10 @@ Math-Shepherd (a causal LM; tell vLLM which step tag and which two tokens)::
         --pooler-config '{"pooling_type": "STEP", "step_tag_id": 12902,
                           "returned_token_ids": [648, 387]}'
 
-HTTP: ``httpx`` (the ``[remote]`` extra), ``tenacity`` retries. Connection errors, timeouts
-and HTTP 429, 502, 503, 504 are retried with exponential backoff, waiting what a
-``Retry-After`` header asks when there is one (up to ``max_retry_after``); any other error
+HTTP: ``httpx`` (the ``[remote]`` extra), retried by :class:`~prm_plugins.backends.http.HTTPRetry`
+(tenacity). Connection errors, timeouts and HTTP 429, 502, 503, 504 are retried with
+exponential backoff, waiting what a ``Retry-After`` header asks when there is one (up to
+``max_retry_after``); any other error
 answer is final and raised at once as :class:`~prm_plugins.errors.RemoteRequestError` (4xx)
 or :class:`~prm_plugins.errors.RemoteServerError` (5xx) with the server's message; a server
 still unreachable after the last attempt raises :class:`~prm_plugins.errors.RemotePRMError`;
@@ -36,15 +37,13 @@ naming the chain. When a request of several chains is refused, each is sent alon
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import logging
-import math
 import os
-import time
 import urllib.parse
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from prm_plugins.backends.http import RETRY_STATUSES, HTTPRetry, parse_retry_after
 from prm_plugins.backends.local_format import Rendering, load_rendering
 from prm_plugins.backends.pooling import (
     POOLING_MODES,
@@ -73,18 +72,8 @@ __all__ = ["RETRY_STATUSES", "VLLMPRM", "parse_retry_after"]
 
 logger = logging.getLogger(__name__)
 
-#: HTTP statuses retried: rate limited, bad gateway, unavailable, gateway timeout.
-RETRY_STATUSES = frozenset({429, 502, 503, 504})
 #: URL schemes :meth:`VLLMPRM.from_url` (and ``load_prm``) take, and the HTTP scheme of each.
 SCHEMES = {"vllm": "http", "vllm+http": "http", "vllm+https": "https"}
-
-
-class _Retryable(Exception):
-    """A failure worth another attempt; ``retry_after`` is the server's wish, in seconds."""
-
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
 
 
 #: Refusals about the whole request (who asks, where, for which model): never worth sending
@@ -104,29 +93,6 @@ class _Fatal(Exception):
     def __init__(self, cause: BaseException) -> None:
         super().__init__(str(cause))
         self.cause = cause
-
-
-def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
-    """Seconds a ``Retry-After`` header asks to wait (delta-seconds or an HTTP date).
-
-    Examples:
-        >>> parse_retry_after("3"), parse_retry_after(None), parse_retry_after("soon")
-        (3.0, None, None)
-    """
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError):
-            return None
-        if when is None:
-            return None
-        seconds = when.timestamp() - (time.time() if now is None else now)
-    return max(0.0, seconds) if math.isfinite(seconds) else None
 
 
 def _label(question: str) -> str:
@@ -168,6 +134,11 @@ class VLLMPRM:
             the server decides.
         checks: step checks after the model; ``None``: the manifest's recommended ones.
         calibrate: apply the manifest's Platt calibration, if it has one.
+
+    Attributes:
+        retry: the :class:`~prm_plugins.backends.http.HTTPRetry` policy built from
+            ``max_attempts``, ``backoff_initial``, ``backoff_max`` and ``max_retry_after``
+            (the same policy as ``RemotePRM``'s).
 
     Examples:
         >>> from prm_plugins import load_prm
@@ -226,9 +197,9 @@ class VLLMPRM:
         self.correct_column = (correct_column if correct_column is not None
                                else format_column(self.format.name))
         self.batch_size, self.max_concurrency = batch_size, max_concurrency
-        self.timeout, self.max_attempts = float(timeout), max_attempts
-        self.backoff_initial, self.backoff_max = float(backoff_initial), float(backoff_max)
-        self.max_retry_after = float(max_retry_after)
+        self.timeout = float(timeout)
+        self.retry = HTTPRetry(max_attempts=max_attempts, backoff_initial=backoff_initial,
+                               backoff_max=backoff_max, max_retry_after=max_retry_after)
         self.headers = dict(headers or {})
         self._client = require("httpx", "remote").Client(timeout=self.timeout,
                                                           headers=self.headers)
@@ -251,6 +222,26 @@ class VLLMPRM:
         model = urllib.parse.unquote(parts.path.lstrip("/")) or None
         kwargs.setdefault("model", model)
         return cls(f"{SCHEMES[parts.scheme]}://{parts.netloc}", **kwargs)
+
+    @property
+    def max_attempts(self) -> int:
+        """Attempts per request (:attr:`retry`'s)."""
+        return self.retry.max_attempts
+
+    @property
+    def backoff_initial(self) -> float:
+        """First wait between attempts, in seconds (:attr:`retry`'s)."""
+        return self.retry.backoff_initial
+
+    @property
+    def backoff_max(self) -> float:
+        """Longest wait between attempts without a ``Retry-After`` (:attr:`retry`'s)."""
+        return self.retry.backoff_max
+
+    @property
+    def max_retry_after(self) -> float:
+        """Longest wait a ``Retry-After`` header is honoured for (:attr:`retry`'s)."""
+        return self.retry.max_retry_after
 
     def __repr__(self) -> str:
         return (f"VLLMPRM(url={self.url!r}, model={self.model!r}, "
@@ -279,31 +270,8 @@ class VLLMPRM:
                                                           headers=self.headers)
 
     # -- HTTP ------------------------------------------------------------------------------
-    def _attempts(self, asynchronous: bool = False) -> Any:
-        import tenacity
-
-        backoff = tenacity.wait_exponential(multiplier=self.backoff_initial,
-                                            max=self.backoff_max)
-
-        def wait(state: Any) -> float:
-            exc = state.outcome.exception() if state.outcome is not None else None
-            if isinstance(exc, _Retryable) and exc.retry_after is not None:
-                return min(exc.retry_after, self.max_retry_after)
-            return float(backoff(state))
-
-        cls = tenacity.AsyncRetrying if asynchronous else tenacity.Retrying
-        return cls(
-            stop=tenacity.stop_after_attempt(self.max_attempts), wait=wait,
-            retry=tenacity.retry_if_exception_type(_Retryable), reraise=True,
-            before_sleep=lambda rs: logger.warning(
-                "PRM server call failed (attempt %d of %d): %s; retrying", rs.attempt_number,
-                self.max_attempts, rs.outcome.exception() if rs.outcome is not None else None))
-
     def _read(self, response: Any) -> Any:
         status = response.status_code
-        if status in RETRY_STATUSES:
-            raise _Retryable(f"HTTP {status}: {response.text[:300]}",
-                             parse_retry_after(response.headers.get("retry-after")))
         try:
             body = loads_line(response.content)
         except JSONLineError as exc:
@@ -317,39 +285,21 @@ class VLLMPRM:
             raise error_from_answer(status, body, self.endpoint)
         return body
 
-    def _give_up(self, exc: _Retryable) -> RemotePRMError:
+    def _give_up(self, reason: str) -> RemotePRMError:
         return RemotePRMError(
             f"the PRM server at {self.endpoint} did not answer after {self.max_attempts} "
-            f"attempt(s): {exc}. Check that it is running and serves a pooling model, and "
+            f"attempt(s): {reason}. Check that it is running and serves a pooling model, and "
             "that the URL is right", url=self.endpoint, attempts=self.max_attempts)
 
     def _post(self, payload: dict[str, Any]) -> Any:
-        httpx = require("httpx", "remote")
-        try:
-            for attempt in self._attempts():
-                with attempt:
-                    try:
-                        response = self._client.post(self.endpoint, json=payload)
-                    except httpx.TransportError as exc:
-                        raise _Retryable(f"{type(exc).__name__}: {exc or 'no detail'}") from exc
-                    return self._read(response)
-        except _Retryable as exc:
-            raise self._give_up(exc) from exc
-        raise AssertionError("unreachable")  # pragma: no cover
+        response = self.retry.send(lambda: self._client.post(self.endpoint, json=payload),
+                                   self._give_up)
+        return self._read(response)
 
     async def _apost(self, client: Any, payload: dict[str, Any]) -> Any:
-        httpx = require("httpx", "remote")
-        try:
-            async for attempt in self._attempts(asynchronous=True):
-                with attempt:
-                    try:
-                        response = await client.post(self.endpoint, json=payload)
-                    except httpx.TransportError as exc:
-                        raise _Retryable(f"{type(exc).__name__}: {exc or 'no detail'}") from exc
-                    return self._read(response)
-        except _Retryable as exc:
-            raise self._give_up(exc) from exc
-        raise AssertionError("unreachable")  # pragma: no cover
+        response = await self.retry.asend(lambda: client.post(self.endpoint, json=payload),
+                                          self._give_up)
+        return self._read(response)
 
     # -- chains ----------------------------------------------------------------------------
     def _prepare(self, items: Sequence[Any]) -> list[tuple[int, str, list[str], Any]]:
