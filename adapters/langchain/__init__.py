@@ -12,6 +12,7 @@ component                               what it is
 :class:`PRMBestOfN`                     drop-in model: sample N from a runnable, keep the best
 :class:`PRMSelfCritique`                drop-in model: verify, then redo from the flagged step
 :class:`PRMBeamSearch`                  drop-in model: step-level beam search / DVTS
+:class:`PRMAdaptiveBestOfN`             drop-in model: best-of-N that stops once the vote is decided
 :class:`PRMOutputParser`                output parser; ``raise_on_fail`` for retries/fallbacks
 :class:`PRMVerifyStepsTool`             ``BaseTool`` an agent calls to check its own steps
 :class:`PRMCallbackHandler`             callback handler that scores finished LLM outputs
@@ -52,6 +53,7 @@ try:
 except ImportError as exc:
     raise missing_extra("langchain_core", "langchain") from exc
 
+from prm_plugins.adapters.langchain.adaptive import PRMAdaptiveBestOfN
 from prm_plugins.adapters.langchain.callbacks import PRMCallbackHandler, ScoredGeneration
 from prm_plugins.adapters.langchain.events import (
     CANDIDATE_SELECTED_EVENT,
@@ -83,6 +85,7 @@ __all__ = [
     "STEP_SCORED_EVENT",
     "GeneratedText",
     "LLMJudgePRM",
+    "PRMAdaptiveBestOfN",
     "PRMBeamSearch",
     "PRMBestOfN",
     "PRMBestOfNMiddleware",

@@ -8,6 +8,7 @@ component                        what it is
 ===============================  ==================================================================
 :class:`PRMBestOfNLLM`           an ``LLM``: every call samples N answers from another LLM and
                                  returns the best (scores in ``additional_kwargs["prm"]``)
+:class:`PRMAdaptiveBestOfNLLM`   the same, sampling in rounds until the weighted vote is decided
 :class:`PRMStepEvaluator`        a ``BaseEvaluator`` (``RetryQueryEngine``, ``BatchEvalRunner``):
                                  passing, score, feedback naming the step to fix
 :class:`PRMSelfCritiqueWorkflow` a ``Workflow``: generate, verify, revise from the flagged step
@@ -38,6 +39,7 @@ try:
 except ImportError as exc:
     raise missing_extra("llama_index.core", "llamaindex") from exc
 
+from prm_plugins.adapters.llamaindex.adaptive import PRMAdaptiveBestOfNLLM
 from prm_plugins.adapters.llamaindex.agent import (
     DEFAULT_FEEDBACK_TEMPLATE,
     AgentRound,
@@ -77,6 +79,7 @@ __all__ = [
     "CritiqueRoundEvent",
     "LLMJudgePRM",
     "LlamaIndexGenerator",
+    "PRMAdaptiveBestOfNLLM",
     "PRMBestOfNLLM",
     "PRMCandidateSelectedEvent",
     "PRMEvaluationResult",

@@ -176,7 +176,7 @@ def test_public_api_is_pinned() -> None:
 
     assert sorted(lc.__all__) == sorted([
         "CANDIDATE_SELECTED_EVENT", "STEP_SCORED_EVENT", "GeneratedText", "LLMJudgePRM",
-        "PRMBeamSearch",
+        "PRMAdaptiveBestOfN", "PRMBeamSearch",
         "PRMBestOfN", "PRMBestOfNMiddleware", "PRMCallbackHandler", "PRMOutputParser",
         "PRMSelfCritique", "PRMStepVerifier", "PRMVerificationMiddleware",
         "PRMVerifyStepsTool", "RunnableGenerator", "ScoredGeneration",

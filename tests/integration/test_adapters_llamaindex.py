@@ -234,7 +234,8 @@ def test_public_api_is_pinned() -> None:
     assert sorted(li.__all__) == sorted([
         "DEFAULT_FEEDBACK_TEMPLATE", "PRM_KWARGS_KEY", "AgentRound", "AnswersTooLongError",
         "CritiqueRoundEvent", "LLMJudgePRM",
-        "LlamaIndexGenerator", "PRMBestOfNLLM", "PRMCandidateSelectedEvent",
+        "LlamaIndexGenerator", "PRMAdaptiveBestOfNLLM", "PRMBestOfNLLM",
+        "PRMCandidateSelectedEvent",
         "PRMEvaluationResult", "PRMSelfCritiqueWorkflow", "PRMStepEvaluator",
         "PRMStepsScoredEvent", "PRMVerificationFailedEvent", "PRMVerifiedAgentRunner",
         "ReviseEvent", "SelfCritiqueStartEvent", "VerifiedAgentResult", "VerifyEvent",
