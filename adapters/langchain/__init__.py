@@ -12,6 +12,7 @@ component                               what it is
 :class:`PRMBestOfN`                     drop-in model: sample N from a runnable, keep the best
 :class:`PRMSelfCritique`                drop-in model: verify, then redo from the flagged step
 :class:`PRMBeamSearch`                  drop-in model: step-level beam search / DVTS
+:class:`PRMParticleFilter`              drop-in model: particle filtering over steps
 :class:`PRMAdaptiveBestOfN`             drop-in model: best-of-N that stops once the vote is decided
 :class:`PRMOutputParser`                output parser; ``raise_on_fail`` for retries/fallbacks
 :class:`PRMVerifyStepsTool`             ``BaseTool`` an agent calls to check its own steps
@@ -66,6 +67,7 @@ from prm_plugins.adapters.langchain.generators import (
 )
 from prm_plugins.adapters.langchain.judge import LLMJudgePRM
 from prm_plugins.adapters.langchain.parser import PRMOutputParser
+from prm_plugins.adapters.langchain.particles import PRMParticleFilter
 from prm_plugins.adapters.langchain.runnables import (
     PRMBeamSearch,
     PRMBestOfN,
@@ -91,6 +93,7 @@ __all__ = [
     "PRMBestOfNMiddleware",
     "PRMCallbackHandler",
     "PRMOutputParser",
+    "PRMParticleFilter",
     "PRMSelfCritique",
     "PRMStepVerifier",
     "PRMVerificationMiddleware",

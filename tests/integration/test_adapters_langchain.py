@@ -178,7 +178,7 @@ def test_public_api_is_pinned() -> None:
         "CANDIDATE_SELECTED_EVENT", "STEP_SCORED_EVENT", "GeneratedText", "LLMJudgePRM",
         "PRMAdaptiveBestOfN", "PRMBeamSearch",
         "PRMBestOfN", "PRMBestOfNMiddleware", "PRMCallbackHandler", "PRMOutputParser",
-        "PRMSelfCritique", "PRMStepVerifier", "PRMVerificationMiddleware",
+        "PRMParticleFilter", "PRMSelfCritique", "PRMStepVerifier", "PRMVerificationMiddleware",
         "PRMVerifyStepsTool", "RunnableGenerator", "ScoredGeneration",
         "VerificationFailedError", "VerifyStepsInput", "build_next_step_prompt",
     ])
