@@ -362,7 +362,7 @@ class ParticleFilter:
             outcomes = yield GenerateCalls(
                 "propose_next_steps", [(question, list(population[i].steps), 1) for i in live])
             run.calls += len(live)
-            run.attempts += sum(o.attempts for o in outcomes)
+            run.attempts += sum(c.attempts for c in outcomes)
             dropped: set[int] = set()
             grown = self._grow(t, population, live, outcomes, run, dropped)
             scored = yield from self._score(t, grown, run, dropped, meter)
