@@ -186,7 +186,9 @@ class JudgePRM:
             :data:`~prm_plugins.backends.judge_scores.VERDICT_SCORES`.
         max_retries: re-asks after an unreadable answer (>= 0).
         retry: retry policy for transient model errors (tenacity); default
-            :class:`~prm_plugins.plans.RetryPolicy`.
+            :class:`~prm_plugins.plans.RetryPolicy` (3 attempts, 120 s each). A local model
+            on a CPU can take longer than that to judge a long chain: pass
+            ``RetryPolicy(timeout=None)`` (or a longer timeout) there.
         max_concurrency: most model calls at once (>= 1).
         cache_size: most judged chains kept (0 turns the cache off).
         system_prompt: the system message; default the grader's.

@@ -259,7 +259,8 @@ def logprob_scores(
         return None, "the log-probability tokens do not spell the answer"
     scores: list[float] = []
     for k, j in enumerate(judgements, start=1):
-        i = max(i for i, s in enumerate(starts) if s <= j.offset)
+        i = next(i for i, (s, t) in enumerate(zip(starts, tokens, strict=True))
+                 if s <= j.offset < s + len(t.token))
         lead = text[starts[i]:j.offset]
         p = _probability_at(tokens[i], lead)
         if p is None:
