@@ -435,6 +435,51 @@ def run_question(pool: QuestionPool, prm: ScoreOnce, budgets: Sequence[int],
     return records
 
 
+def _win(a: float, b: float) -> float:
+    return 1.0 if a > b else 0.5 if a == b else 0.0
+
+
+def prm_pairs(pool: QuestionPool, prm: StepScorer) -> list[dict[str, Any]]:
+    """How the PRM ranks the reference against each wrong chain of the pool.
+
+    Per wrong chain: ``fork``, whether the reference's step scores above the wrong step at
+    the step where they part (the newest step's score of each partial chain: what search
+    and particle filtering weigh), and ``final_last`` / ``final_min``, whether the whole
+    reference scores above the whole wrong chain by its last step / its weakest step
+    (1 = yes, 0.5 = tie, 0 = no).
+    """
+    ref = pool.reference
+    wrong = [(c, fe, kind) for c, fe, kind in zip(pool.chains[1:], pool.first_error[1:],
+                                                   pool.kinds[1:], strict=True)
+             if fe is not None]
+    items = [(pool.question, list(ref[:k + 1])) for k in range(len(ref))]
+    items += [(pool.question, list(c[:fe + 1])) for c, fe, _ in wrong]
+    items += [(pool.question, list(c)) for c, _, _ in wrong]
+    scores = [r.scores for r in prm.score_batch(items)]
+    ref_at, forks, finals = scores[:len(ref)], scores[len(ref):len(ref) + len(wrong)], \
+        scores[len(ref) + len(wrong):]
+    full = ref_at[-1]
+    return [{"question": pool.index, "kind": kind,
+             "fork": _win(ref_at[fe][-1], fork[-1]),
+             "final_last": _win(full[-1], final[-1]),
+             "final_min": _win(min(full), min(final))}
+            for (_, fe, kind), fork, final in zip(wrong, forks, finals, strict=True)]
+
+
+def pair_summary(pairs: list[dict[str, Any]]) -> list[str]:
+    """The win rates of :func:`prm_pairs`, overall and by perturbation kind, as a table."""
+    out = ["| wrong chains | pairs | step at the fork (`last` of the partial chains) | "
+           "whole chain, last step | whole chain, weakest step (`min`) |",
+           "|---|---|---|---|---|"]
+    groups = {"all": pairs}
+    for pair in pairs:
+        groups.setdefault(pair["kind"], []).append(pair)
+    for name, group in groups.items():
+        rates = [np.mean([g[k] for g in group]) for k in ("fork", "final_last", "final_min")]
+        out.append(f"| {name} | {len(group)} | " + " | ".join(f"{r:.3f}" for r in rates) + " |")
+    return out
+
+
 def budget_spent(gen: GSM8KStepGenerator) -> BudgetSpent:
     """What a failed run spent, as the generator counted it (no PRM calls known)."""
     return BudgetSpent(generated_tokens=gen.tokens, generator_calls=gen.calls)
@@ -572,7 +617,7 @@ def findings(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def markdown(rows: list[dict[str, Any]], info: dict[str, Any], pools: Sequence[QuestionPool],
-             args: argparse.Namespace) -> list[str]:
+             args: argparse.Namespace, pairs: list[dict[str, Any]]) -> list[str]:
     """The results page."""
     kinds: dict[str, int] = {}
     for pool in pools:
@@ -609,6 +654,18 @@ def markdown(rows: list[dict[str, Any]], info: dict[str, Any], pools: Sequence[Q
         "## Particle filtering against each method (paired, same questions and budget)",
         "",
         *findings(rows),
+        "",
+        "## What the PRM sees: the reference against each wrong chain",
+        "",
+        "Share of (reference, wrong chain) pairs of the pools in which the shipped PRM scores "
+        "the reference higher (ties count half; 0.5 is chance). `step at the fork`: the "
+        "newest step's score of the two partial chains where they part (what beam search, "
+        "DVTS and particle filtering weigh at each step); `last step`: the final-answer "
+        "step's score of the whole chains (how particle filtering with `select='best'` and "
+        "the searches' `last` value rank finished chains); `weakest step`: the `min` "
+        "aggregation (what best-of-N ranks by).",
+        "",
+        *pair_summary(pairs),
     ]
 
 
@@ -647,14 +704,17 @@ def run_benchmark(pools: Sequence[QuestionPool], prm: StepScorer, budgets: Seque
     """The benchmark's core: every run, and the summary rows (what the unit test runs)."""
     memo = ScoreOnce(prm)
     records: list[dict[str, Any]] = []
+    pairs: list[dict[str, Any]] = []
     start = time.monotonic()
     for i, pool in enumerate(pools):
         records += run_question(pool, memo, budgets, methods, error_rate=error_rate, seed=seed)
+        if len(pool.chains) > 1:
+            pairs += prm_pairs(pool, memo)
         if (i + 1) % 10 == 0:
             logger.info("%d/%d questions, %.0f s, %d chains scored", i + 1, len(pools),
                         time.monotonic() - start, memo.sent)
     rows = summarize(records, methods, budgets, resamples=resamples, seed=seed)
-    return {"records": records, "rows": rows, "chains_scored": memo.sent,
+    return {"records": records, "rows": rows, "pairs": pairs, "chains_scored": memo.sent,
             "seconds": round(time.monotonic() - start, 1)}
 
 
@@ -682,9 +742,10 @@ def main(argv: list[str] | None = None) -> int:
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{args.name}.json").write_text(json.dumps(
-        {"info": info, "rows": result["rows"], "records": result["records"]}, indent=1) + "\n")
+        {"info": info, "rows": result["rows"], "records": result["records"],
+         "pairs": result["pairs"]}, indent=1) + "\n")
     plot(result["rows"], methods, args.out / f"{args.name}.png")
-    md = markdown(result["rows"], info, pools, args)
+    md = markdown(result["rows"], info, pools, args, result["pairs"])
     (args.out / f"{args.name}.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
     return 0

@@ -125,3 +125,10 @@ def test_core_on_two_questions_one_budget(pools) -> None:
     assert len(lines) == 2 + len(methods)
     assert all(line.count("|") == lines[0].count("|") for line in lines)
     assert len(sb.findings(rows)) == len(sb.METHODS) - 1
+    # One PRM comparison per wrong chain, each a win, a tie or a loss of the reference.
+    pairs = result["pairs"]
+    assert len(pairs) == sum(len(p.chains) - 1 for p in pools[:2])
+    assert {v for pair in pairs for v in (pair["fork"], pair["final_last"], pair["final_min"])
+            } <= {0.0, 0.5, 1.0}
+    summary = sb.pair_summary(pairs)
+    assert summary[2].startswith(f"| all | {len(pairs)} |")
