@@ -36,6 +36,7 @@ TESTED = {
     "score_default.py",
     "ray_serve_prm.py",
     "rl_grpo_rewards.py",
+    "search_under_budget.py",
 }
 #: Not examples of a use: helpers the examples import, and a tool with its own tests.
 NOT_EXAMPLES = {
@@ -238,6 +239,60 @@ def test_score_default_flags_the_slip_at_step_2_and_says_what_it_misses() -> Non
     correct_min = float(find(r"^correct solution: chain score \(min\) (\d\.\d+)", out).group(1))
     assert correct_min - THRESHOLD >= MIN_MARGIN
 
+
+
+def _spent(line: str) -> tuple[int, int, int, str, int]:
+    m = find(r"^  spent: (\d+) tokens, (\d+) generator calls, (\d+) PRM calls; exhausted: "
+             r"(\S+), overshoot: (\d+)$", line)
+    return int(m.group(1)), int(m.group(2)), int(m.group(3)), m.group(4), int(m.group(5))
+
+
+def test_search_under_budget_three_strategies_one_budget() -> None:
+    out = run_example("search_under_budget.py")
+    assert "A scripted step-level model stands in for your LLM" in out  # said plainly
+    step_1 = find(r"^The shipped PRM on step 1: right (\d\.\d+), with the slip 3 \+ 4 = 8 "
+                  r"(\d\.\d+)\.$", out)
+    assert float(step_1.group(1)) - THRESHOLD >= MIN_MARGIN
+    assert float(step_1.group(2)) <= 0.05 + 1e-6  # the slip is caught by the check
+    limit = int(find(r"^Budget: generated_tokens=(\d+) \(8 whole solutions of (\d+) tokens\)",
+                     out).group(1))
+    pf, beam, ada, crowded = (out.split(head, 1)[1] for head in (
+        "particle filtering (8 particles)", "beam search (", "adaptive best-of-N (",
+        "particle filtering with 16 particles"))
+    # each strategy: the right answer, within the one budget, ended on its own
+    chosen = find(r"^: answer (\S+), weight (\d\.\d+); the best particle with another answer "
+                  r"weighs (\d\.\d+)$", pf)
+    assert chosen.group(1) == "18"
+    assert float(chosen.group(2)) - float(chosen.group(3)) >= MIN_MARGIN
+    slipped = find(r"per iteration: \[([\d, ]+)\]$", pf).group(1).split(", ")
+    assert sum(map(int, slipped)) > 0  # the filter met slips and still answered 18
+    beam_answer = find(r"^4 beams x 2 proposals\): answer (\S+); finished chains \(value\): "
+                       r"(.*)$", beam)
+    values = dict(re.findall(r"(\d+) \((\d\.\d+)\)", beam_answer.group(2)))
+    assert beam_answer.group(1) == "18" and len(values) >= 2
+    assert float(values.pop("18")) - max(map(float, values.values())) >= MIN_MARGIN
+    decided = find(r"^at most 8, rounds of 2\): answer (\S+), (\d) of 8 samples drawn, (\d) "
+                   r"saved \(stopped by: (\w+)\)$", ada)
+    assert decided.groups() == ("18", "6", "2", "decided")
+    rule = find(r"^  PRM-weighted votes \{(.*)\}: the leader is ahead by (\d\.\d+) with (\d) "
+                r"samples left", ada)
+    votes = sorted((float(w) for w in re.findall(r": (\d+\.\d+)", rule.group(1))), reverse=True)
+    margin, left = float(rule.group(2)), int(rule.group(3))
+    assert votes[0] - (votes[1] if len(votes) > 1 else 0.0) == pytest.approx(margin, abs=2e-3)
+    assert margin - left >= MIN_MARGIN  # the exact rule, with room to spare
+    for section in (pf, beam, ada):
+        tokens, calls, prm_calls, exhausted, overshoot = _spent(section)
+        assert tokens <= limit and exhausted == "none" and overshoot == 0
+        assert calls > 0 and prm_calls > 0
+    assert _spent(pf)[0] == limit  # 8 particles x 4 steps: the whole budget
+    assert _spent(ada)[:3] == (6 * limit // 8, 6, 6)  # one call and one chain per sample
+    # too many particles: the budget runs out after a whole iteration, before any finishes
+    ran_out = find(r"^, same budget: stopped after iteration (\d) by (\w+), overshoot (\d+) "
+                   r"tokens \(that iteration generated (\d+)\); particles finished: (\d+) of 16\.$",
+                   crowded)
+    assert ran_out.group(2) == "generated_tokens" and ran_out.group(5) == "0"
+    assert 0 < int(ran_out.group(3)) <= int(ran_out.group(4))
+    assert_shipped_prm_note(out)
 
 @pytest.mark.slow
 def test_ray_serve_example_serves_the_same_scores_and_picks_the_right_answer() -> None:
