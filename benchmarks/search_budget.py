@@ -466,17 +466,24 @@ def prm_pairs(pool: QuestionPool, prm: StepScorer) -> list[dict[str, Any]]:
             for (_, fe, kind), fork, final in zip(wrong, forks, finals, strict=True)]
 
 
+def pair_rates(pairs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """The win rates of :func:`prm_pairs`, overall (``"all"``) and by perturbation kind."""
+    groups: dict[str, list[dict[str, Any]]] = {"all": pairs}
+    for pair in pairs:
+        groups.setdefault(pair["kind"], []).append(pair)
+    return {name: {"pairs": len(group), **{k: round(float(np.mean([g[k] for g in group])), 4)
+                                           for k in ("fork", "final_last", "final_min")}}
+            for name, group in groups.items()}
+
+
 def pair_summary(pairs: list[dict[str, Any]]) -> list[str]:
-    """The win rates of :func:`prm_pairs`, overall and by perturbation kind, as a table."""
+    """:func:`pair_rates` as a markdown table."""
     out = ["| wrong chains | pairs | step at the fork (`last` of the partial chains) | "
            "whole chain, last step | whole chain, weakest step (`min`) |",
            "|---|---|---|---|---|"]
-    groups = {"all": pairs}
-    for pair in pairs:
-        groups.setdefault(pair["kind"], []).append(pair)
-    for name, group in groups.items():
-        rates = [np.mean([g[k] for g in group]) for k in ("fork", "final_last", "final_min")]
-        out.append(f"| {name} | {len(group)} | " + " | ".join(f"{r:.3f}" for r in rates) + " |")
+    for name, r in pair_rates(pairs).items():
+        out.append(f"| {name} | {r['pairs']} | {r['fork']:.3f} | {r['final_last']:.3f} | "
+                   f"{r['final_min']:.3f} |")
     return out
 
 
@@ -572,7 +579,7 @@ def plot(rows: list[dict[str, Any]], methods: Sequence[str], path: Path) -> None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7.5, 5))
+    fig, ax = plt.subplots(figsize=(10, 5.5))
     for method in methods:
         pts = sorted((r for r in rows if r["method"] == method), key=lambda r: r["n"])
         x = [r["mean_tokens"] for r in pts]
@@ -590,7 +597,7 @@ def plot(rows: list[dict[str, Any]], methods: Sequence[str], path: Path) -> None
     ax.set_ylabel("accuracy (GSM8K answer)")
     ax.set_title("Accuracy against compute, shipped PRM, GSM8K-test step generator")
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -695,6 +702,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples")
     p.add_argument("--out", type=Path, default=RESULTS, help="folder for the .md/.json/.png")
     p.add_argument("--name", default="search_budget", help="file name stem of the results")
+    p.add_argument("--records", type=Path, default=None,
+                   help="also write every run and PRM pair to this JSONL file")
     return p.parse_args(argv)
 
 
@@ -742,8 +751,12 @@ def main(argv: list[str] | None = None) -> int:
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{args.name}.json").write_text(json.dumps(
-        {"info": info, "rows": result["rows"], "records": result["records"],
-         "pairs": result["pairs"]}, indent=1) + "\n")
+        {"info": info, "rows": result["rows"], "prm_pairs": pair_rates(result["pairs"])},
+        indent=1) + "\n")
+    if args.records is not None:  # every run and every PRM pair, one JSON object a line
+        with args.records.open("w") as f:
+            for record in [*result["records"], *result["pairs"]]:
+                f.write(json.dumps(record) + "\n")
     plot(result["rows"], methods, args.out / f"{args.name}.png")
     md = markdown(result["rows"], info, pools, args, result["pairs"])
     (args.out / f"{args.name}.md").write_text("\n".join(md) + "\n")
