@@ -56,6 +56,21 @@ def _rows(path: Path) -> list[dict[str, Any]]:
     return [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
 
 
+def _wait_for_rows(out: Path, proc: subprocess.Popen[str], limit_s: float = 120) -> None:
+    """Wait until ``prm score`` has written its first rows (to ``OUT.partial``, ``OUT.partial.2``
+    ...), or has exited, or ``limit_s`` has passed.
+
+    A fixed sleep measured nothing on a loaded machine: signalled before its first write,
+    the run kept 0 rows, and "in order" held trivially. Signalling once rows exist tests
+    that the written prefix survives the interrupt.
+    """
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline and proc.poll() is None:
+        if any(b"\n" in p.read_bytes()[:65536] for p in out.parent.glob(f"{out.name}*")):
+            return
+        time.sleep(0.2)
+
+
 # -- data loss -------------------------------------------------------------------------------
 def data_loss(t: Any, tmp: Path) -> None:
     s = "round 2: data loss"
@@ -102,7 +117,7 @@ def data_loss(t: Any, tmp: Path) -> None:
                                  str(big), "--output", str(out), "--no-progress", "--device",
                                  "cpu"], cwd=ROOT, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)
-        time.sleep(6)
+        _wait_for_rows(out, proc)
         proc.send_signal(sig)
         _, err = proc.communicate(timeout=60)
         partial = [p for p in tmp.iterdir() if p.name.startswith("big_out")]
@@ -111,7 +126,7 @@ def data_loss(t: Any, tmp: Path) -> None:
             rows.extend(_rows(p))
         in_order = all(r["question"] == f"{Q} ({i})" for i, r in enumerate(rows))
         told = "--skip" in err
-        ok = proc.returncode != 0 and in_order and told and "Traceback" not in err
+        ok = proc.returncode != 0 and bool(rows) and in_order and told and "Traceback" not in err
         t.add(s, f"prm score killed by {sig.name} mid-file",
               "scored" if ok else "defect",
               f"exit {proc.returncode}; {len(rows)} rows kept, in order: {in_order}; says how "
