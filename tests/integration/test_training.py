@@ -15,7 +15,7 @@ import pytest
 
 try:
     import torch
-    from transformers import AutoModelForTokenClassification, AutoTokenizer, BertConfig, BertModel
+    from transformers import AutoModelForTokenClassification, AutoTokenizer
 except ImportError:
     pytest.skip("the training tests need the train extra: pip install 'prm-plugins[train]'",
                 allow_module_level=True)
@@ -42,91 +42,15 @@ from prm_plugins.training.data import (
 )
 from prm_plugins.training.tokenizer import prune_vocabulary, select_vocabulary
 
-WORDS = ("tom", "ann", "has", "apples", "pens", "buys", "sells", "more", "each", "total",
-         "so", "the", "answer", "is", "add", "subtract", "then", "left", "she", "he")
-
-
-def _corpus() -> list[str]:
-    rng = random.Random(0)
-    lines = []
-    for _ in range(300):
-        words = " ".join(rng.choice(WORDS) for _ in range(6))
-        lines.append(f"{words} {rng.randint(0, 999)} + {rng.randint(0, 99)} = {rng.randint(0, 9)}.")
-    return lines
-
-
-@pytest.fixture(scope="session")
-def base_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny BERT trunk (hidden 32) and a BERT-style WordPiece tokenizer, saved as a base."""
-    from tokenizers import (
-        Tokenizer,
-        decoders,
-        models,
-        normalizers,
-        pre_tokenizers,
-        processors,
-        trainers,
-    )
-
-    path = tmp_path_factory.mktemp("tiny_bert_base")
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.decoder = decoders.WordPiece()
-    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    tok.train_from_iterator(_corpus(), trainers.WordPieceTrainer(
-        vocab_size=400, special_tokens=specials, show_progress=False))
-    tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]",
-        special_tokens=[("[CLS]", tok.token_to_id("[CLS]")), ("[SEP]", tok.token_to_id("[SEP]"))])
-    tok.save(str(path / "tokenizer.json"))
-    torch.manual_seed(0)
-    config = BertConfig(vocab_size=tok.get_vocab_size(), hidden_size=32, num_hidden_layers=2,
-                        num_attention_heads=4, intermediate_size=64, max_position_embeddings=128,
-                        pad_token_id=0, hidden_dropout_prob=0.0,
-                        attention_probs_dropout_prob=0.0)
-    BertModel(config).save_pretrained(path)
-    return path
-
-
-def _toy_rows(n: int, seed: int) -> list[dict[str, object]]:
-    """Separable toy chains: a step is wrong exactly when it says 'subtract'."""
-    rng = random.Random(seed)
-    rows = []
-    for i in range(n):
-        question = f"tom has {rng.randint(1, 99)} apples and buys {rng.randint(1, 9)} more. q{i}"
-        steps, labels = [], []
-        for _ in range(rng.randint(1, 4)):
-            bad = rng.random() < 0.35
-            verb = "subtract" if bad else "add"
-            steps.append(f"then {verb} {rng.randint(1, 99)}")
-            labels.append(not bad)
-        rows.append({"prompt": question, "completions": steps, "labels": labels,
-                     "perturbation": None if all(labels) else "toy"})
-    return rows
-
-
-def _write(path: Path, rows: list[dict[str, object]]) -> Path:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return path
-
-
-def _toy_config(base_dir: Path, data: Path, out: Path, steps: int = 60,
-                **changes: object) -> TrainConfig:
-    """A quick CPU run on toy data: one thread, a 50-token vocabulary, validation at the end."""
-    return TrainConfig(**{  # type: ignore[arg-type]
-        "data": str(data), "out": str(out), "base_model": str(base_dir), "max_steps": steps,
-        "batch_size": 16, "lr": 1e-2, "warmup_ratio": 0.1, "eval_every": steps,
-        "log_every": 10, "val_fraction": 0.2, "device": "cpu", "progress": False,
-        "vocab_keep_top": 50, "max_length": 128, "seed": 0, "threads": 1, **changes})
+from support.training_toys import toy_config, toy_rows, write_rows
 
 
 @pytest.fixture(scope="session")
 def trained(base_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     """Run ``train`` once on the toy task; return the checkpoint dir and training.json."""
     tmp = tmp_path_factory.mktemp("train_run")
-    data = _write(tmp / "train.jsonl", _toy_rows(160, 0))
-    test = _write(tmp / "test.jsonl", _toy_rows(40, 1))
+    data = write_rows(tmp / "train.jsonl", toy_rows(160, 0))
+    test = write_rows(tmp / "test.jsonl", toy_rows(40, 1))
     out = tmp / "ckpt"
     cfg = TrainConfig(data=str(data), out=str(out), base_model=str(base_dir), max_steps=100,
                       batch_size=16, lr=1e-2, warmup_ratio=0.1, eval_every=50, log_every=10,
@@ -152,7 +76,7 @@ def test_label_positions_are_render_step_positions(base_dir: Path) -> None:
     assert fmt.options == {"separator": "[SEP]", "prompt_suffix": "[SEP]",
                            "bos_token_id": tok.token_to_id("[CLS]")}
     rows = [StepwiseRow(r["prompt"], r["completions"], r["labels"])  # type: ignore[arg-type]
-            for r in _toy_rows(20, 3)]
+            for r in toy_rows(20, 3)]
     chains, stats = encode_rows(fmt, rows, max_length=512)
     assert stats == {"cut": 0, "dropped": 0, "steps_dropped": 0}
     sep = tok.token_to_id("[SEP]")
@@ -296,7 +220,7 @@ def test_cli_train_parser_is_pluggable() -> None:
 def test_load_stepwise_rejects_mismatched_labels(tmp_path: Path) -> None:
     from prm_plugins.errors import InvalidInputError
 
-    path = _write(tmp_path / "bad.jsonl", [{"prompt": "q", "completions": ["a", "b"],
+    path = write_rows(tmp_path / "bad.jsonl", [{"prompt": "q", "completions": ["a", "b"],
                                             "labels": [True]}])
     with pytest.raises(InvalidInputError, match=r"bad.jsonl:1: 2 completions but 1 labels"):
         load_stepwise(path)
@@ -420,8 +344,8 @@ def test_position_class_weights_balance_each_position() -> None:
 
 def test_position_balanced_training_learns_the_toy_task(base_dir: Path,
                                                         tmp_path: Path) -> None:
-    data = _write(tmp_path / "train.jsonl", _toy_rows(160, 0))
-    train(_toy_config(base_dir, data, tmp_path / "ckpt", class_weight="none",
+    data = write_rows(tmp_path / "train.jsonl", toy_rows(160, 0))
+    train(toy_config(base_dir, data, tmp_path / "ckpt", class_weight="none",
                       experimental_position_balanced=True))
     info = json.loads((tmp_path / "ckpt" / "training.json").read_text())
     assert info["best_val_auroc"] > 0.85
@@ -439,8 +363,8 @@ def test_outcome_supervision_labels_every_step_with_the_chain_outcome(
         TrainConfig(data="d", out="o", supervision="final").validate()
     # An ORM on the toy task: a chain is bad when any step says 'subtract'. The encoder sees
     # the whole chain, so even a first step is scored by the chain's outcome.
-    data = _write(tmp_path / "train.jsonl", _toy_rows(160, 0))
-    train(_toy_config(base_dir, data, tmp_path / "orm", supervision="outcome"))
+    data = write_rows(tmp_path / "train.jsonl", toy_rows(160, 0))
+    train(toy_config(base_dir, data, tmp_path / "orm", supervision="outcome"))
     info = json.loads((tmp_path / "orm" / "training.json").read_text())
     assert info["config"]["supervision"] == "outcome"
     assert info["best_val_auroc"] > 0.85
@@ -474,14 +398,14 @@ def test_pairwise_loss_trains_on_question_pairs(base_dir: Path, tmp_path: Path) 
         rows.append({"prompt": q, "completions": steps, "labels": [True] * 3})
         rows.append({"prompt": q, "completions": bad,
                      "labels": [j < k for j in range(3)], "perturbation": "toy"})
-    data = _write(tmp_path / "pairs.jsonl", rows)
-    train(_toy_config(base_dir, data, tmp_path / "pw", steps=40, experimental_pair_weight=1.0))
+    data = write_rows(tmp_path / "pairs.jsonl", rows)
+    train(toy_config(base_dir, data, tmp_path / "pw", steps=40, experimental_pair_weight=1.0))
     info = json.loads((tmp_path / "pw" / "training.json").read_text())
     assert info["config"]["experimental_pair_weight"] == 1.0
     assert info["data"]["pairs"] == info["data"]["train_chains"] // 2  # every flawed chain
     assert info["best_val_auroc"] > 0.85
     # without any question that has both a correct and a flawed chain it says so
-    lone = _write(tmp_path / "lone.jsonl", _toy_rows(40, 1))
+    lone = write_rows(tmp_path / "lone.jsonl", toy_rows(40, 1))
     with pytest.raises(InvalidInputError, match="--experimental-pair-weight"):
         train(TrainConfig(data=str(lone), out=str(tmp_path / "x"), base_model=str(base_dir),
                           max_steps=2, device="cpu", progress=False, vocab_keep_top=50,

@@ -23,8 +23,6 @@ except ImportError:
     pytest.skip("the training tests need the train extra: pip install 'prm-plugins[train]'",
                 allow_module_level=True)
 
-from test_training import _toy_config, _toy_rows, _write, base_dir  # noqa: F401
-
 from prm_plugins.errors import InvalidInputError, ModelLoadError
 from prm_plugins.training import TrainConfig, train
 from prm_plugins.training.checkpoint import (
@@ -35,6 +33,8 @@ from prm_plugins.training.checkpoint import (
     recover_checkpoint,
     verify_checkpoint,
 )
+
+from support.training_toys import toy_config, toy_rows, write_rows
 
 
 class Killed(BaseException):
@@ -71,19 +71,19 @@ def _strip_times(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
 # -- resume ---------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def toy_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _write(tmp_path_factory.mktemp("ckpt_data") / "train.jsonl", _toy_rows(80, 0))
+    return write_rows(tmp_path_factory.mktemp("ckpt_data") / "train.jsonl", toy_rows(80, 0))
 
 
 def _resume_config(base: Path, data: Path, out: Path, **changes: Any) -> TrainConfig:
     # 64 training chains in batches of 16: 4 batches an epoch, so step 10 is mid-epoch 3.
     # Dropout on, so the torch RNG state matters; validation at 7 and 14 with keep_best, so
     # the best weights so far must be carried over too.
-    return _toy_config(base, data, out, steps=14, save_every=5, eval_every=7, dropout=0.1,
+    return toy_config(base, data, out, steps=14, save_every=5, eval_every=7, dropout=0.1,
                        **changes)
 
 
 def test_resumed_run_ends_with_the_same_weights_as_an_uninterrupted_one(
-        base_dir: Path, toy_data: Path, tmp_path: Path,  # noqa: F811
+        base_dir: Path, toy_data: Path, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
     whole = tmp_path / "whole"
     train(_resume_config(base_dir, toy_data, whole))
@@ -117,7 +117,7 @@ def test_resumed_run_ends_with_the_same_weights_as_an_uninterrupted_one(
 
 
 def test_resume_without_the_saved_state_does_not_reproduce(
-        base_dir: Path, toy_data: Path, tmp_path: Path,  # noqa: F811
+        base_dir: Path, toy_data: Path, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
     """The equality above is not automatic: drop the RNG/data-position restore and it breaks."""
     from prm_plugins.training import resume
@@ -136,13 +136,13 @@ def test_resume_without_the_saved_state_does_not_reproduce(
 
 
 def test_periodic_checkpoint_default_is_each_validation(
-        base_dir: Path, toy_data: Path, tmp_path: Path,  # noqa: F811
+        base_dir: Path, toy_data: Path, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
     assert TrainConfig().save_every is None
     out = tmp_path / "run"
     _kill_at_optimizer_step(monkeypatch, 10)
     with pytest.raises(Killed):
-        train(_toy_config(base_dir, toy_data, out, steps=12, eval_every=4))
+        train(toy_config(base_dir, toy_data, out, steps=12, eval_every=4))
     info = verify_checkpoint(out)
     assert info["steps"] == 8 and [h["step"] for h in info["history"]] == [4, 8]
     # it is export-ready: the transformers files load
@@ -150,7 +150,7 @@ def test_periodic_checkpoint_default_is_each_validation(
 
 
 def test_resume_refuses_other_settings_other_data_and_damage(
-        base_dir: Path, toy_data: Path, tmp_path: Path,  # noqa: F811
+        base_dir: Path, toy_data: Path, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
     out = tmp_path / "run"
     _kill_at_optimizer_step(monkeypatch, 7)
@@ -159,7 +159,7 @@ def test_resume_refuses_other_settings_other_data_and_damage(
     monkeypatch.undo()
     with pytest.raises(InvalidInputError, match=r"--lr 0\.01 -> 0\.02"):
         train(_resume_config(base_dir, toy_data, out, resume=True, lr=2e-2))
-    other = _write(tmp_path / "other.jsonl", _toy_rows(80, 5))
+    other = write_rows(tmp_path / "other.jsonl", toy_rows(80, 5))
     with pytest.raises(InvalidInputError, match="--data file is not the one"):
         train(_resume_config(base_dir, other, out, resume=True))
     # without --resume an unfinished run is not thrown away
@@ -357,9 +357,9 @@ def test_cli_unwritable_out_is_a_one_line_error(
     '{"prompt": "q", "completions": ["a", "b"], "labels": [true]}',
 ], ids=["deep-json", "5000-digit-int", "labels-mismatch"])
 def test_cli_hostile_training_line_is_a_one_line_error(
-        base_dir: Path, tmp_path: Path, line: str,  # noqa: F811
+        base_dir: Path, tmp_path: Path, line: str,
         capsys: pytest.CaptureFixture[str]) -> None:
-    good = [json.dumps(r) for r in _toy_rows(4, 0)]
+    good = [json.dumps(r) for r in toy_rows(4, 0)]
     data = tmp_path / "data.jsonl"
     data.write_text("\n".join([*good, line, *good]) + "\n", encoding="utf-8")
     out = tmp_path / "out"
@@ -374,7 +374,7 @@ def test_cli_hostile_training_line_is_a_one_line_error(
 
 @pytest.mark.slow
 def test_sigkill_during_real_training_leaves_a_resumable_checkpoint(
-        base_dir: Path, toy_data: Path, tmp_path: Path) -> None:  # noqa: F811
+        base_dir: Path, toy_data: Path, tmp_path: Path) -> None:
     """A real ``prm train`` process killed with SIGKILL while saving every step."""
     import signal
     import time
