@@ -212,13 +212,19 @@ class VLLMPRM:
         ``vllm://h:8000/Qwen/Qwen2.5-Math-PRM-7B``); no path means the server's only model.
 
         Raises:
-            InvalidInputError: another scheme, or no host.
+            InvalidInputError: another scheme, no host, or no ``tokenizer``.
         """
         parts = urllib.parse.urlsplit(url) if isinstance(url, str) else None
         if parts is None or parts.scheme not in SCHEMES or not parts.hostname:
             raise InvalidInputError(
                 f"a served PRM's URL is 'vllm://host:port/model' (or 'vllm+https://...'), got "
                 f"{url!r}")
+        if kwargs.get("tokenizer") is None:
+            raise InvalidInputError(
+                f"a served PRM needs tokenizer=: chains are rendered here, so pass the model's "
+                f"local directory (from prm export, or the checkpoint's folder with "
+                f"tokenizer.json) or a tokenizer.json path, e.g. load_prm({url!r}, "
+                f"format='qwen-prm', tokenizer='Qwen2.5-Math-PRM-7B/'); nothing is downloaded")
         model = urllib.parse.unquote(parts.path.lstrip("/")) or None
         kwargs.setdefault("model", model)
         return cls(f"{SCHEMES[parts.scheme]}://{parts.netloc}", **kwargs)

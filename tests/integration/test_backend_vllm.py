@@ -165,6 +165,8 @@ def test_load_prm_takes_a_vllm_url_and_a_plain_tokenizer_path(
         VLLMPRM.from_url("grpc://127.0.0.1:1/m", tokenizer=family_dirs["qwen-prm"])
     with pytest.raises(InvalidInputError, match="write vllm://.*RemotePRM"):
         load_prm(f"http://127.0.0.1:{port}/m", tokenizer=family_dirs["qwen-prm"])
+    with pytest.raises(InvalidInputError, match="needs tokenizer=.*nothing is downloaded"):
+        load_prm(f"vllm://127.0.0.1:{port}/m", format="qwen-prm")
 
 
 def test_a_checkpoint_tokenizer_gives_the_options_prm_export_writes(
