@@ -13,6 +13,14 @@ Verification is :func:`prm_plugins.strategies.averify`, the feedback and the rev
 prompt are the core's (:attr:`Verdict.feedback`, :func:`build_revision_prompt`), LLM calls
 are retried by :class:`RetryPolicy`, and the result is the core's
 :class:`~prm_plugins.strategies.CritiqueResult`.
+
+With a :class:`~prm_plugins.budget.Budget` the run is metered as core
+:class:`~prm_plugins.strategies.SelfCritique` is: each LLM call, the text it generated
+(``Budget.count_tokens``) and each chain scored are charged; a revision starts only while
+one more LLM call and one more scoring fit (and the token and time limits are not reached);
+when it runs out the best round so far is the result, with ``result.budget.exhausted``
+naming the limit. If not even the first solution fits,
+:class:`~prm_plugins.errors.BudgetExhaustedError`.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ from llama_index.core.workflow import Context, Event, StartEvent, StopEvent, Wor
 
 from prm_plugins.adapters.llamaindex.events import emit_verdict
 from prm_plugins.adapters.llamaindex.generator import LlamaIndexGenerator, check_llm
+from prm_plugins.budget import Budget, BudgetMeter
 from prm_plugins.errors import InvalidInputError, PRMError
 from prm_plugins.plans import CallOutcome, describe_error
 from prm_plugins.strategies import (
@@ -54,6 +63,7 @@ logger = logging.getLogger(__name__)
 _QUESTION = "prm_question"
 _HISTORY = "prm_history"
 _CURRENT = "prm_current_steps"
+_METER = "prm_budget_meter"
 
 
 class SelfCritiqueStartEvent(StartEvent):
@@ -95,6 +105,9 @@ class CritiqueRoundEvent(Event):
         passed: whether it passed.
         feedback: the feedback sent for the next revision (``None`` when none follows).
         error: why the round failed, if it did.
+        budget: what the run has spent so far (:meth:`BudgetSpent.to_dict
+            <prm_plugins.budget.BudgetSpent.to_dict>`; its ``exhausted`` names the limit
+            that stopped the revisions, if one did); ``None`` for a run without a budget.
     """
 
     round: int
@@ -103,6 +116,7 @@ class CritiqueRoundEvent(Event):
     passed: bool = False
     feedback: str | None = None
     error: str | None = None
+    budget: dict[str, Any] | None = None
 
 
 class PRMSelfCritiqueWorkflow(Workflow):
@@ -116,7 +130,13 @@ class PRMSelfCritiqueWorkflow(Workflow):
     written to the stream after each round; each verification sends a
     :class:`PRMStepsScoredEvent` and each failed one a :class:`PRMVerificationFailedEvent`.
 
-    State lives in the run's ``Context``, so one workflow object serves concurrent runs.
+    With ``budget=``, a revision round starts only while one more LLM call and one more
+    scoring fit; when the budget runs out the best round so far is returned, and
+    ``result.budget`` (and each :class:`CritiqueRoundEvent`'s ``budget``) reports the
+    spend (module docs).
+
+    State lives in the run's ``Context`` (the budget's meter included), so one workflow
+    object serves concurrent runs, each with its own budget.
 
     Args:
         llm: the LlamaIndex LLM that writes and revises solutions.
@@ -130,6 +150,8 @@ class PRMSelfCritiqueWorkflow(Workflow):
         return_best: return the best-scored round (ties go to the later one); ``False``
             returns the last verified round.
         retry: retry policy for LLM calls.
+        budget: a :class:`~prm_plugins.budget.Budget` for each run (LLM calls, generated
+            tokens, chains scored, wall time); ``None`` for no limit.
         system_prompt: a system message for chat LLMs.
         timeout: workflow timeout in seconds (``None``: no timeout).
         **workflow_kwargs: other ``Workflow`` arguments (``verbose``, ...).
@@ -158,6 +180,7 @@ class PRMSelfCritiqueWorkflow(Workflow):
         redo_from: RedoFrom = "first_failing",
         return_best: bool = True,
         retry: RetryPolicy | None = None,
+        budget: Budget | None = None,
         system_prompt: str | None = None,
         timeout: float | None = None,
         **workflow_kwargs: Any,
@@ -168,7 +191,7 @@ class PRMSelfCritiqueWorkflow(Workflow):
         self.options = SelfCritiqueOptions(threshold=threshold, max_rounds=max_rounds,
                                            aggregate=aggregate, split=split,
                                            redo_from=redo_from, return_best=return_best,
-                                           retry=retry)
+                                           retry=retry, budget=budget)
         self.prm = prm
         self.generator = LlamaIndexGenerator(llm, system_prompt=system_prompt)
         super().__init__(timeout=timeout, **workflow_kwargs)
@@ -180,9 +203,13 @@ class PRMSelfCritiqueWorkflow(Workflow):
         question = check_question(ev.question)
         await ctx.store.set(_QUESTION, question)
         await ctx.store.set(_HISTORY, [])
+        meter = BudgetMeter(self.options.budget)  # the run's wall clock starts here
+        await ctx.store.set(_METER, meter)
         if ev.solution is not None:
             return VerifyEvent(round=0, steps=as_steps(ev.solution, self.options.split))
-        outcome = await self._call(question)
+        if not meter.can_score(meter.can_generate(1)):
+            raise meter.refusal("self_critique: the first solution was not generated")
+        outcome = await self._call(meter, question)
         text, steps, error = self._read(outcome)
         if error is not None:
             cls = AllCandidatesFailedError if outcome.error is not None else EmptyGenerationsError
@@ -197,10 +224,13 @@ class PRMSelfCritiqueWorkflow(Workflow):
         o = self.options
         question: str = await ctx.store.get(_QUESTION)
         history: list[CritiqueRound] = await ctx.store.get(_HISTORY)
+        meter: BudgetMeter = await ctx.store.get(_METER)
         record = CritiqueRound(ev.round, ev.steps, None, kept_steps=ev.kept_steps,
                                feedback=ev.feedback, generated=ev.generated,
                                attempts=ev.attempts)
         try:
+            if not meter.take_chains(1):  # a BudgetExhaustedError is a PRMError
+                raise meter.refusal("chain scoring not made")
             verdict = await averify(question, ev.steps, self.prm, o.threshold, o.aggregate,
                                     o.split)
         except PRMError as exc:
@@ -211,14 +241,17 @@ class PRMSelfCritiqueWorkflow(Workflow):
             history.append(record)
             await ctx.store.set(_HISTORY, history)
             logger.warning("self-critique round %d failed: %s", ev.round, record.error)
+            stop = await self._next_or_stop(ctx, ev.round, history, meter)
             ctx.write_event_to_stream(CritiqueRoundEvent(round=ev.round, steps=record.steps,
-                                                         error=record.error))
-            return await self._next_or_stop(ctx, ev.round, history)
+                                                         error=record.error,
+                                                         budget=_spent(meter)))
+            return stop
         record.verdict = verdict
         history.append(record)
         await ctx.store.set(_HISTORY, history)
         await ctx.store.set(_CURRENT, list(ev.steps))
-        will_retry = not verdict.passed and ev.round < o.max_rounds
+        will_retry = (not verdict.passed and ev.round < o.max_rounds
+                      and _fits(meter, ev.round + 1))
         k: int | None = None
         feedback: str | None = None
         if not verdict.passed:
@@ -228,9 +261,9 @@ class PRMSelfCritiqueWorkflow(Workflow):
                      will_retry=will_retry)
         ctx.write_event_to_stream(CritiqueRoundEvent(
             round=ev.round, steps=list(ev.steps), score=verdict.score, passed=verdict.passed,
-            feedback=feedback if will_retry else None))
+            feedback=feedback if will_retry else None, budget=_spent(meter)))
         if not will_retry:
-            return StopEvent(result=self._result(history))
+            return StopEvent(result=self._result(history, meter))
         assert k is not None and feedback is not None
         logger.info("self-critique round %d: redoing from step %d (score %.3f)", ev.round + 1,
                     k + 1, verdict.step_scores.scores[k])
@@ -240,8 +273,9 @@ class PRMSelfCritiqueWorkflow(Workflow):
     async def revise(self, ctx: Context, ev: ReviseEvent) -> VerifyEvent | ReviseEvent | StopEvent:
         """Ask the LLM for the steps after the kept prefix (core revision prompt)."""
         question: str = await ctx.store.get(_QUESTION)
+        meter: BudgetMeter = await ctx.store.get(_METER)
         prompt = build_revision_prompt(question, ev.prefix, ev.feedback)
-        outcome = await self._call(prompt)
+        outcome = await self._call(meter, prompt)
         text, steps, error = self._read(outcome)
         if error is None:
             return VerifyEvent(round=ev.round, steps=[*ev.prefix, *steps],
@@ -254,26 +288,34 @@ class PRMSelfCritiqueWorkflow(Workflow):
                                      attempts=outcome.attempts))
         await ctx.store.set(_HISTORY, history)
         logger.warning("self-critique round %d failed: %s", ev.round, error)
-        ctx.write_event_to_stream(CritiqueRoundEvent(round=ev.round, steps=current, error=error))
-        if ev.round < self.options.max_rounds:
+        again = ev.round < self.options.max_rounds and _fits(meter, ev.round + 1)
+        ctx.write_event_to_stream(CritiqueRoundEvent(round=ev.round, steps=current, error=error,
+                                                     budget=_spent(meter)))
+        if again:
             return ReviseEvent(round=ev.round + 1, prefix=ev.prefix, feedback=ev.feedback)
-        return StopEvent(result=self._result(history))
+        return StopEvent(result=self._result(history, meter))
 
     # -- helpers ---------------------------------------------------------------------------
     async def _next_or_stop(
-        self, ctx: Context, round_: int, history: list[CritiqueRound]
+        self, ctx: Context, round_: int, history: list[CritiqueRound], meter: BudgetMeter
     ) -> ReviseEvent | StopEvent:
-        """After a failed round: retry the last revision request, or stop."""
+        """After a failed round: retry the last revision request (budget allowing), or stop."""
         last = next(r for r in reversed(history) if r.verdict is not None)
-        if round_ < self.options.max_rounds and last.verdict is not None:
+        if (round_ < self.options.max_rounds and last.verdict is not None
+                and _fits(meter, round_ + 1)):
             failed = history[-1]
             return ReviseEvent(round=round_ + 1, prefix=list(failed.steps[: failed.kept_steps]),
                                feedback=failed.feedback or last.verdict.feedback)
-        return StopEvent(result=self._result(history))
+        return StopEvent(result=self._result(history, meter))
 
-    async def _call(self, prompt: str) -> CallOutcome:
-        return await self.options.retry_policy.acall(self.generator.asample, prompt, 1,
-                                              what="LlamaIndex LLM call")
+    async def _call(self, meter: BudgetMeter, prompt: str) -> CallOutcome:
+        """One LLM call (retried), charged to ``meter``: the call, then the text it returned."""
+        meter.charge_calls(1)  # a call counts once however many retries it takes
+        outcome = await self.options.retry_policy.acall(self.generator.asample, prompt, 1,
+                                                        what="LlamaIndex LLM call")
+        if outcome.error is None:
+            meter.charge_outputs([outcome.value])
+        return outcome
 
     def _read(self, outcome: CallOutcome) -> tuple[str | None, list[str], str | None]:
         """(text, steps, error) of an LLM call's outcome."""
@@ -288,7 +330,7 @@ class PRMSelfCritiqueWorkflow(Workflow):
             return text, [], "empty generation (no steps)"
         return text, steps, None
 
-    def _result(self, history: list[CritiqueRound]) -> CritiqueResult:
+    def _result(self, history: list[CritiqueRound], meter: BudgetMeter) -> CritiqueResult:
         verified = [r for r in history if r.verdict is not None]
         if not verified:  # pragma: no cover - round 0 is always verified or raises
             raise InvalidInputError("no round was verified")
@@ -304,4 +346,19 @@ class PRMSelfCritiqueWorkflow(Workflow):
         generated = [r for r in history if r.round > 0 or r.generated is not None]
         return CritiqueResult(steps=chosen.steps, verdict=chosen.verdict, history=history,
                               generator_calls=len(generated),
-                              attempts=sum(r.attempts for r in history))
+                              attempts=sum(r.attempts for r in history), budget=meter.report())
+
+
+def _fits(meter: BudgetMeter, round_: int) -> bool:
+    """Whether revision round ``round_`` fits: one more LLM call and one more scoring."""
+    if meter.can_score(meter.can_generate(1)):
+        return True
+    logger.info("self-critique: the budget's %s limit stopped the revisions before round %d",
+                meter.exhausted(), round_)
+    return False
+
+
+def _spent(meter: BudgetMeter) -> dict[str, Any] | None:
+    """What a run has spent so far, JSON-ready (``None`` for a run without a budget)."""
+    spent = meter.report()
+    return None if spent is None else spent.to_dict()
