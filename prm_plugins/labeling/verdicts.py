@@ -260,17 +260,26 @@ def parse_step_judgements(
         order.append(k)
         offset = line_start + (len(raw) - len(raw.lstrip())) + m.start("verdict")
         judged.append(StepJudgement(_VERDICTS[word], level, offset))
-    missing = [k for k in range(1, n_steps + 1) if k not in seen]
+    problem = _incomplete(order, n_steps)
+    if problem:
+        raise fail(problem)
+    return judged
+
+
+def _incomplete(order: list[int], n_steps: int) -> str | None:
+    """Why the steps graded, in ``order``, are not exactly 1 to ``n_steps`` in order."""
+    graded = set(order)
+    missing = [k for k in range(1, n_steps + 1) if k not in graded]
     if missing:
         names = ", ".join(str(k) for k in missing)
-        raise fail(f"step{'s' if len(missing) > 1 else ''} {names} "
-                   f"{'have' if len(missing) > 1 else 'has'} no verdict: expected {n_steps} "
-                   f"lines (Step 1 to Step {n_steps}), got {len(order)}")
+        return (f"step{'s' if len(missing) > 1 else ''} {names} "
+                f"{'have' if len(missing) > 1 else 'has'} no verdict: expected {n_steps} "
+                f"lines (Step 1 to Step {n_steps}), got {len(order)}")
     for position, k in enumerate(order, start=1):
         if k != position:
-            raise fail(f"steps are out of order: line {position} grades step {k} where step "
-                       f"{position} was expected; list the steps as 1, 2, ..., {n_steps}")
-    return judged
+            return (f"steps are out of order: line {position} grades step {k} where step "
+                    f"{position} was expected; list the steps as 1, 2, ..., {n_steps}")
+    return None
 
 
 def propagate_first_error(verdicts: Sequence[bool]) -> list[bool]:
