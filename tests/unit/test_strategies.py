@@ -704,19 +704,23 @@ def test_async_form_runs_a_sync_only_generator_in_threads() -> None:
     assert r.text == "b" and fake.calls["sample"] == 2
 
 
-def _cancel_midway(make_call: Any, fake: FakeGenerator) -> tuple[int, int]:
-    """Start a strategy call, cancel it while generator calls are in flight, and return
-    (extra tasks, extra threads) left once the in-flight work has wound down."""
+def _cancel_midway(make_call: Any, fake: FakeGenerator, in_flight: int = 1) -> tuple[int, int]:
+    """Start a strategy call, cancel it once ``in_flight`` generator calls are running, and
+    return (extra tasks, extra threads) left once the in-flight work has wound down.
+
+    Waiting for all the expected calls (not only the first) keeps the counts the tests check
+    independent of how fast a loaded machine starts them."""
 
     async def main() -> tuple[int, int]:
         threads_before = threading.active_count()
         tasks_before = asyncio.all_tasks()
         task = asyncio.create_task(make_call())
-        for _ in range(200):
+        for _ in range(1000):
             await asyncio.sleep(0.005)
-            if fake.in_flight:
+            if fake.in_flight >= in_flight:
                 break
-        assert fake.in_flight > 0, "the call never reached the generator"
+        assert fake.in_flight >= in_flight, (
+            f"only {fake.in_flight} of {in_flight} generator calls started")
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
@@ -732,7 +736,7 @@ def _cancel_midway(make_call: Any, fake: FakeGenerator) -> tuple[int, int]:
 def test_cancelling_an_async_call_leaks_no_tasks() -> None:
     fake = FakeGenerator(["a"], delay=5.0)
     extra = _cancel_midway(lambda: abest_of_n("q", fake, ScriptedScorer({}), n=8,
-                                              max_concurrency=4), fake)
+                                              max_concurrency=4), fake, in_flight=4)
     assert extra == (0, 0)
     assert fake.cancelled == 4 and fake.in_flight == 0 and fake.calls["sample"] == 4
 
@@ -746,7 +750,7 @@ def test_cancelling_with_a_sync_generator_leaks_no_threads() -> None:
     fake = FakeGenerator(["a"], delay=0.2)
     view = MethodView(fake, "sample")
     extra = _cancel_midway(lambda: abest_of_n("q", view, ScriptedScorer({}), n=8,
-                                              max_concurrency=2), fake)
+                                              max_concurrency=2), fake, in_flight=2)
     assert extra == (0, 0)
     assert fake.in_flight == 0 and fake.calls["sample"] == 2  # queued calls were dropped
 
