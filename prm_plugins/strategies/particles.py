@@ -97,7 +97,7 @@ from prm_plugins.strategies.resampling import (
     normalize,
     resample,
 )
-from prm_plugins.strategies.search import has_final_answer
+from prm_plugins.strategies.search import has_final_answer, scored_tokens
 from prm_plugins.strategies.verify import chain_score
 from prm_plugins.types import StepScorer, StepScores
 from prm_plugins.validation import (
@@ -454,7 +454,7 @@ class ParticleFilter:
                     dropped.add(slot)
                     run.fail(t, slot, "scoring: ", r)
                 continue
-            run.tokens += self._tokens(run.question, steps)
+            run.tokens += scored_tokens(self.prm, run.question, steps)
             for slot in slots:
                 out[slot] = replace(grown[slot], scores=tuple(r.scores), likelihood=likelihood,
                                     complete=complete, finished=complete)
@@ -477,15 +477,6 @@ class ParticleFilter:
         if run.causes:
             err.__cause__ = run.causes[-1]
         return err
-
-    def _tokens(self, question: str, steps: tuple[str, ...]) -> int:
-        render = getattr(getattr(self.prm, "format", None), "render", None)
-        if callable(render):
-            try:
-                return len(render(question, list(steps)))
-            except Exception:  # a scorer-specific render quirk must not break the filter
-                logger.debug("format.render failed; counting steps instead", exc_info=True)
-        return len(steps)
 
     def _result(
         self, final: list[_State], run: _Run, meter: BudgetMeter

@@ -56,7 +56,7 @@ from prm_plugins.validation import (
 )
 
 __all__ = ["DVTS", "SearchChain", "SearchResult", "StepBeamSearch", "build_next_step_prompt",
-           "has_final_answer"]
+           "has_final_answer", "scored_tokens"]
 
 logger = logging.getLogger(__name__)
 
@@ -98,6 +98,21 @@ def has_final_answer(step: str) -> bool:
         (True, False)
     """
     return extract_final_answer(step, fallback_last_number=False) is not None
+
+
+def scored_tokens(prm: StepScorer, question: str, steps: Sequence[str]) -> int:
+    """How many tokens ``prm`` reads for the chain: the length its format renders, or the
+    number of steps for a scorer without a format (a remote or judge scorer).
+
+    The searches report it as the tokens they sent to the PRM.
+    """
+    render = getattr(getattr(prm, "format", None), "render", None)
+    if callable(render):
+        try:
+            return len(render(question, list(steps)))
+        except Exception:  # a scorer-specific render quirk must not break the search
+            logger.debug("format.render failed; counting steps instead", exc_info=True)
+    return len(steps)
 
 
 @dataclass(frozen=True)
@@ -321,7 +336,7 @@ class _StepSearch:
                     raise meter.refusal(f"{self.method}: no first step was scored")
                 break
             scored = yield from self._score(question, candidates, errors)
-            tokens += sum(self._tokens(question, c.steps) for c in scored)
+            tokens += sum(scored_tokens(self.prm, question, c.steps) for c in scored)
             if not scored:
                 if iterations == 1:
                     raise AllCandidatesFailedError(
@@ -417,14 +432,6 @@ class _StepSearch:
         err.__cause__ = failures[-1]
         return err
 
-    def _tokens(self, question: str, steps: tuple[str, ...]) -> int:
-        render = getattr(getattr(self.prm, "format", None), "render", None)
-        if callable(render):
-            try:
-                return len(render(question, list(steps)))
-            except Exception:  # a scorer-specific render quirk must not break the search
-                logger.debug("format.render failed; counting steps instead", exc_info=True)
-        return len(steps)
 
 
 def _ranked_unique(nodes: list[_Node]) -> list[SearchChain]:
