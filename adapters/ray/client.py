@@ -37,7 +37,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from prm_plugins.backends.http import HTTPRetry
+from prm_plugins.backends.http import HTTPRetry, RetryingClient
 from prm_plugins.errors import ChainTooLongError, InvalidInputError, PRMError, RemotePRMError
 from prm_plugins.jsonl import JSONLineError, loads_line
 from prm_plugins.types import StepScores
@@ -79,7 +79,7 @@ def _error_from_body(status: int, body: Any, url: str) -> PRMError:
                           url=url, attempts=1)
 
 
-class RemotePRM:
+class RemotePRM(RetryingClient):
     """A PRM served over HTTP (Ray Serve), with the local scorer's contract.
 
     Args:
@@ -132,26 +132,6 @@ class RemotePRM:
         self.headers = dict(headers or {})
         httpx = _httpx()
         self._client = httpx.Client(timeout=self.timeout, headers=self.headers)
-
-    @property
-    def max_attempts(self) -> int:
-        """Attempts per call (:attr:`retry`'s)."""
-        return self.retry.max_attempts
-
-    @property
-    def backoff_initial(self) -> float:
-        """First wait between attempts, in seconds (:attr:`retry`'s)."""
-        return self.retry.backoff_initial
-
-    @property
-    def backoff_max(self) -> float:
-        """Longest wait between attempts without a ``Retry-After`` (:attr:`retry`'s)."""
-        return self.retry.backoff_max
-
-    @property
-    def max_retry_after(self) -> float:
-        """Longest wait a ``Retry-After`` header is honoured for (:attr:`retry`'s)."""
-        return self.retry.max_retry_after
 
     def __repr__(self) -> str:
         return f"RemotePRM(url={self.url!r}, timeout={self.timeout}, " \

@@ -36,7 +36,7 @@ from typing import Any
 from prm_plugins.errors import InvalidInputError, require
 from prm_plugins.validation import check_count
 
-__all__ = ["RETRY_STATUSES", "HTTPRetry", "parse_retry_after"]
+__all__ = ["RETRY_STATUSES", "HTTPRetry", "RetryingClient", "parse_retry_after"]
 
 logger = logging.getLogger(__name__)
 
@@ -232,3 +232,31 @@ class HTTPRetry:
             raise give_up(str(exc)) from exc.__cause__
         raise AssertionError("unreachable")  # pragma: no cover
 
+
+class RetryingClient:
+    """Base of the HTTP scorers (:class:`~prm_plugins.backends.vllm.VLLMPRM`,
+    ``prm_plugins.adapters.ray.RemotePRM``): their retry settings, read from the
+    :class:`HTTPRetry` they keep in ``retry`` (read-only; replace ``retry`` to change them).
+    """
+
+    retry: HTTPRetry
+
+    @property
+    def max_attempts(self) -> int:
+        """Attempts per request, the first one included (:attr:`retry`'s)."""
+        return self.retry.max_attempts
+
+    @property
+    def backoff_initial(self) -> float:
+        """First wait between attempts, in seconds (:attr:`retry`'s)."""
+        return self.retry.backoff_initial
+
+    @property
+    def backoff_max(self) -> float:
+        """Longest wait between attempts without a ``Retry-After`` (:attr:`retry`'s)."""
+        return self.retry.backoff_max
+
+    @property
+    def max_retry_after(self) -> float:
+        """Longest wait a ``Retry-After`` header is honoured for (:attr:`retry`'s)."""
+        return self.retry.max_retry_after

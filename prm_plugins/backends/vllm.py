@@ -43,7 +43,12 @@ import urllib.parse
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from prm_plugins.backends.http import RETRY_STATUSES, HTTPRetry, parse_retry_after
+from prm_plugins.backends.http import (
+    RETRY_STATUSES,
+    HTTPRetry,
+    RetryingClient,
+    parse_retry_after,
+)
 from prm_plugins.backends.local_format import Rendering, load_rendering
 from prm_plugins.backends.pooling import (
     POOLING_MODES,
@@ -100,7 +105,7 @@ def _label(question: str) -> str:
     return f" (question {short!r})"
 
 
-class VLLMPRM:
+class VLLMPRM(RetryingClient):
     """A PRM served by vLLM's Pooling API (or the project's Ray Serve ``/pooling`` route).
 
     Args:
@@ -228,26 +233,6 @@ class VLLMPRM:
         model = urllib.parse.unquote(parts.path.lstrip("/")) or None
         kwargs.setdefault("model", model)
         return cls(f"{SCHEMES[parts.scheme]}://{parts.netloc}", **kwargs)
-
-    @property
-    def max_attempts(self) -> int:
-        """Attempts per request (:attr:`retry`'s)."""
-        return self.retry.max_attempts
-
-    @property
-    def backoff_initial(self) -> float:
-        """First wait between attempts, in seconds (:attr:`retry`'s)."""
-        return self.retry.backoff_initial
-
-    @property
-    def backoff_max(self) -> float:
-        """Longest wait between attempts without a ``Retry-After`` (:attr:`retry`'s)."""
-        return self.retry.backoff_max
-
-    @property
-    def max_retry_after(self) -> float:
-        """Longest wait a ``Retry-After`` header is honoured for (:attr:`retry`'s)."""
-        return self.retry.max_retry_after
 
     def __repr__(self) -> str:
         return (f"VLLMPRM(url={self.url!r}, model={self.model!r}, "
