@@ -2,7 +2,7 @@
 
 Generators are the seeded, scripted :class:`support.fake_generators.FakeGenerator`: its next
 steps depend only on the prefix and how often that prefix was asked, never on thread timing,
-so runs can be compared exactly. The scorer is :class:`TableScorer`, a tiny in-test
+so runs can be compared exactly. The scorer is :func:`table_scorer`, a tiny
 StepScorer whose step score is looked up by the step's text: the weights, the resampling and
 the choice of answer are hand-computed here from round, context-free numbers, which a real
 PRM cannot give on demand. One test runs the shipped default PRM to check that the
@@ -17,13 +17,12 @@ import math
 import random
 import statistics
 from collections import Counter
-from collections.abc import Sequence
 from typing import Any
 
 import pytest
 
 import prm_plugins.budget as budget_module
-from prm_plugins import ChainTooLongError, InvalidInputError, StepScores, load_prm
+from prm_plugins import InvalidInputError, load_prm
 from prm_plugins.budget import Budget, estimate_tokens
 from prm_plugins.errors import BudgetExhaustedError
 from prm_plugins.runtime import default_model_dir
@@ -46,35 +45,17 @@ from prm_plugins.strategies.resampling import (
 )
 
 from support.fake_generators import FakeGenerator
+from support.scripted_scorer import ScriptedScorer
+
+
+def table_scorer(table: dict[str, float], default: float = 0.5,
+                 too_long: tuple[str, ...] = ()) -> ScriptedScorer:
+    """A scorer with a score per step text, 0.5 for unlisted steps (see the module docstring
+    for why)."""
+    return ScriptedScorer(table, default=default, too_long=too_long)
 
 FAST = RetryPolicy.no_wait()
 
-
-class TableScorer:
-    """StepScorer with a score per step text (see the module docstring for why)."""
-
-    def __init__(self, table: dict[str, float], default: float = 0.5,
-                 too_long: Sequence[str] = ()) -> None:
-        self.table = table
-        self.default = default
-        self.too_long = set(too_long)
-        self.batches: list[int] = []
-
-    def score_batch(self, items: Sequence[tuple[str, Sequence[str]]]) -> list[StepScores]:
-        self.batches.append(len(items))
-        out = []
-        for question, steps in items:
-            if self.too_long & set(steps):
-                raise ChainTooLongError("chain too long for the test", n_tokens=99, max_length=9)
-            out.append(StepScores(list(steps), [self.table.get(s, self.default) for s in steps],
-                                  question))
-        return out
-
-    def score(self, question: str, steps: Sequence[str]) -> StepScores:
-        return self.score_batch([(question, steps)])[0]
-
-    async def ascore(self, question: str, steps: Sequence[str]) -> StepScores:
-        return self.score(question, steps)
 
 
 # A small tree with good (a...) and bad (b...) branches; every leaf states an answer.
@@ -88,7 +69,7 @@ TREE = {(): ["a", "b"],
 
 def _run(**kwargs: Any) -> Any:
     gen = kwargs.pop("generator", None) or FakeGenerator(tree=TREE, seed=5)
-    return ParticleFilter(gen, TableScorer(TABLE), **kwargs).run("q")
+    return ParticleFilter(gen, table_scorer(TABLE), **kwargs).run("q")
 
 
 # -- weights and resamplers ------------------------------------------------------------------
@@ -147,7 +128,7 @@ def test_systematic_resampling_has_lower_variance_than_multinomial() -> None:
 
 def test_first_iteration_weights_are_hand_computed() -> None:
     gen = FakeGenerator(tree=TREE)  # unseeded: the root call k answers TREE[()][k % 2]
-    r = ParticleFilter(gen, TableScorer(TABLE), n=4, weighting="log", seed=0).run("q")
+    r = ParticleFilter(gen, table_scorer(TABLE), n=4, weighting="log", seed=0).run("q")
     first = r.history[0]
     assert first["likelihoods"] == [0.8, 0.3, 0.8, 0.3]
     assert first["weights"] == pytest.approx([8 / 22, 3 / 22, 8 / 22, 3 / 22])
@@ -195,7 +176,7 @@ def test_finished_particles_stop_growing_and_stay_in_the_population() -> None:
     tree = {(): ["The answer is 7.", "x"], ("x",): ["y"], ("x", "y"): [""]}
     gen = FakeGenerator(tree=tree)
     # equal weights and systematic resampling: each particle is copied exactly once
-    r = ParticleFilter(gen, TableScorer({"The answer is 7.": 0.6, "x": 0.6, "y": 0.6}),
+    r = ParticleFilter(gen, table_scorer({"The answer is 7.": 0.6, "x": 0.6, "y": 0.6}),
                        n=4, seed=0, resampling="systematic").run("q")
     assert all(args[1][:1] != ["The answer is 7."] for _, args in gen.log)  # never extended
     assert r.history[0]["finished"] == [True, False, True, False]
@@ -209,7 +190,7 @@ def test_finished_particles_stop_growing_and_stay_in_the_population() -> None:
 
 
 def test_max_steps_stops_open_particles() -> None:
-    r = ParticleFilter(FakeGenerator(default_steps=["more", "again"]), TableScorer({}),
+    r = ParticleFilter(FakeGenerator(default_steps=["more", "again"]), table_scorer({}),
                        n=3, max_steps=4, seed=0).run("q")
     assert r.iterations == 4 and len(r.history) == 4
     assert not r.best.complete and len(r.best.steps) == 4
@@ -219,7 +200,7 @@ def test_max_steps_stops_open_particles() -> None:
 def test_vote_and_best_disagree_as_computed() -> None:
     tree = {(): ["The answer is 1.", "The answer is 2.", "The answer is 2.",
                  "The answer is 2."]}
-    scorer = TableScorer({"The answer is 1.": 0.9, "The answer is 2.": 0.6})
+    scorer = table_scorer({"The answer is 1.": 0.9, "The answer is 2.": 0.6})
     best = ParticleFilter(FakeGenerator(tree=tree), scorer, n=4, weighting="log").run("q")
     vote = ParticleFilter(FakeGenerator(tree=tree), scorer, n=4, weighting="log",
                           select="vote").run("q")
@@ -237,7 +218,7 @@ def test_failed_particles_are_dropped_reported_and_refilled() -> None:
                 raise ValueError("b broke")
             return super().propose_next_steps(question, prefix, n)
 
-    scorer = TableScorer(TABLE, too_long=["a2"])
+    scorer = table_scorer(TABLE, too_long=["a2"])
     r = ParticleFilter(BrokenB(tree=TREE), scorer, n=6, seed=2, temperature=100.0,
                        retry=FAST).run("q")
     b_calls = r.history[0]["ancestors"].count(1) + r.history[0]["ancestors"].count(3) + \
@@ -252,17 +233,17 @@ def test_failed_particles_are_dropped_reported_and_refilled() -> None:
 
 def test_when_every_first_step_fails_the_error_says_why() -> None:
     with pytest.raises(AllCandidatesFailedError, match="every particle failed") as info:
-        ParticleFilter(FakeGenerator(fail_always=ValueError("down")), TableScorer({}),
+        ParticleFilter(FakeGenerator(fail_always=ValueError("down")), table_scorer({}),
                        n=3, retry=FAST).run("q")
     assert len(info.value.causes) == 3 and "3x ValueError: down" in str(info.value)
     gen = FakeGenerator(fail_always=TransientGeneratorError("busy"))
     with pytest.raises(AllCandidatesFailedError):
-        ParticleFilter(gen, TableScorer({}), n=2, retry=FAST).run("q")
+        ParticleFilter(gen, table_scorer({}), n=2, retry=FAST).run("q")
     assert gen.calls["propose_next_steps"] == 2 * 3  # retried per the policy
     with pytest.raises(EmptyGenerationsError, match="only empty steps"):
-        ParticleFilter(FakeGenerator(default_steps=[" "]), TableScorer({}), n=2).run("q")
+        ParticleFilter(FakeGenerator(default_steps=[" "]), table_scorer({}), n=2).run("q")
     with pytest.raises(AllCandidatesFailedError, match="scoring: ChainTooLongError"):
-        ParticleFilter(FakeGenerator(tree=TREE), TableScorer(TABLE, too_long=["a", "b"]),
+        ParticleFilter(FakeGenerator(tree=TREE), table_scorer(TABLE, too_long=["a", "b"]),
                        n=2).run("q")
 
 
@@ -273,7 +254,7 @@ def test_when_a_later_iteration_fails_entirely_the_last_population_is_returned()
                 raise ValueError("gone")
             return super().propose_next_steps(question, prefix, n)
 
-    r = ParticleFilter(FirstOnly(tree=TREE), TableScorer(TABLE), n=4, seed=0,
+    r = ParticleFilter(FirstOnly(tree=TREE), table_scorer(TABLE), n=4, seed=0,
                        retry=FAST).run("q")
     assert r.iterations == 2 and r.failed == 4 and len(r.particles) == 4
     assert all(len(p.steps) == 1 for p in r.particles) and not r.best.complete
@@ -284,10 +265,10 @@ def test_async_gives_the_sync_result() -> None:
     for resampling in ("multinomial", "systematic"):
         kwargs: dict[str, Any] = {"n": 6, "seed": 4, "resampling": resampling,
                                   "select": "vote"}
-        sync = particle_filter("q", FakeGenerator(tree=TREE, seed=9), TableScorer(TABLE),
+        sync = particle_filter("q", FakeGenerator(tree=TREE, seed=9), table_scorer(TABLE),
                                **kwargs)
         async_ = asyncio.run(aparticle_filter("q", FakeGenerator(tree=TREE, seed=9),
-                                              TableScorer(TABLE), **kwargs))
+                                              table_scorer(TABLE), **kwargs))
         assert async_.to_dict() == sync.to_dict()
 
 
@@ -312,7 +293,7 @@ def test_bad_options_are_named(kwargs: dict[str, Any], match: str) -> None:
     with pytest.raises(InvalidInputError, match=match):
         ParticleFilterOptions(**kwargs)
     with pytest.raises(InvalidInputError, match=match):
-        ParticleFilter(FakeGenerator(), TableScorer({}), **kwargs)
+        ParticleFilter(FakeGenerator(), table_scorer({}), **kwargs)
 
 
 def test_product_likelihood_multiplies_the_step_scores() -> None:
@@ -322,14 +303,14 @@ def test_product_likelihood_multiplies_the_step_scores() -> None:
 
 
 def test_model_likelihood_scores_the_partial_chain_as_one_step() -> None:
-    scorer = TableScorer({"a": 0.8, "b": 0.3, "a\na1": 0.2, "a\na2": 0.9, "b\nb1": 0.1,
+    scorer = table_scorer({"a": 0.8, "b": 0.3, "a\na1": 0.2, "a\na2": 0.9, "b\nb1": 0.1,
                           "b\nb2": 0.1}, default=0.6)
     r = ParticleFilter(FakeGenerator(tree=TREE), scorer, n=4, seed=0, likelihood="model",
                        temperature=0.05, max_steps=2).run("q")
     # step 2 by its own score would prefer a1 (0.7) over a2 (0.4); as one step, "a\na2" wins
     assert r.best.steps == ["a", "a2"] and r.best.step_scores == [0.9]
     assert r.best.likelihood == 0.9
-    last = ParticleFilter(FakeGenerator(tree=TREE), TableScorer(TABLE), n=4, seed=0,
+    last = ParticleFilter(FakeGenerator(tree=TREE), table_scorer(TABLE), n=4, seed=0,
                           temperature=0.05, max_steps=2).run("q")
     assert last.best.steps == ["a", "a1"]
 
@@ -368,7 +349,7 @@ def test_without_a_budget_nothing_is_reported_and_budget_measures() -> None:
 
 def test_generator_call_limit_is_exact_and_stops_without_resampling() -> None:
     gen = FakeGenerator(tree=TREE, seed=5)
-    r = ParticleFilter(gen, TableScorer(TABLE), n=4, seed=0,
+    r = ParticleFilter(gen, table_scorer(TABLE), n=4, seed=0,
                        budget=Budget(generator_calls=6)).run("q")
     # iteration 1: 4 calls; iteration 2: 2 of the 4 live particles fit, the others keep
     # their first step; the filter stops after scoring, without resampling.
@@ -380,7 +361,7 @@ def test_generator_call_limit_is_exact_and_stops_without_resampling() -> None:
 
 
 def test_prm_call_limit_is_exact_and_unscored_particles_keep_their_state() -> None:
-    scorer = TableScorer(TABLE)
+    scorer = table_scorer(TABLE)
     r = ParticleFilter(FakeGenerator(tree=TREE), scorer, n=4, seed=0,
                        budget=Budget(prm_calls=3)).run("q")
     # iteration 1 scores the 2 distinct chains ("a", "b"); iteration 2 only 1 more
@@ -412,7 +393,7 @@ def test_wall_time_and_nothing_fitting(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_async_spends_what_sync_spends() -> None:
     budget = Budget(generator_calls=7, prm_calls=5)
     sync = _run(n=4, seed=2, budget=budget)
-    async_ = asyncio.run(ParticleFilter(FakeGenerator(tree=TREE, seed=5), TableScorer(TABLE),
+    async_ = asyncio.run(ParticleFilter(FakeGenerator(tree=TREE, seed=5), table_scorer(TABLE),
                                         n=4, seed=2, budget=budget).arun("q"))
     strip = ("seconds",)
     a, b = async_.to_dict(), sync.to_dict()

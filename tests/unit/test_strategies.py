@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 import tenacity
 
-from prm_plugins import ChainTooLongError, InvalidInputError, StepScores, load_prm
+from prm_plugins import InvalidInputError, StepScores, load_prm
 from prm_plugins.runtime import OnnxPRM
 from prm_plugins.strategies import (
     DVTS,
@@ -57,6 +57,7 @@ from prm_plugins.strategies import (
 
 from support.fake_generators import FakeGenerator, MethodView
 from support.graph_models import make_model_dir, reference_probs
+from support.scripted_scorer import ScriptedScorer
 
 Q = "w1 w2 + w3 = ?"
 FAST = RetryPolicy.no_wait()
@@ -64,33 +65,6 @@ FAST = RetryPolicy.no_wait()
 
 # -- scorers --------------------------------------------------------------------------------
 
-
-class ScriptedScorer:
-    """StepScorer with a score per step text (see the module docstring for why)."""
-
-    def __init__(
-        self, table: dict[str, float], default: float = 1.0, too_long: Sequence[str] = ()
-    ) -> None:
-        self.table = table
-        self.default = default
-        self.too_long = set(too_long)
-        self.batches: list[int] = []
-
-    def score_batch(self, items: Sequence[tuple[str, Sequence[str]]]) -> list[StepScores]:
-        self.batches.append(len(items))
-        out = []
-        for question, steps in items:
-            if self.too_long & set(steps):
-                raise ChainTooLongError("chain too long for the test", n_tokens=99, max_length=9)
-            out.append(StepScores(list(steps), [self.table.get(s, self.default) for s in steps],
-                                  question))
-        return out
-
-    def score(self, question: str, steps: Sequence[str]) -> StepScores:
-        return self.score_batch([(question, steps)])[0]
-
-    async def ascore(self, question: str, steps: Sequence[str]) -> StepScores:
-        return self.score(question, steps)
 
 
 class CountingScorer:
