@@ -50,6 +50,7 @@ from prm_plugins import load_prm
 from prm_plugins.answers import extract_answer
 from prm_plugins.budget import Budget, BudgetSpent, estimate_tokens
 from prm_plugins.strategies import AdaptiveBestOfN, ParticleFilter, StepBeamSearch
+from prm_plugins.wording import SHIPPED_PRM_NOTE
 
 QUESTION = (
     "Janet's ducks lay 16 eggs per day. She eats three for breakfast every morning and bakes "
@@ -84,13 +85,6 @@ SOLUTIONS = 8
 #: A step scoring under this counts as caught (the shipped PRM scores a slip 0.05).
 STEP_PASS_MARK = 0.3
 
-SHIPPED_PRM_NOTE = (
-    "Note: the shipped default PRM is a small demonstration model. It reliably catches\n"
-    "written arithmetic slips and little else (prm_plugins/models/default/MODEL_CARD.md).\n"
-    "To catch reasoning errors, plug in a stronger PRM; one line:\n"
-    "    prm = load_prm(\"path/to/exported-prm\", device=\"cuda\")"
-    "  # e.g. Qwen2.5-Math-PRM-7B after `prm export`"
-)
 
 
 class ScriptedStepModel:

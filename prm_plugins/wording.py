@@ -10,7 +10,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-__all__ = ["comparison_digits", "plural", "score_and_threshold"]
+__all__ = ["SHIPPED_PRM_NOTE", "comparison_digits", "plural", "score_and_threshold"]
+
+#: What the examples print after a run with the shipped PRM: what it is for, and the one
+#: line that plugs in a stronger one.
+SHIPPED_PRM_NOTE = (
+    "Note: the shipped default PRM is a small demonstration model. It reliably catches\n"
+    "written arithmetic slips and little else (prm_plugins/models/default/MODEL_CARD.md).\n"
+    "To catch reasoning errors, plug in a stronger PRM; one line:\n"
+    "    prm = load_prm(\"path/to/exported-prm\", device=\"cuda\")"
+    "  # e.g. Qwen2.5-Math-PRM-7B after `prm export`"
+)
 
 
 def plural(n: int, word: str, many: str | None = None) -> str:

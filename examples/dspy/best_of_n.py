@@ -24,6 +24,7 @@ from dspy.utils import DummyLM
 
 from prm_plugins import load_prm
 from prm_plugins.adapters.dspy import PRMReward
+from prm_plugins.wording import SHIPPED_PRM_NOTE
 
 QUESTION = (
     "A robe takes 2 bolts of blue fiber and half that much white fiber. "
@@ -46,13 +47,6 @@ THRESHOLD = 0.5
 #: A step under this is reported as the reason an answer lost.
 STEP_PASS_MARK = 0.3
 
-SHIPPED_PRM_NOTE = (
-    "Note: the shipped default PRM is a small demonstration model. It reliably catches\n"
-    "written arithmetic slips and little else (prm_plugins/models/default/MODEL_CARD.md).\n"
-    "To catch reasoning errors, plug in a stronger PRM; one line:\n"
-    "    prm = load_prm(\"path/to/exported-prm\", device=\"cuda\")"
-    "  # e.g. Qwen2.5-Math-PRM-7B after `prm export`"
-)
 
 
 def main() -> None:

@@ -61,13 +61,6 @@ WRONG_QUANTITY = (
 THRESHOLD = 0.3
 
 #: What the examples print about the shipped PRM, and the one line that replaces it.
-SHIPPED_PRM_NOTE = (
-    "Note: the shipped default PRM is a small demonstration model. It reliably catches\n"
-    "written arithmetic slips and little else (prm_plugins/models/default/MODEL_CARD.md).\n"
-    "To catch reasoning errors, plug in a stronger PRM; one line:\n"
-    "    prm = load_prm(\"path/to/exported-prm\", device=\"cuda\")"
-    "  # e.g. Qwen2.5-Math-PRM-7B after `prm export`"
-)
 
 #: The one-line switch to a real LLM: set a model for langchain.chat_models.init_chat_model,
 #: e.g. "openai:gpt-4.1-mini", "anthropic:claude-sonnet-4-5" or "ollama:qwen2.5:7b" (its

@@ -24,7 +24,6 @@ from __future__ import annotations
 from _problem import (
     CORRECT,
     QUESTION,
-    SHIPPED_PRM_NOTE,
     SLIP_STEP_2,
     THRESHOLD,
     chat_model,
@@ -34,6 +33,7 @@ from langchain.agents import create_agent
 
 from prm_plugins import load_prm
 from prm_plugins.adapters.langchain import PRMVerificationMiddleware
+from prm_plugins.wording import SHIPPED_PRM_NOTE
 
 
 def main() -> None:

@@ -27,7 +27,6 @@ from _problem import (
     CORRECT,
     CORRECT_REWORDED,
     QUESTION,
-    SHIPPED_PRM_NOTE,
     SLIP_STEP_1,
     SLIP_STEP_2,
     WRONG_QUANTITY,
@@ -39,6 +38,7 @@ from langchain_core.prompts import ChatPromptTemplate
 
 from prm_plugins import load_prm
 from prm_plugins.adapters.langchain import PRMBestOfN
+from prm_plugins.wording import SHIPPED_PRM_NOTE
 
 ANSWERS = [SLIP_STEP_2, CORRECT, WRONG_QUANTITY, CORRECT_REWORDED, SLIP_STEP_1]
 

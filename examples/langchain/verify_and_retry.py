@@ -25,7 +25,6 @@ from __future__ import annotations
 from _problem import (
     CORRECT,
     QUESTION,
-    SHIPPED_PRM_NOTE,
     SLIP_STEP_2,
     THRESHOLD,
     WRONG_QUANTITY,
@@ -36,6 +35,7 @@ from langchain_core.prompts import ChatPromptTemplate
 
 from prm_plugins import load_prm
 from prm_plugins.adapters.langchain import PRMCallbackHandler, PRMOutputParser, PRMStepVerifier
+from prm_plugins.wording import SHIPPED_PRM_NOTE
 
 
 def main() -> None:

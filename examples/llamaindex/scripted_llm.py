@@ -28,16 +28,11 @@ from llama_index.core.bridge.pydantic import PrivateAttr
 from llama_index.core.llms import CustomLLM
 from llama_index.core.llms.callbacks import llm_completion_callback
 
+from prm_plugins.wording import SHIPPED_PRM_NOTE
+
 __all__ = ["SHIPPED_PRM_NOTE", "ScriptedLLM"]
 
 #: What the examples print about the shipped PRM, and the one line that replaces it.
-SHIPPED_PRM_NOTE = (
-    "Note: the shipped default PRM is a small demonstration model. It reliably catches\n"
-    "written arithmetic slips and little else (prm_plugins/models/default/MODEL_CARD.md).\n"
-    "To catch reasoning errors, plug in a stronger PRM; one line:\n"
-    "    prm = load_prm(\"path/to/exported-prm\", device=\"cuda\")"
-    "  # e.g. Qwen2.5-Math-PRM-7B after `prm export`"
-)
 
 _LOCK = threading.Lock()
 
